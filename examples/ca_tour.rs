@@ -1,0 +1,2 @@
+//! Placeholder: this example is being written.
+fn main() {}

@@ -1,0 +1,1 @@
+//! SNI gateway (being written).
