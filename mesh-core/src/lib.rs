@@ -7,7 +7,10 @@
 //! same value.
 //!
 //! This crate does no I/O, no cryptography and no networking; it holds no state. Certificates
-//! live in `mesh-ca`, routing in `mesh-sni`, policy in `mesh-intentions`.
+//! live in `mesh-ca`, routing in `mesh-sni`, policy in `mesh-intentions` (including the
+//! `service-intentions` config entry, which [`config_entry`] deliberately does not model).
+//! Where Consul is lax, mesh is stricter: upper-case names, unknown mesh-gateway modes, unknown
+//! registration fields and cluster peering are refused.
 //!
 //! ```
 //! use mesh_core::{Sni, SpiffeId, TrustDomain};
@@ -25,22 +28,58 @@
 //!
 //! let id: SpiffeId = "spiffe://11111111-2222-3333-4444-555555555555.consul/ns/default/dc/secondary/svc/web".parse()?;
 //! assert_eq!(id.as_service().unwrap().service().as_str(), "web");
+//!
+//! // The guide's web.json: web in "secondary" calls socat in "primary" on 127.0.0.1:8181.
+//! let web = mesh_core::catalog::ServiceDefinition::from_json(r#"{"service": {"name": "web",
+//!     "port": 8080, "connect": {"sidecar_service": {"proxy": {"upstreams": [{
+//!     "destination_name": "socat", "datacenter": "primary", "local_bind_port": 8181}]}}}}}"#)?;
+//! web.validate()?;
+//! let sidecar = mesh_core::catalog::sidecar_from_service(&web, None)?.expect("has a sidecar");
+//! let upstream = &sidecar.service().proxy.as_ref().expect("proxy").upstreams[0];
+//! let secondary: mesh_core::Datacenter = "secondary".parse()?;
+//! assert_eq!(upstream.sni(None, &secondary, &td)?, sni);
+//! let path = mesh_core::upstream_path(
+//!     &secondary,
+//!     upstream.target_datacenter(&secondary),
+//!     mesh_core::MeshGatewayMode::Local,
+//! );
+//! assert_eq!(path.gateway_datacenter(), Some(&secondary));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
+// Unit tests unwrap on purpose: a failing unwrap is a failing test.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod catalog;
+pub mod config_entry;
 pub mod index;
+pub mod mesh_gateway;
 pub mod names;
 pub mod sni;
 pub mod spiffe;
 pub mod trust_domain;
+
+pub use catalog::{
+    Host, HostPort, MeshGatewayRegistration, NodeAddresses, ProxyConfig, RegistrationError,
+    ServiceConnect, ServiceDefinition, ServiceInstanceId, ServiceKind, Sidecar, SidecarError,
+    SidecarPortError, SidecarPortRange, TaggedAddress, TokenSecret, Upstream, UpstreamError,
+    sidecar_from_service,
+};
+pub use config_entry::{
+    ConfigEntry, ConfigEntryError, ConfigEntryKind, ProxyDefaults, ServiceDefaults,
+    resolve_mesh_gateway,
+};
+pub use mesh_gateway::{
+    MeshGatewayConfig, MeshGatewayMode, MeshGatewayModeError, UpstreamModeLayers, UpstreamPath,
+    upstream_path,
+};
 
 pub use index::Index;
 pub use names::{
     Datacenter, MAX_NAME_LEN, NameError, NameErrorReason, Namespace, NodeName, Partition,
     ServiceName, Subset,
 };
-pub use sni::{Sni, SniError};
+pub use sni::{Sni, SniError, trust_domain_for_target};
 pub use spiffe::{AgentId, MeshGatewayId, ServerId, ServiceId, SpiffeId, SpiffeIdError};
 pub use trust_domain::{ClusterId, ClusterIdError, TrustDomain, TrustDomainError};

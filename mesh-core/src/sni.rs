@@ -94,7 +94,11 @@ pub enum Sni {
 
 impl Sni {
     /// The SNI of a service (no subset) in the default partition and namespace.
-    pub fn service(service: ServiceName, datacenter: Datacenter, trust_domain: TrustDomain) -> Self {
+    pub fn service(
+        service: ServiceName,
+        datacenter: Datacenter,
+        trust_domain: TrustDomain,
+    ) -> Self {
         Self::Service {
             subset: None,
             service,
@@ -120,6 +124,58 @@ impl Sni {
             node,
             datacenter,
             domain,
+        }
+    }
+
+    /// The SNI of a datacenter's gateways in `partition` (Consul's `GatewaySNI`):
+    /// `<dc>.internal.<td>` in the default partition, else `<part>.<dc>.internal-v1.<td>`.
+    pub fn gateway(
+        partition: Partition,
+        datacenter: Datacenter,
+        trust_domain: TrustDomain,
+    ) -> Self {
+        Self::Datacenter {
+            partition,
+            datacenter,
+            trust_domain,
+        }
+    }
+
+    /// The SNI of a prepared query, `<name>.default.<dc>.query.<td>`.
+    pub fn query(name: ServiceName, datacenter: Datacenter, trust_domain: TrustDomain) -> Self {
+        Self::Query {
+            name,
+            datacenter,
+            trust_domain,
+        }
+    }
+
+    /// A server SNI the way Consul's `ServerSNI` builds it from configuration strings: one
+    /// trailing `.` of `dns_domain` is dropped, and a `node_name` of `""` or `*` means any
+    /// server of the datacenter.
+    pub fn server_for(
+        datacenter: Datacenter,
+        node_name: &str,
+        dns_domain: &str,
+    ) -> Result<Self, SniError> {
+        let domain = dns_domain.strip_suffix('.').unwrap_or(dns_domain);
+        let domain =
+            TrustDomain::new(domain).map_err(|_| SniError::Shape(dns_domain.to_owned()))?;
+        let node = match node_name {
+            "" | "*" => None,
+            n => Some(name("node", n)?),
+        };
+        Ok(Self::server(node, datacenter, domain))
+    }
+
+    /// The mesh trust domain the SNI ends in; `None` for server SNIs, which end in the DNS
+    /// domain instead.
+    pub fn trust_domain(&self) -> Option<&TrustDomain> {
+        match self {
+            Self::Service { trust_domain, .. }
+            | Self::Datacenter { trust_domain, .. }
+            | Self::Query { trust_domain, .. } => Some(trust_domain),
+            Self::Server { .. } => None,
         }
     }
 
@@ -149,10 +205,11 @@ impl Sni {
         }
         let lower = host.to_ascii_lowercase();
         let shape = || SniError::Shape(host.to_owned());
+        let mut shape_in_td = false;
         if let Some(prefix) = strip_domain(&lower, td.as_str()) {
             let labels: Vec<&str> = prefix.split('.').collect();
             let td = td.clone();
-            return match labels.as_slice() {
+            let parsed = match labels.as_slice() {
                 [dc, INTERNAL] => Ok(Self::Datacenter {
                     partition: Partition::default(),
                     datacenter: name("datacenter", dc)?,
@@ -165,9 +222,7 @@ impl Sni {
                 }),
                 [svc, ns, dc, INTERNAL] => service_sni(None, svc, ns, None, dc, td),
                 [sub, svc, ns, dc, INTERNAL] => service_sni(Some(sub), svc, ns, None, dc, td),
-                [svc, ns, part, dc, INTERNAL_V1] => {
-                    service_sni(None, svc, ns, Some(part), dc, td)
-                }
+                [svc, ns, part, dc, INTERNAL_V1] => service_sni(None, svc, ns, Some(part), dc, td),
                 [sub, svc, ns, part, dc, INTERNAL_V1] => {
                     service_sni(Some(sub), svc, ns, Some(part), dc, td)
                 }
@@ -178,6 +233,12 @@ impl Sni {
                 }),
                 _ => Err(shape()),
             };
+            // A server SNI may also end in the trust domain (when a datacenter is named like
+            // the trust domain's first label); only a shape mismatch falls through to it.
+            match parsed {
+                Err(SniError::Shape(_)) => shape_in_td = true,
+                other => return other,
+            }
         }
         if let Some(prefix) = strip_domain(&lower, dns_domain.as_str()) {
             let labels: Vec<&str> = prefix.split('.').collect();
@@ -192,8 +253,34 @@ impl Sni {
                 domain: dns_domain.clone(),
             });
         }
+        if shape_in_td {
+            return Err(shape());
+        }
         Err(SniError::ForeignDomain(host.to_owned()))
     }
+}
+
+/// The trust domain of a discovery-chain target's service SNI (Consul's
+/// `TrustDomainForTarget`): the SNI is split at its first 4 (default partition) or 5 (other
+/// partitions) dots, one more with a subset, and the rest is the trust domain. `None` when the
+/// SNI has too few labels, lacks the `internal`/`internal-v1` marker where the shape puts it, or
+/// the rest is not a valid trust domain. External targets have no mesh trust domain; do not ask.
+pub fn trust_domain_for_target(
+    sni: &str,
+    partition: &Partition,
+    has_subset: bool,
+) -> Option<TrustDomain> {
+    let (pieces, marker) = if partition.is_default() {
+        (5, INTERNAL)
+    } else {
+        (6, INTERNAL_V1)
+    };
+    let pieces = pieces + usize::from(has_subset);
+    let parts: Vec<&str> = sni.splitn(pieces, '.').collect();
+    if parts.len() != pieces || parts[pieces - 2] != marker {
+        return None;
+    }
+    TrustDomain::new(parts[pieces - 1]).ok()
 }
 
 /// `host` without `.<domain>` at its end, if it ends so and something non-empty precedes it.
@@ -247,7 +334,10 @@ impl fmt::Display for Sni {
                     write!(f, "{s}.")?;
                 }
                 if partition.is_default() {
-                    write!(f, "{service}.{namespace}.{datacenter}.{INTERNAL}.{trust_domain}")
+                    write!(
+                        f,
+                        "{service}.{namespace}.{datacenter}.{INTERNAL}.{trust_domain}"
+                    )
                 } else {
                     write!(
                         f,
@@ -325,6 +415,63 @@ mod tests {
         .unwrap();
         assert_eq!(sni.target_datacenter().as_str(), "primary");
         assert_eq!(sni.target_service().unwrap().as_str(), "socat");
+    }
+
+    #[test]
+    fn server_sni_ending_in_the_trust_domain_still_parses() {
+        let t = TrustDomain::new("abcd.consul").unwrap();
+        let sni = Sni::parse("server.abcd.consul", &t, &dns()).unwrap();
+        assert_eq!(sni, Sni::server(None, "abcd".parse().unwrap(), dns()));
+        assert_eq!(sni.trust_domain(), None);
+    }
+
+    #[test]
+    fn server_for_follows_consul() {
+        let dc: Datacenter = "dc1".parse().unwrap();
+        assert_eq!(
+            Sni::server_for(dc.clone(), "*", "consul.")
+                .unwrap()
+                .to_string(),
+            "server.dc1.consul"
+        );
+        assert_eq!(
+            Sni::server_for(dc.clone(), "node1", "consul")
+                .unwrap()
+                .to_string(),
+            "node1.server.dc1.consul"
+        );
+        assert!(Sni::server_for(dc.clone(), "Bad Node", "consul").is_err());
+        assert!(Sni::server_for(dc, "", "").is_err());
+    }
+
+    #[test]
+    fn trust_domain_for_target_shapes() {
+        let t = td();
+        let def = Partition::default();
+        let p1: Partition = "p1".parse().unwrap();
+        let get = |s: &str, p: &Partition, sub| trust_domain_for_target(s, p, sub);
+        assert_eq!(
+            get(&format!("api.default.dc1.internal.{t}"), &def, false),
+            Some(t.clone())
+        );
+        assert_eq!(
+            get(&format!("v2.api.default.dc1.internal.{t}"), &def, true),
+            Some(t.clone())
+        );
+        assert_eq!(
+            get(&format!("api.default.p1.dc1.internal-v1.{t}"), &p1, false),
+            Some(t.clone())
+        );
+        assert_eq!(
+            get(&format!("v2.api.default.p1.dc1.internal-v1.{t}"), &p1, true),
+            Some(t.clone())
+        );
+        assert_eq!(
+            get(&format!("v2.api.default.dc1.internal.{t}"), &def, false),
+            None
+        );
+        assert_eq!(get("api.default.dc1", &def, false), None);
+        assert_eq!(get("api.default.dc1.internal.", &def, false), None);
     }
 
     #[test]

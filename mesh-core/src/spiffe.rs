@@ -202,7 +202,7 @@ pub enum SpiffeId {
 impl SpiffeId {
     /// The signing ID of a trust domain; `None` when the domain has no dot (Consul's rule §1.3.4).
     pub fn signing(td: TrustDomain) -> Option<Self> {
-        td.domain().is_some().then(|| Self::Signing(td))
+        td.domain().is_some().then_some(Self::Signing(td))
     }
 
     /// The trust domain (host) of the ID.

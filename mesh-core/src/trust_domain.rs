@@ -70,8 +70,7 @@ impl FromStr for ClusterId {
         let ok = groups.len() == lens.len()
             && groups.iter().zip(lens).all(|(g, n)| {
                 g.len() == n
-                    && g
-                        .bytes()
+                    && g.bytes()
                         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             });
         if ok {
@@ -221,7 +220,10 @@ mod tests {
 
     #[test]
     fn trust_domain_folds_case_and_refuses_junk() {
-        assert_eq!(TrustDomain::new("ABC.Consul").unwrap().as_str(), "abc.consul");
+        assert_eq!(
+            TrustDomain::new("ABC.Consul").unwrap().as_str(),
+            "abc.consul"
+        );
         for bad in ["", ".consul", "a..b", "a.", "a b.consul", "a/b", "x:80"] {
             assert!(TrustDomain::new(bad).is_err(), "{bad:?}");
         }
