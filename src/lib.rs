@@ -1,9 +1,30 @@
 //! mesh: an embeddable service mesh for Rust.
 //!
-//! This facade re-exports the engine crates; later it assembles them into datacenters,
-//! gateways and sidecars.
+//! This package ties the engine crates together into what a user runs: a [`Datacenter`]
+//! (the control plane: state, ACLs, intentions, config entries, catalog, CA and replication
+//! from the primary), and the data plane built on it: mesh gateways fed from the catalog,
+//! sidecars, and in-app Connect.
+//!
+//! What it does not do: consensus between several servers of one datacenter (one store per
+//! datacenter), DNS, health checking of services by probing, L7 routing.
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
+pub mod catalog;
+pub mod config;
+pub mod datacenter;
+mod error;
+mod ids;
+mod replication;
+pub mod tables;
+
+pub use config::{AclConfig, AclTokens, ConnectConfig, DatacenterConfig, Storage};
+pub use datacenter::{Authorization, Datacenter, Registered, TokenSpec};
+pub use error::Error;
+
+pub use mesh_ca as ca;
 pub use mesh_core as core;
+pub use mesh_intentions as intentions;
+pub use mesh_replication as replication_engine;
 pub use mesh_sni as sni;

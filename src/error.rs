@@ -1,0 +1,71 @@
+//! The errors of the datacenter API.
+
+use mesh_replication::store::StoreError;
+
+/// Why a datacenter call failed. Refusals say what refused; malformed input, policy refusals,
+/// configuration and I/O failures are separate variants.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The token does not resolve (unknown secret, expired, or local to another datacenter).
+    #[error("ACL not found")]
+    AclNotFound,
+    /// The token lacks a permission; names the permission, the object and the rule or default
+    /// that decided (never the secret).
+    #[error(transparent)]
+    PermissionDenied(#[from] Box<mesh_intentions::acl::PermissionDenied>),
+    /// The input is malformed or breaks a rule.
+    #[error("invalid input")]
+    Invalid(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A named object does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A named object exists already.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Connect is disabled in this datacenter.
+    #[error("Connect is disabled in this datacenter")]
+    ConnectDisabled,
+    /// The datacenter's configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The local store failed.
+    #[error("state store")]
+    Store(#[from] StoreError),
+    /// A write could not reach the primary or was refused there.
+    #[error("write to the primary datacenter failed")]
+    Forward(#[from] mesh_replication::WriteError),
+    /// A replicated write did not become visible locally in time.
+    #[error("waiting for replication")]
+    Wait(#[from] mesh_replication::WaitError),
+    /// The CA failed.
+    #[error("certificate authority")]
+    Ca(#[from] mesh_ca::CaError),
+    /// A leaf CSR was not signed.
+    #[error("leaf signing")]
+    Sign(#[from] mesh_ca::SignError),
+    /// TLS configuration.
+    #[error("TLS configuration")]
+    Tls(#[from] mesh_ca::tls::TlsError),
+    /// Network or file I/O.
+    #[error("I/O")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Wraps any error as malformed input.
+    pub fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Invalid(Box::new(e))
+    }
+
+    /// Malformed input described by a message.
+    pub fn invalid_msg(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into().into())
+    }
+}
+
+impl From<mesh_intentions::acl::PermissionDenied> for Error {
+    fn from(e: mesh_intentions::acl::PermissionDenied) -> Self {
+        Error::PermissionDenied(Box::new(e))
+    }
+}

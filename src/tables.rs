@@ -1,0 +1,71 @@
+//! The tables a datacenter keeps, and which of them replicate.
+
+use mesh_replication::{Scope, TableName, TableRegistry};
+
+macro_rules! tables {
+    ($($(#[$doc:meta])* $konst:ident = $name:literal, $scope:ident;)*) => {
+        $($(#[$doc])* pub const $konst: &str = $name;)*
+
+        /// Every table with its scope.
+        pub const ALL: &[(&str, Scope)] = &[$(($name, Scope::$scope)),*];
+    };
+}
+
+tables! {
+    /// ACL policies (global).
+    ACL_POLICIES = "acl-policies", Global;
+    /// ACL roles (global).
+    ACL_ROLES = "acl-roles", Global;
+    /// Global ACL tokens.
+    ACL_TOKENS = "acl-tokens", Global;
+    /// Tokens local to this datacenter.
+    ACL_LOCAL_TOKENS = "acl-local-tokens", Local;
+    /// Intentions, keyed `<destination>/<source>` (global).
+    INTENTIONS = "intentions", Global;
+    /// Config entries, keyed `<kind>/<name>` (global).
+    CONFIG_ENTRIES = "config-entries", Global;
+    /// The CA roots list (global, written by the primary).
+    CA_ROOTS = "ca-roots", Global;
+    /// Intermediate requests of secondaries and the primary's answers, keyed by datacenter
+    /// (global: the request is forwarded to the primary, the answer replicates back).
+    CA_INTERMEDIATES = "ca-intermediates", Global;
+    /// This datacenter's CA state, with its private keys (local, never replicated).
+    CA_STATE = "ca-state", Local;
+    /// Every datacenter's mesh gateways, keyed `<datacenter>/<service id>` (global).
+    FEDERATION = "federation", Global;
+    /// This datacenter's catalog: service, sidecar and gateway instances (local).
+    CATALOG = "catalog", Local;
+}
+
+/// A table name from one of the constants above.
+pub fn table(name: &'static str) -> TableName {
+    // Every constant above is a valid table name (checked by `registry_builds`).
+    name.parse().unwrap_or_else(|_| unreachable!("table constant {name} is valid"))
+}
+
+/// The registry of every table with its scope.
+pub fn registry() -> TableRegistry {
+    let mut r = TableRegistry::new();
+    for (name, scope) in ALL {
+        // Names are unique and valid (checked by `registry_builds`).
+        let _ = r.register(table(name), *scope);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_builds() {
+        let mut r = TableRegistry::new();
+        for (name, scope) in ALL {
+            let t: TableName = name.parse().expect("valid table name");
+            r.register(t, *scope).expect("unique table name");
+        }
+        assert!(r.is_global(&table(INTENTIONS)));
+        assert!(!r.is_global(&table(CATALOG)));
+        assert!(!r.is_global(&table(CA_STATE)));
+    }
+}

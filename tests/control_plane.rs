@@ -1,0 +1,181 @@
+//! Two datacenters in one process: ACLs default-deny, CA bootstrap and a secondary
+//! intermediate, policies and tokens, registrations, config entries and an intention written
+//! in the secondary and forwarded to the primary.
+
+use std::time::Duration;
+
+use mesh::intentions::acl::DefaultPolicy;
+use mesh::intentions::intention::Action;
+use mesh::{Datacenter, DatacenterConfig, Error, TokenSpec};
+
+const MGMT: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
+const GATEWAY_POLICY: &str = r#"{
+"node_prefix": {
+"": {
+"policy": "read"
+}
+}
+}
+{
+"service_prefix": {
+"": {
+"policy": "read"
+}
+}
+}
+{
+"service": {
+"mesh-gateway": {
+"policy": "write"
+}
+}
+}
+"#;
+const REPLICATION_POLICY: &str =
+    r#"{"acl": "write", "operator": "write", "service_prefix": {"": {"policy": "read"}}}"#;
+
+fn config(name: &str) -> DatacenterConfig {
+    let mut c = DatacenterConfig::new(name.parse().unwrap(), "primary".parse().unwrap());
+    c.acl.enabled = true;
+    c.acl.default_policy = DefaultPolicy::Deny;
+    c
+}
+
+async fn two_dcs() -> (Datacenter, Datacenter) {
+    let mut pc = config("primary");
+    pc.acl.tokens.initial_management = Some(MGMT.into());
+    let primary = Datacenter::start_primary(pc).await.unwrap();
+    primary
+        .acl_policy_create(MGMT, "replication", "", REPLICATION_POLICY)
+        .await
+        .unwrap();
+    let repl = primary
+        .acl_token_create(
+            MGMT,
+            TokenSpec {
+                description: "replication".into(),
+                policy_names: vec!["replication".into()],
+                ..TokenSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut sc = config("secondary");
+    sc.acl.tokens.replication = Some(repl.secret_id.clone());
+    let secondary = tokio::time::timeout(
+        Duration::from_secs(20),
+        Datacenter::start_secondary(sc, primary.in_process_link()),
+    )
+    .await
+    .expect("secondary starts in time")
+    .unwrap();
+    (primary, secondary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_control_plane_across_two_datacenters() {
+    let (primary, secondary) = two_dcs().await;
+
+    // One trust domain; the secondary signs with its own intermediate.
+    let td = primary.trust_domain().unwrap();
+    assert_eq!(secondary.trust_domain().unwrap(), td);
+    assert_eq!(
+        primary.roots().unwrap().active_root_id,
+        secondary.roots().unwrap().active_root_id
+    );
+
+    // The gateway policy file as written: three JSON objects, read as their union.
+    primary
+        .acl_policy_create(MGMT, "mesh-gateway", "", GATEWAY_POLICY)
+        .await
+        .unwrap();
+    let gw_token = primary
+        .acl_token_create(
+            MGMT,
+            TokenSpec {
+                description: "mesh-gateway secondary datacenter token".into(),
+                policy_names: vec!["mesh-gateway".into()],
+                ..TokenSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // The token replicated: the secondary registers a gateway with it.
+    let mut ok = false;
+    for _ in 0..100 {
+        if secondary.authorizer(&gw_token.secret_id).is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "gateway token replicated to the secondary");
+    let name = "mesh-gateway".parse().unwrap();
+    secondary
+        .register_mesh_gateway(
+            &gw_token.secret_id,
+            &name,
+            "gateway-secondary-1",
+            "127.0.0.1:18443".parse().unwrap(),
+            "127.0.0.2:18443".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    // The gateway token may not register anything else.
+    let err = secondary
+        .register_service(&gw_token.secret_id, r#"{"service":{"name":"web","port":8080}}"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
+    assert!(err.to_string().contains("service:write"), "{err}");
+
+    // Every datacenter learns the gateway through the primary.
+    assert_eq!(primary.federation().await.unwrap().len(), 1);
+
+    // proxy-defaults as the guide writes it.
+    secondary
+        .config_write(
+            MGMT,
+            r#"{"Kind": "proxy-defaults", "Name": "global", "MeshGateway": "local"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(primary.config_get("proxy-defaults", "global").await.unwrap().is_some());
+
+    // Services from the guide's files, with sidecars.
+    let web = secondary
+        .register_service(
+            MGMT,
+            r#"{"service": {"name": "web", "port": 8080, "token": "<token here>",
+                "connect": {"sidecar_service": {"proxy": {"upstreams": [{
+                "destination_name": "socat", "datacenter": "primary", "local_bind_port": 8181}]}}}}}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(web.sidecar.unwrap().service.port, 21000);
+
+    // Default deny: web may not reach socat until the intention exists.
+    let web_id: mesh::core::SpiffeId = format!("spiffe://{td}/ns/default/dc/secondary/svc/web")
+        .parse()
+        .unwrap();
+    let socat = "socat".parse().unwrap();
+    let before = primary.authorize(&web_id, &socat);
+    assert!(!before.authorized);
+    assert_eq!(before.reason, "Default behavior configured by ACLs");
+
+    // Written in the secondary, forwarded to the primary, visible in both.
+    secondary
+        .intention_create(MGMT, "web", "socat", Action::Allow)
+        .await
+        .unwrap();
+    assert!(secondary.authorize(&web_id, &socat).authorized);
+    assert!(primary.authorize(&web_id, &socat).authorized);
+
+    // An unknown token is refused.
+    let err = secondary
+        .intention_create("nope", "web", "socat", Action::Allow)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AclNotFound), "{err}");
+}
