@@ -43,3 +43,16 @@ pub struct FederationGateway {
     /// Where its own datacenter reaches it.
     pub lan: SocketAddr,
 }
+
+/// A sidecar of some datacenter as every datacenter sees it (record id
+/// `<datacenter>/<sidecar id>` in the endpoints table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceEndpoint {
+    /// The datacenter.
+    pub datacenter: Datacenter,
+    /// The service the sidecar fronts.
+    pub service: ServiceName,
+    /// Where it accepts mTLS connections.
+    pub address: SocketAddr,
+}

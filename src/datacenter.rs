@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::acl::{AclSnapshot, PolicyRecord, RoleRecord, ServiceIdentityRecord, TokenRecord};
-use crate::catalog::{CatalogEntry, FederationGateway};
+use crate::catalog::{CatalogEntry, FederationGateway, ServiceEndpoint};
 use crate::config::{DatacenterConfig, Storage};
 use crate::replication::AclReplicationAuthorizer;
 use crate::tables::{self, table};
@@ -450,6 +450,18 @@ impl Datacenter {
         };
         ops.push(upsert(tables::CATALOG, id.as_str(), json(&entry)?));
         self.inner.store.txn(ops).await?;
+        if let Some(sc) = &sidecar {
+            if let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan) {
+                let ep = ServiceEndpoint {
+                    datacenter: self.name().clone(),
+                    service: name.clone(),
+                    address,
+                };
+                let ep_id = format!("{}/{}", self.name(), sc_id.as_str());
+                self.write_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?, None)
+                    .await?;
+            }
+        }
         tracing::info!(service = %name, id = %id, sidecar = sidecar.is_some(), "service registered");
         Ok(Registered {
             id,
@@ -510,9 +522,49 @@ impl Datacenter {
             .store
             .delete(&table(tables::CATALOG), id, None)
             .await?;
-        if entry.service.kind == ServiceKind::MeshGateway {
-            let fed_id = format!("{}/{}", self.name(), id);
-            self.delete_global(token, tables::FEDERATION, &fed_id).await?;
+        let global_id = format!("{}/{}", self.name(), id);
+        match entry.service.kind {
+            ServiceKind::MeshGateway => {
+                self.delete_global(token, tables::FEDERATION, &global_id).await?
+            }
+            ServiceKind::ConnectProxy => {
+                self.delete_global(token, tables::ENDPOINTS, &global_id).await?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Moves an instance to `addr` (a sidecar bound elsewhere than registered). Needs
+    /// `service:write` on the instance's service.
+    pub async fn set_instance_address(&self, token: &str, id: &str, addr: SocketAddr) -> Result<(), Error> {
+        let Some(rec) = self.inner.store.get(&table(tables::CATALOG), id).await? else {
+            return Err(Error::NotFound(format!("service instance {id:?}")));
+        };
+        let mut entry: CatalogEntry =
+            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
+        let name = entry.name().map(|n| n.as_str().to_owned()).unwrap_or_default();
+        self.require(token, service_write(), Some(&name))?;
+        entry.lan = Some(addr);
+        entry.service.port = addr.port();
+        self.inner
+            .store
+            .upsert(&table(tables::CATALOG), id, json(&entry)?, Some(rec.modify_index))
+            .await?;
+        let dest = entry
+            .service
+            .proxy
+            .as_ref()
+            .and_then(|p| p.destination_service_name.clone());
+        if let (ServiceKind::ConnectProxy, Some(service)) = (entry.service.kind, dest) {
+            let ep = ServiceEndpoint {
+                datacenter: self.name().clone(),
+                service,
+                address: addr,
+            };
+            let ep_id = format!("{}/{}", self.name(), id);
+            self.write_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?, None)
+                .await?;
         }
         Ok(())
     }
@@ -540,6 +592,22 @@ impl Datacenter {
                         == Some(service)
             })
             .filter_map(|e| e.lan)
+            .collect())
+    }
+
+    /// The sidecar addresses of `service` in another datacenter (for mesh-gateway mode `none`).
+    pub async fn remote_endpoints(
+        &self,
+        datacenter: &DatacenterName,
+        service: &ServiceName,
+    ) -> Result<Vec<SocketAddr>, Error> {
+        let listing = self.inner.store.list(&table(tables::ENDPOINTS)).await?;
+        Ok(listing
+            .records
+            .iter()
+            .filter_map(decode::<ServiceEndpoint>)
+            .filter(|e| &e.datacenter == datacenter && &e.service == service)
+            .map(|e| e.address)
             .collect())
     }
 
@@ -698,21 +766,42 @@ impl Datacenter {
     /// Signs a leaf CSR (PEM). A service identity needs `service:write` on the service; a mesh
     /// gateway identity `mesh:write`; anything else is refused.
     pub async fn sign_leaf(&self, token: &str, csr_pem: &str) -> Result<IssuedLeaf, Error> {
-        let ca = self.ca()?;
-        let authz = self.authorizer(token)?;
+        Ok(self.sign_leaf_typed(token, csr_pem).await?)
+    }
+
+    /// [`Datacenter::sign_leaf`] with the CA's own error type (what a leaf manager expects).
+    pub(crate) async fn sign_leaf_typed(
+        &self,
+        token: &str,
+        csr_pem: &str,
+    ) -> Result<IssuedLeaf, mesh_ca::SignError> {
+        let ca = self.ca().map_err(|_| mesh_ca::SignError::NotInitialized)?;
+        let authz = self.authorizer(token).map_err(|e| e.to_string());
         let check = move |id: &SpiffeId| -> Result<(), mesh_ca::Refusal> {
+            let authz = authz.as_ref().map_err(|e| mesh_ca::Refusal::new(e.clone()))?;
             let (d, what, name) = match id {
-                SpiffeId::Service(s) => (authz.service_write(s.service().as_str()), "service:write", s.service().to_string()),
+                SpiffeId::Service(s) => (
+                    authz.service_write(s.service().as_str()),
+                    "service:write",
+                    s.service().to_string(),
+                ),
                 SpiffeId::MeshGateway(_) => (authz.mesh_write(), "mesh:write", String::new()),
-                _ => return Err(mesh_ca::Refusal::new("only service and mesh-gateway identities are signed here")),
+                _ => {
+                    return Err(mesh_ca::Refusal::new(
+                        "only service and mesh-gateway identities are signed here",
+                    ));
+                }
             };
             if d.is_allowed() {
                 Ok(())
             } else {
-                Err(mesh_ca::Refusal::new(format!("token lacks permission '{what}' on {name:?} ({d})")))
+                Err(mesh_ca::Refusal::new(format!(
+                    "token lacks permission '{what}' on {name:?} (decided by {})",
+                    d.decided_by()
+                )))
             }
         };
-        Ok(ca.sign_leaf_pem(csr_pem, &check).await?)
+        ca.sign_leaf_pem(csr_pem, &check).await
     }
 
     /// Rotates the CA root (primary only). Needs `operator:write`.

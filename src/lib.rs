@@ -13,15 +13,20 @@
 pub mod acl;
 pub mod catalog;
 pub mod config;
+pub mod connect;
 pub mod datacenter;
 mod error;
+pub mod gateway;
 mod ids;
 mod replication;
+pub mod sidecar;
 pub mod tables;
 
 pub use config::{AclConfig, AclTokens, ConnectConfig, DatacenterConfig, Storage};
 pub use datacenter::{Authorization, Datacenter, Registered, TokenSpec};
 pub use error::Error;
+pub use gateway::MeshGateway;
+pub use sidecar::{Sidecar, SidecarOptions};
 
 pub use mesh_ca as ca;
 pub use mesh_core as core;

@@ -54,8 +54,11 @@ impl Authorizer for AclReplicationAuthorizer {
             tables::INTENTIONS if write => (authz.intention_write("*"), "intentions:write"),
             tables::CONFIG_ENTRIES if write => (authz.mesh_write(), "mesh:write"),
             tables::INTENTIONS | tables::CONFIG_ENTRIES => (authz.service_read_all(), "service:read"),
-            tables::FEDERATION if write => (authz.service_write_any(), "service:write"),
+            tables::FEDERATION | tables::ENDPOINTS if write => {
+                (authz.service_write_any(), "service:write")
+            }
             tables::FEDERATION => (authz.operator_read(), "operator:read"),
+            tables::ENDPOINTS => (authz.service_read_all(), "service:read"),
             other => return Err(Denied::new(format!("table {other} is not served"))),
         };
         if decision.is_allowed() {

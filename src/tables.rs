@@ -33,6 +33,9 @@ tables! {
     CA_STATE = "ca-state", Local;
     /// Every datacenter's mesh gateways, keyed `<datacenter>/<service id>` (global).
     FEDERATION = "federation", Global;
+    /// Every datacenter's sidecar addresses, keyed `<datacenter>/<sidecar id>` (global: used
+    /// by upstreams in mesh-gateway mode `none` that dial another datacenter directly).
+    ENDPOINTS = "endpoints", Global;
     /// This datacenter's catalog: service, sidecar and gateway instances (local).
     CATALOG = "catalog", Local;
 }
