@@ -1,0 +1,1000 @@
+//! The gateway data plane: accept TCP connections, read the ClientHello under a time-out, route
+//! on its SNI, connect to an endpoint with failover, then relay bytes both ways untouched.
+//!
+//! The gateway never terminates TLS: it reads only as much of the stream as the ClientHello
+//! takes (at most [`GatewayConfig::max_hello_len`] bytes), replays those bytes to the chosen
+//! endpoint, and from then on copies the stream through. Half-close is kept: when one side
+//! ends its stream, the gateway ends the other side's write direction and keeps copying the
+//! opposite direction until it ends too.
+//!
+//! Shared state is lock-free on the connection path: the route table sits in an
+//! [`ArcSwap`] (swap it at any time; connections already relaying keep their endpoint), the
+//! connection limit is a semaphore, and the counters are atomics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::BufMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::hello::{DEFAULT_MAX_HELLO_LEN, HelloError, Parse, buffer_limit, parse_client_hello};
+use crate::router::{Route, RouteError, RouteKind, RouteTable};
+
+/// Default time a client has to send its whole ClientHello.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time one connect attempt to an endpoint may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default size of each of the two relay buffers of a connection.
+pub const DEFAULT_RELAY_BUFFER_SIZE: usize = 64 * 1024;
+/// Default limit of connections held at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time an endpoint is skipped after a failed connect.
+pub const DEFAULT_ENDPOINT_HOLD_OFF: Duration = Duration::from_secs(5);
+/// Default time a relayed connection may carry no byte in either direction (Envoy's TCP proxy
+/// default).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The smallest accepted [`GatewayConfig::max_hello_len`]: a TLS record header plus a minimal
+/// ClientHello with an SNI extension.
+pub const MIN_HELLO_LEN: usize = 512;
+/// The largest accepted [`GatewayConfig::max_hello_len`] and
+/// [`GatewayConfig::relay_buffer_size`].
+pub const MAX_BUFFER_LEN: usize = 16 * 1024 * 1024;
+
+/// Knobs of a [`Gateway`]; [`Default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Time a client has, from accept, to send a complete ClientHello (default 5 s). A slow or
+    /// silent client is closed when it runs out.
+    pub hello_timeout: Duration,
+    /// Time one connect attempt may take before the next endpoint is tried (default 2 s).
+    pub connect_timeout: Duration,
+    /// Largest ClientHello accepted (default 16 KiB, at least [`MIN_HELLO_LEN`]); a longer one
+    /// is refused as invalid. The hello buffer of a connection is capped at
+    /// [`buffer_limit`]`(max_hello_len)`: this plus the headers of the records the hello may be
+    /// split into.
+    pub max_hello_len: usize,
+    /// Size of each of the two relay buffers of a connection (default 64 KiB).
+    pub relay_buffer_size: usize,
+    /// Connections held at once (default 10 000); a connection over the limit is closed at once.
+    pub max_connections: usize,
+    /// Time an endpoint is skipped after a failed connect (default 5 s).
+    pub endpoint_hold_off: Duration,
+    /// Time a relayed connection may carry no byte in either direction before it is closed
+    /// (default 1 hour).
+    pub idle_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_hello_len: DEFAULT_MAX_HELLO_LEN,
+            relay_buffer_size: DEFAULT_RELAY_BUFFER_SIZE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            endpoint_hold_off: DEFAULT_ENDPOINT_HOLD_OFF,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// A [`GatewayConfig`] value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A time-out is zero.
+    #[error("{field} must be longer than zero")]
+    ZeroTimeout {
+        /// Which field.
+        field: &'static str,
+    },
+    /// `max_hello_len` is below [`MIN_HELLO_LEN`] or above [`MAX_BUFFER_LEN`].
+    #[error("max_hello_len {0} is outside {MIN_HELLO_LEN}..={MAX_BUFFER_LEN}")]
+    MaxHelloLen(usize),
+    /// `relay_buffer_size` is zero or above [`MAX_BUFFER_LEN`].
+    #[error("relay_buffer_size {0} is outside 1..={MAX_BUFFER_LEN}")]
+    RelayBufferSize(usize),
+    /// `max_connections` is zero or more than a semaphore can count.
+    #[error("max_connections {0} is outside 1..={max}", max = max_connections_limit())]
+    MaxConnections(usize),
+}
+
+/// Why a gateway operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bound address of a listener could not be read.
+    #[error("cannot read the listener's local address")]
+    LocalAddr(#[source] io::Error),
+    /// No tokio runtime is running on this thread.
+    #[error("a gateway listener needs a tokio runtime")]
+    NoRuntime,
+    /// [`Gateway::shutdown`] was called; no new listener is started.
+    #[error("the gateway is shut down")]
+    ShutDown,
+}
+
+/// Which of the gateway's faces a listener is, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListenerKind {
+    /// The address the gateway's own datacenter reaches it on.
+    Lan,
+    /// The address other datacenters reach it on.
+    Wan,
+}
+
+impl ListenerKind {
+    /// `"lan"` or `"wan"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lan => "lan",
+            Self::Wan => "wan",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Lan => 0,
+            Self::Wan => 1,
+        }
+    }
+}
+
+/// Counts of refused connections, one per reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusalStats {
+    /// The ClientHello named no server.
+    pub no_sni: u64,
+    /// The first bytes were not a ClientHello, or it was longer than the cap.
+    pub invalid_hello: u64,
+    /// The client closed (or failed) before its ClientHello was complete.
+    pub closed_before_hello: u64,
+    /// The ClientHello did not arrive within the hello time-out.
+    pub hello_timeout: u64,
+    /// The route table had no route for the SNI (unknown name, foreign trust domain, no pool).
+    pub unknown_route: u64,
+    /// Every endpoint of the route was down, or every connect attempt failed.
+    pub all_endpoints_down: u64,
+    /// The connection limit was reached.
+    pub over_limit: u64,
+}
+
+impl RefusalStats {
+    /// The sum over all reasons.
+    pub fn total(&self) -> u64 {
+        self.no_sni
+            + self.invalid_hello
+            + self.closed_before_hello
+            + self.hello_timeout
+            + self.unknown_route
+            + self.all_endpoints_down
+            + self.over_limit
+    }
+}
+
+/// Counters of one listener kind (all listeners of that kind together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// TCP connections accepted, including the ones refused afterwards.
+    pub accepted: u64,
+    /// Connections held now (reading the hello, connecting or relaying).
+    pub active: u64,
+    /// Connections refused, by reason.
+    pub refused: RefusalStats,
+    /// Connections cut by a shutdown whose drain deadline passed.
+    pub aborted: u64,
+}
+
+/// Counters of one route target, named by [`Route::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteStats {
+    /// The kind of target.
+    pub kind: RouteKind,
+    /// Connections routed to it.
+    pub accepted: u64,
+    /// Connections relaying to it now.
+    pub active: u64,
+    /// Bytes sent from clients to its endpoints (the replayed ClientHello included).
+    pub bytes_to_backend: u64,
+    /// Bytes sent from its endpoints to clients.
+    pub bytes_to_client: u64,
+    /// Connect attempts that failed or timed out.
+    pub connect_failures: u64,
+    /// Connections closed because no byte moved for the idle time-out.
+    pub idle_timeouts: u64,
+}
+
+/// A snapshot of a gateway's counters; see [`Gateway::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// The LAN listeners.
+    pub lan: ListenerStats,
+    /// The WAN listeners.
+    pub wan: ListenerStats,
+    /// Per route target, by label. A label stays once seen, also after a table swap drops it.
+    pub routes: BTreeMap<String, RouteStats>,
+}
+
+impl GatewayStats {
+    /// The counters of one listener kind.
+    pub fn listener(&self, kind: ListenerKind) -> &ListenerStats {
+        match kind {
+            ListenerKind::Lan => &self.lan,
+            ListenerKind::Wan => &self.wan,
+        }
+    }
+
+    /// Refusals of both listener kinds added up.
+    pub fn refused(&self) -> RefusalStats {
+        let (a, b) = (self.lan.refused, self.wan.refused);
+        RefusalStats {
+            no_sni: a.no_sni + b.no_sni,
+            invalid_hello: a.invalid_hello + b.invalid_hello,
+            closed_before_hello: a.closed_before_hello + b.closed_before_hello,
+            hello_timeout: a.hello_timeout + b.hello_timeout,
+            unknown_route: a.unknown_route + b.unknown_route,
+            all_endpoints_down: a.all_endpoints_down + b.all_endpoints_down,
+            over_limit: a.over_limit + b.over_limit,
+        }
+    }
+
+    /// Connections held now on both listener kinds.
+    pub fn active(&self) -> u64 {
+        self.lan.active + self.wan.active
+    }
+}
+
+impl fmt::Display for GatewayStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for kind in [ListenerKind::Lan, ListenerKind::Wan] {
+            let l = self.listener(kind);
+            let r = l.refused;
+            writeln!(
+                f,
+                "{}: accepted {} active {} aborted {} refused {} (no_sni {} invalid_hello {} \
+                 closed_before_hello {} hello_timeout {} unknown_route {} all_endpoints_down {} \
+                 over_limit {})",
+                kind.as_str(),
+                l.accepted,
+                l.active,
+                l.aborted,
+                r.total(),
+                r.no_sni,
+                r.invalid_hello,
+                r.closed_before_hello,
+                r.hello_timeout,
+                r.unknown_route,
+                r.all_endpoints_down,
+                r.over_limit
+            )?;
+        }
+        for (label, s) in &self.routes {
+            writeln!(
+                f,
+                "route {label} ({}): accepted {} active {} bytes_to_backend {} bytes_to_client {} \
+                 connect_failures {} idle_timeouts {}",
+                s.kind.as_str(),
+                s.accepted,
+                s.active,
+                s.bytes_to_backend,
+                s.bytes_to_client,
+                s.connect_failures,
+                s.idle_timeouts
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Gateway::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections held when accepting stopped.
+    pub active_at_start: usize,
+    /// Connections still held at the drain deadline, which were then cut.
+    pub aborted: usize,
+}
+
+/// An SNI gateway: listeners that share one route table, one connection limit and one set of
+/// counters. Cloning gives another handle to the same gateway.
+///
+/// Each listener runs on the tokio runtime it was started on until [`Gateway::shutdown`]. One
+/// gateway may serve listeners on several runtimes at once, e.g. a single-threaded event loop
+/// per core, each accepting on a clone of the same socket (see `examples/sni_gateway.rs`):
+/// routes, limit and counters stay shared.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    routes: ArcSwap<RouteTable>,
+    route_stats: ArcSwap<HashMap<Arc<str>, Arc<RouteCounters>>>,
+    listeners: [ListenerCounters; 2],
+    limit: Arc<Semaphore>,
+    stop_accepting: watch::Sender<bool>,
+    abort: watch::Sender<bool>,
+    accept_tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct ListenerCounters {
+    accepted: AtomicU64,
+    active: AtomicU64,
+    aborted: AtomicU64,
+    no_sni: AtomicU64,
+    invalid_hello: AtomicU64,
+    closed_before_hello: AtomicU64,
+    hello_timeout: AtomicU64,
+    unknown_route: AtomicU64,
+    all_endpoints_down: AtomicU64,
+    over_limit: AtomicU64,
+}
+
+struct RouteCounters {
+    kind: RouteKind,
+    accepted: AtomicU64,
+    active: AtomicU64,
+    bytes_to_backend: AtomicU64,
+    bytes_to_client: AtomicU64,
+    connect_failures: AtomicU64,
+    idle_timeouts: AtomicU64,
+}
+
+/// Why a connection ended without being relayed.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("client sent an invalid ClientHello")]
+    InvalidHello(#[source] HelloError),
+    #[error("ClientHello longer than {0} bytes")]
+    HelloTooLong(usize),
+    #[error("client closed after {0} bytes, before its ClientHello was complete")]
+    ClosedBeforeHello(usize),
+    #[error("client failed before its ClientHello was complete")]
+    ClientIo(#[source] io::Error),
+    #[error("no ClientHello within {0:?}")]
+    HelloTimeout(Duration),
+    #[error("no route")]
+    Route(#[source] RouteError),
+    #[error("all {tried} endpoint attempts of route {label} failed ({pool} endpoints)")]
+    AllEndpointsDown {
+        label: Arc<str>,
+        tried: usize,
+        pool: usize,
+    },
+}
+
+impl Gateway {
+    /// A gateway with `config` and the route table `routes`. It listens nowhere until
+    /// [`Gateway::listen`] or [`Gateway::serve`] is called.
+    pub fn new(config: GatewayConfig, routes: RouteTable) -> Result<Self, ConfigError> {
+        validate(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                limit: Arc::new(Semaphore::new(config.max_connections)),
+                config,
+                routes: ArcSwap::from_pointee(routes),
+                route_stats: ArcSwap::default(),
+                listeners: Default::default(),
+                stop_accepting: watch::Sender::new(false),
+                abort: watch::Sender::new(false),
+                accept_tasks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    /// The route table slot: `gateway.routes().store(Arc::new(table))` swaps the table for new
+    /// connections at once, and `load()` reads the current one. Connections that have already
+    /// been routed are not touched.
+    pub fn routes(&self) -> &ArcSwap<RouteTable> {
+        &self.inner.routes
+    }
+
+    /// Swaps in a new route table (the same as `routes().store(Arc::new(table))`).
+    pub fn set_routes(&self, table: RouteTable) {
+        self.inner.routes.store(Arc::new(table));
+    }
+
+    /// Binds `addr` and serves it as a `kind` listener; returns the bound address (useful with
+    /// port 0).
+    pub async fn listen(
+        &self,
+        kind: ListenerKind,
+        addr: SocketAddr,
+    ) -> Result<SocketAddr, GatewayError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        self.serve(kind, listener)
+    }
+
+    /// Serves an already bound listener as a `kind` listener on the current tokio runtime;
+    /// returns its address. Any number of listeners of either kind may run at once.
+    pub fn serve(
+        &self,
+        kind: ListenerKind,
+        listener: TcpListener,
+    ) -> Result<SocketAddr, GatewayError> {
+        if *self.inner.stop_accepting.borrow() {
+            return Err(GatewayError::ShutDown);
+        }
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| GatewayError::NoRuntime)?;
+        let addr = listener.local_addr().map_err(GatewayError::LocalAddr)?;
+        info!(listener = kind.as_str(), %addr, "gateway listening");
+        let task = handle.spawn(accept_loop(self.inner.clone(), kind, listener));
+        self.inner
+            .accept_tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+        Ok(addr)
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> GatewayStats {
+        let l = |k: ListenerKind| self.inner.listeners[k.index()].snapshot();
+        let routes = self
+            .inner
+            .route_stats
+            .load()
+            .iter()
+            .map(|(label, c)| (label.to_string(), c.snapshot()))
+            .collect();
+        GatewayStats {
+            lan: l(ListenerKind::Lan),
+            wan: l(ListenerKind::Wan),
+            routes,
+        }
+    }
+
+    /// Connections held now (reading the hello, connecting or relaying).
+    pub fn active_connections(&self) -> usize {
+        self.inner.config.max_connections - self.inner.limit.available_permits()
+    }
+
+    /// Stops every listener (their sockets are closed), waits up to `drain` for the connections
+    /// held to end by themselves, then cuts the ones left. Returns once every connection is
+    /// gone. Calling it again only waits again.
+    pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
+        self.inner.stop_accepting.send_replace(true);
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .accept_tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in tasks {
+            // An accept loop only ends by the stop signal; a join error means it panicked,
+            // which has nothing left to clean up.
+            let _ = t.await;
+        }
+        let active_at_start = self.active_connections();
+        info!(
+            active = active_at_start,
+            ?drain,
+            "gateway stopped accepting, draining"
+        );
+        let all = self.all_permits();
+        let drained = tokio::time::timeout(drain, self.inner.limit.acquire_many(all)).await;
+        let mut aborted = 0;
+        if drained.is_err() {
+            aborted = self.active_connections();
+            warn!(aborted, "drain deadline passed, cutting connections");
+            self.inner.abort.send_replace(true);
+            // Every connection task watches the abort signal, so this wait is short.
+            let _ = self.inner.limit.acquire_many(all).await;
+        }
+        info!(aborted, "gateway shut down");
+        ShutdownReport {
+            active_at_start,
+            aborted,
+        }
+    }
+
+    fn all_permits(&self) -> u32 {
+        // Invariant: validate() keeps max_connections within u32.
+        u32::try_from(self.inner.config.max_connections).unwrap_or(u32::MAX)
+    }
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.inner.config)
+            .field("routes", &self.inner.routes.load())
+            .field("active", &self.active_connections())
+            .finish()
+    }
+}
+
+impl Inner {
+    fn route_counters(&self, route: &Route) -> Arc<RouteCounters> {
+        if let Some(c) = self.route_stats.load().get(route.label()) {
+            return c.clone();
+        }
+        // First connection on a label: copy the map once with it added.
+        self.route_stats.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.entry(route.label_arc().clone())
+                .or_insert_with(|| Arc::new(RouteCounters::new(route.kind())));
+            m
+        });
+        self.route_stats
+            .load()
+            .get(route.label())
+            .cloned()
+            .unwrap_or_else(|| Arc::new(RouteCounters::new(route.kind())))
+    }
+}
+
+impl ListenerCounters {
+    fn snapshot(&self) -> ListenerStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ListenerStats {
+            accepted: g(&self.accepted),
+            active: g(&self.active),
+            aborted: g(&self.aborted),
+            refused: RefusalStats {
+                no_sni: g(&self.no_sni),
+                invalid_hello: g(&self.invalid_hello),
+                closed_before_hello: g(&self.closed_before_hello),
+                hello_timeout: g(&self.hello_timeout),
+                unknown_route: g(&self.unknown_route),
+                all_endpoints_down: g(&self.all_endpoints_down),
+                over_limit: g(&self.over_limit),
+            },
+        }
+    }
+
+    fn count(&self, refusal: &Refusal) {
+        let c = match refusal {
+            Refusal::InvalidHello(_) | Refusal::HelloTooLong(_) => &self.invalid_hello,
+            Refusal::ClosedBeforeHello(_) | Refusal::ClientIo(_) => &self.closed_before_hello,
+            Refusal::HelloTimeout(_) => &self.hello_timeout,
+            Refusal::Route(RouteError::NoSni) => &self.no_sni,
+            Refusal::Route(_) => &self.unknown_route,
+            Refusal::AllEndpointsDown { .. } => &self.all_endpoints_down,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl RouteCounters {
+    fn new(kind: RouteKind) -> Self {
+        Self {
+            kind,
+            accepted: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            bytes_to_backend: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> RouteStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RouteStats {
+            kind: self.kind,
+            accepted: g(&self.accepted),
+            active: g(&self.active),
+            bytes_to_backend: g(&self.bytes_to_backend),
+            bytes_to_client: g(&self.bytes_to_client),
+            connect_failures: g(&self.connect_failures),
+            idle_timeouts: g(&self.idle_timeouts),
+        }
+    }
+}
+
+/// Decrements a gauge when dropped, so an aborted connection is uncounted too.
+struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn up(a: &'a AtomicU64) -> Self {
+        a.fetch_add(1, Ordering::Relaxed);
+        Self(a)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn max_connections_limit() -> usize {
+    Semaphore::MAX_PERMITS.min(u32::MAX as usize)
+}
+
+fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
+    for (field, d) in [
+        ("hello_timeout", c.hello_timeout),
+        ("connect_timeout", c.connect_timeout),
+        ("idle_timeout", c.idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(ConfigError::ZeroTimeout { field });
+        }
+    }
+    if !(MIN_HELLO_LEN..=MAX_BUFFER_LEN).contains(&c.max_hello_len) {
+        return Err(ConfigError::MaxHelloLen(c.max_hello_len));
+    }
+    if !(1..=MAX_BUFFER_LEN).contains(&c.relay_buffer_size) {
+        return Err(ConfigError::RelayBufferSize(c.relay_buffer_size));
+    }
+    if !(1..=max_connections_limit()).contains(&c.max_connections) {
+        return Err(ConfigError::MaxConnections(c.max_connections));
+    }
+    Ok(())
+}
+
+async fn accept_loop(inner: Arc<Inner>, kind: ListenerKind, listener: TcpListener) {
+    let counters = &inner.listeners[kind.index()];
+    let mut stop = inner.stop_accepting.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            r = listener.accept() => r,
+        };
+        let (socket, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors and similar: back off a little instead of spinning.
+                warn!(listener = kind.as_str(), error = %e, "accept failed");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                }
+            }
+        };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        match inner.limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(connection(inner.clone(), kind, socket, peer, permit));
+            }
+            Err(_) => {
+                counters.over_limit.fetch_add(1, Ordering::Relaxed);
+                warn!(listener = kind.as_str(), %peer, limit = inner.config.max_connections,
+                    "connection refused: over the connection limit");
+                drop(socket);
+            }
+        }
+    }
+    debug!(listener = kind.as_str(), "listener closed");
+}
+
+async fn connection(
+    inner: Arc<Inner>,
+    kind: ListenerKind,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let counters = &inner.listeners[kind.index()];
+    let _active = Gauge::up(&counters.active);
+    let mut abort = inner.abort.subscribe();
+    debug!(listener = kind.as_str(), %peer, "connection accepted");
+    let outcome = tokio::select! {
+        r = handle(&inner, kind, &mut client, peer) => r,
+        _ = abort.wait_for(|a| *a) => {
+            counters.aborted.fetch_add(1, Ordering::Relaxed);
+            debug!(listener = kind.as_str(), %peer, "connection cut by shutdown");
+            return;
+        }
+    };
+    if let Err(refusal) = outcome {
+        counters.count(&refusal);
+        let reason = error_chain(&refusal);
+        match refusal {
+            Refusal::AllEndpointsDown { .. } => {
+                warn!(listener = kind.as_str(), %peer, %reason, "connection refused");
+            }
+            _ => info!(listener = kind.as_str(), %peer, %reason, "connection refused"),
+        }
+    }
+}
+
+async fn handle(
+    inner: &Inner,
+    kind: ListenerKind,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<(), Refusal> {
+    let cfg = &inner.config;
+    let started = Instant::now();
+    let mut hello = Vec::with_capacity(2048);
+    let route = tokio::time::timeout(
+        cfg.hello_timeout,
+        read_hello(client, &mut hello, cfg.max_hello_len, &inner.routes),
+    )
+    .await
+    .map_err(|_| Refusal::HelloTimeout(cfg.hello_timeout))??;
+
+    let stats = inner.route_counters(&route);
+    stats.accepted.fetch_add(1, Ordering::Relaxed);
+    let (mut backend, endpoint) = connect(cfg, &route, &stats).await?;
+    let _active = Gauge::up(&stats.active);
+    debug!(listener = kind.as_str(), %peer, route = route.label(), %endpoint, "relaying");
+    // Latency matters more than segment count for the small records of a TLS handshake.
+    let _ = client.set_nodelay(true);
+    let _ = backend.set_nodelay(true);
+
+    let result = async {
+        backend.write_all(&hello).await?;
+        stats
+            .bytes_to_backend
+            .fetch_add(hello.len() as u64, Ordering::Relaxed);
+        drop(std::mem::take(&mut hello));
+        relay(client, &mut backend, cfg, &stats).await
+    }
+    .await;
+    match result {
+        Ok(()) => debug!(listener = kind.as_str(), %peer, route = route.label(),
+            elapsed = ?started.elapsed(), "connection closed"),
+        Err(e) => debug!(listener = kind.as_str(), %peer, route = route.label(),
+            error = %e, elapsed = ?started.elapsed(), "connection ended with an error"),
+    }
+    Ok(())
+}
+
+/// Reads into `buf` until it holds a complete ClientHello of at most `max` bytes, then routes
+/// it. The buffer never grows past [`buffer_limit`]`(max)`: the hello plus the headers of the
+/// records it may be split into.
+async fn read_hello(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    routes: &ArcSwap<RouteTable>,
+) -> Result<Route, Refusal> {
+    let cap = buffer_limit(max);
+    loop {
+        let room = cap.saturating_sub(buf.len());
+        if room == 0 {
+            // The parser promises an answer before this; kept as a bound of its own.
+            return Err(Refusal::HelloTooLong(max));
+        }
+        let n = client
+            .read_buf(&mut (&mut *buf).limit(room))
+            .await
+            .map_err(Refusal::ClientIo)?;
+        if n == 0 {
+            return Err(Refusal::ClosedBeforeHello(buf.len()));
+        }
+        match parse_client_hello(buf, max) {
+            Parse::Done(hello) => {
+                let sni = hello.server_name();
+                debug!(sni, "ClientHello read");
+                return routes.load().route(sni).map_err(Refusal::Route);
+            }
+            Parse::Invalid(e) => return Err(Refusal::InvalidHello(e)),
+            // NeedMore (and any outcome added later): read on; the buffer cap bounds this.
+            _ => {}
+        }
+    }
+}
+
+/// Connects to the route's endpoints in round-robin order, each up endpoint at most once.
+async fn connect(
+    cfg: &GatewayConfig,
+    route: &Route,
+    stats: &RouteCounters,
+) -> Result<(TcpStream, SocketAddr), Refusal> {
+    let pool = route.pool();
+    let mut tried = 0;
+    for addr in pool.candidates() {
+        tried += 1;
+        let error = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
+        {
+            Ok(Ok(stream)) => return Ok((stream, addr)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", cfg.connect_timeout),
+        };
+        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        pool.hold_off(addr, cfg.endpoint_hold_off);
+        warn!(route = route.label(), endpoint = %addr, %error,
+            hold_off = ?cfg.endpoint_hold_off, "connect failed, trying the next endpoint");
+    }
+    Err(Refusal::AllEndpointsDown {
+        label: route.label_arc().clone(),
+        tried,
+        pool: pool.len(),
+    })
+}
+
+/// Copies both ways until both directions have ended; ends each write side when its read side
+/// reaches end of stream. Fails with `TimedOut` once no byte has moved either way for the idle
+/// time-out (one timer per connection, re-armed only when it fires).
+async fn relay(
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    cfg: &GatewayConfig,
+    stats: &RouteCounters,
+) -> io::Result<()> {
+    let started = Instant::now();
+    let last_read_ms = AtomicU64::new(0);
+    let (mut client_r, mut client_w) = client.split();
+    let (mut backend_r, mut backend_w) = backend.split();
+    let size = cfg.relay_buffer_size;
+    let copy = async {
+        tokio::try_join!(
+            pump(
+                &mut client_r,
+                &mut backend_w,
+                size,
+                &stats.bytes_to_backend,
+                &last_read_ms,
+                started
+            ),
+            pump(
+                &mut backend_r,
+                &mut client_w,
+                size,
+                &stats.bytes_to_client,
+                &last_read_ms,
+                started
+            ),
+        )
+    };
+    let watchdog = async {
+        let idle = cfg.idle_timeout;
+        loop {
+            let last = Duration::from_millis(last_read_ms.load(Ordering::Relaxed));
+            let deadline = started + last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    };
+    tokio::select! {
+        r = copy => r.map(|_| ()),
+        () = watchdog => {
+            stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            Err(io::Error::new(io::ErrorKind::TimedOut, "idle time-out"))
+        }
+    }
+}
+
+async fn pump<R, W>(
+    r: &mut R,
+    w: &mut W,
+    buffer_size: usize,
+    bytes: &AtomicU64,
+    last_read_ms: &AtomicU64,
+    started: Instant,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Uninitialised capacity: nothing is zeroed, and the buffer never grows past its size.
+    let mut buf = Vec::with_capacity(buffer_size);
+    loop {
+        buf.clear();
+        let n = r.read_buf(&mut (&mut buf).limit(buffer_size)).await?;
+        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last_read_ms.fetch_max(now, Ordering::Relaxed);
+        if n == 0 {
+            // Half-close: pass the end of stream on, keep the other direction running. The
+            // peer may already be gone, which is no error of this direction.
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        w.write_all(&buf).await?;
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let d = GatewayConfig::default();
+        assert_eq!(d.hello_timeout, Duration::from_secs(5));
+        assert_eq!(d.connect_timeout, Duration::from_secs(2));
+        assert_eq!(d.max_hello_len, 16 * 1024);
+        assert_eq!(d.relay_buffer_size, 64 * 1024);
+        assert_eq!(validate(&d), Ok(()));
+        let bad = |f: fn(&mut GatewayConfig)| {
+            let mut c = GatewayConfig::default();
+            f(&mut c);
+            validate(&c).unwrap_err()
+        };
+        assert_eq!(
+            bad(|c| c.hello_timeout = Duration::ZERO),
+            ConfigError::ZeroTimeout {
+                field: "hello_timeout"
+            }
+        );
+        assert_eq!(
+            bad(|c| c.connect_timeout = Duration::ZERO),
+            ConfigError::ZeroTimeout {
+                field: "connect_timeout"
+            }
+        );
+        assert_eq!(
+            bad(|c| c.idle_timeout = Duration::ZERO),
+            ConfigError::ZeroTimeout {
+                field: "idle_timeout"
+            }
+        );
+        assert_eq!(bad(|c| c.max_hello_len = 10), ConfigError::MaxHelloLen(10));
+        assert_eq!(
+            bad(|c| c.relay_buffer_size = 0),
+            ConfigError::RelayBufferSize(0)
+        );
+        assert_eq!(
+            bad(|c| c.max_connections = 0),
+            ConfigError::MaxConnections(0)
+        );
+        assert!(matches!(
+            bad(|c| c.max_connections = usize::MAX),
+            ConfigError::MaxConnections(_)
+        ));
+    }
+
+    #[test]
+    fn refusal_stats_add_up() {
+        let s = GatewayStats {
+            lan: ListenerStats {
+                refused: RefusalStats {
+                    no_sni: 1,
+                    over_limit: 2,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            wan: ListenerStats {
+                refused: RefusalStats {
+                    no_sni: 3,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(s.refused().no_sni, 4);
+        assert_eq!(s.refused().total(), 6);
+        assert!(s.to_string().contains("lan: accepted 0"));
+    }
+}
