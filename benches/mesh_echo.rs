@@ -44,7 +44,10 @@ async fn setup() -> Setup {
     g.primary
         .register_service(
             &socat_token,
-            &format!(r#"{{"name":"socat","port":{},"connect":{{"sidecar_service":{{}}}}}}"#, direct.port()),
+            &format!(
+                r#"{{"name":"socat","port":{},"connect":{{"sidecar_service":{{}}}}}}"#,
+                direct.port()
+            ),
         )
         .await
         .expect("register socat");
@@ -61,14 +64,20 @@ async fn setup() -> Setup {
     let any = SidecarOptions {
         public_bind: Some("127.0.0.1:0".parse().expect("addr")),
     };
-    let socat = Sidecar::start(&g.primary, &socat_token, "socat", any.clone()).await.expect("socat sidecar");
-    let web = Sidecar::start(&g.secondary, &web_token, "web", any).await.expect("web sidecar");
+    let socat = Sidecar::start(&g.primary, &socat_token, "socat", any.clone())
+        .await
+        .expect("socat sidecar");
+    let web = Sidecar::start(&g.secondary, &web_token, "web", any)
+        .await
+        .expect("web sidecar");
     g.secondary
         .intention_create(&g.management, "web", "socat", Action::Allow)
         .await
         .expect("intention");
     let upstream = web.upstreams()[0].1;
-    let app = Service::new(&g.secondary, &web_token, "web".parse().expect("name")).await.expect("in-app");
+    let app = Service::new(&g.secondary, &web_token, "web".parse().expect("name"))
+        .await
+        .expect("in-app");
     let up = serde_json::from_str(&format!(
         r#"{{"destination_name":"socat","datacenter":"primary","local_bind_port":{port}}}"#
     ))
@@ -130,14 +139,22 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("echo_rtt_64B");
     g.bench_function("direct", |b| b.iter(|| rt.block_on(ping(&mut d, &mut buf))));
-    g.bench_function("mesh_sidecars_two_gateways", |b| b.iter(|| rt.block_on(ping(&mut m, &mut buf))));
-    g.bench_function("in_app_two_gateways", |b| b.iter(|| rt.block_on(ping(&mut a, &mut buf))));
+    g.bench_function("mesh_sidecars_two_gateways", |b| {
+        b.iter(|| rt.block_on(ping(&mut m, &mut buf)))
+    });
+    g.bench_function("in_app_two_gateways", |b| {
+        b.iter(|| rt.block_on(ping(&mut a, &mut buf)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("new_connection_and_echo");
     g.sample_size(20);
-    g.bench_function("direct", |b| b.iter(|| rt.block_on(connect_and_ping(s.direct))));
-    g.bench_function("mesh_full_mtls_handshake", |b| b.iter(|| rt.block_on(connect_and_ping(s.upstream))));
+    g.bench_function("direct", |b| {
+        b.iter(|| rt.block_on(connect_and_ping(s.direct)))
+    });
+    g.bench_function("mesh_full_mtls_handshake", |b| {
+        b.iter(|| rt.block_on(connect_and_ping(s.upstream)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("bulk_echo");
@@ -147,7 +164,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rt.block_on(async { bulk(TcpStream::connect(s.direct).await.expect("c")).await }))
     });
     g.bench_function("mesh", |b| {
-        b.iter(|| rt.block_on(async { bulk(TcpStream::connect(s.upstream).await.expect("c")).await }))
+        b.iter(|| {
+            rt.block_on(async { bulk(TcpStream::connect(s.upstream).await.expect("c")).await })
+        })
     });
     g.finish();
 
@@ -170,11 +189,23 @@ fn bench(c: &mut Criterion) {
     let ratio = |x: Duration, base: Duration| x.as_secs_f64() / base.as_secs_f64();
     println!("\nmedian of 300 in this run           time      vs direct");
     println!("echo 64 B, direct                    {direct:>9.1?}  1.00x");
-    println!("echo 64 B, sidecars + 2 gateways     {mesh:>9.1?}  {:.2}x", ratio(mesh, direct));
-    println!("echo 64 B, in-app + 2 gateways       {in_app:>9.1?}  {:.2}x", ratio(in_app, direct));
-    println!("in-app saves vs sidecars             {:>9.1?}", mesh.saturating_sub(in_app));
+    println!(
+        "echo 64 B, sidecars + 2 gateways     {mesh:>9.1?}  {:.2}x",
+        ratio(mesh, direct)
+    );
+    println!(
+        "echo 64 B, in-app + 2 gateways       {in_app:>9.1?}  {:.2}x",
+        ratio(in_app, direct)
+    );
+    println!(
+        "in-app saves vs sidecars             {:>9.1?}",
+        mesh.saturating_sub(in_app)
+    );
     println!("new conn + echo, direct              {new_direct:>9.1?}  1.00x");
-    println!("new conn + echo, mesh (mTLS)         {new_mesh:>9.1?}  {:.2}x", ratio(new_mesh, new_direct));
+    println!(
+        "new conn + echo, mesh (mTLS)         {new_mesh:>9.1?}  {:.2}x",
+        ratio(new_mesh, new_direct)
+    );
 }
 
 criterion_group!(benches, bench);

@@ -60,7 +60,9 @@ async fn run() -> Result<(), BoxError> {
     println!("    socat {} accepts on {addr}", socat.spiffe_id());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let Ok((mut tls, peer)) = socat.accept(tcp).await else { continue };
+            let Ok((mut tls, peer)) = socat.accept(tcp).await else {
+                continue;
+            };
             tokio::spawn(async move {
                 println!("    socat: accepted {peer}");
                 let mut buf = [0u8; 1024];

@@ -58,8 +58,7 @@ fn parse_args() -> Result<Args, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let args = match parse_args() {
@@ -86,7 +85,10 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), BoxError> {
     let g = first_steps().await?;
 
-    step(7, "Register socat (echo) in the primary and web in the secondary, with sidecars");
+    step(
+        7,
+        "Register socat (echo) in the primary and web in the secondary, with sidecars",
+    );
     let echo = TcpListener::bind("127.0.0.1:0").await?;
     let echo_port = echo.local_addr()?.port();
     tokio::spawn(echo_server(echo));
@@ -109,7 +111,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     };
     let socat_sidecar = Sidecar::start(&g.primary, &socat_token, "socat", any.clone()).await?;
     let web_sidecar = Sidecar::start(&g.secondary, &web_token, "web", any).await?;
-    println!("    socat on 127.0.0.1:{echo_port}, its sidecar on {}", socat_sidecar.public_addr());
+    println!(
+        "    socat on 127.0.0.1:{echo_port}, its sidecar on {}",
+        socat_sidecar.public_addr()
+    );
     let (sni, upstream) = web_sidecar.upstreams()[0].clone();
     println!("    web's upstream socat on {upstream} (SNI {sni})");
 
@@ -118,17 +123,30 @@ async fn run(args: Args) -> Result<(), BoxError> {
         Ok(reply) if reply == b"hello\n" => {
             return Err("the connection was allowed without an intention".into());
         }
-        _ => println!("    refused: {}", g.secondary.authorize(web_sidecar.service().spiffe_id(), &"socat".parse()?).reason),
+        _ => println!(
+            "    refused: {}",
+            g.secondary
+                .authorize(web_sidecar.service().spiffe_id(), &"socat".parse()?)
+                .reason
+        ),
     }
 
-    step(9, "consul intention create web socat (made in the secondary, forwarded to the primary)");
+    step(
+        9,
+        "consul intention create web socat (made in the secondary, forwarded to the primary)",
+    );
     g.secondary
         .intention_create(&g.management, "web", "socat", Action::Allow)
         .await?;
-    let decision = g.primary.authorize(web_sidecar.service().spiffe_id(), &"socat".parse()?);
+    let decision = g
+        .primary
+        .authorize(web_sidecar.service().spiffe_id(), &"socat".parse()?);
     println!("    primary says: {}", decision.reason);
 
-    step(10, &format!("Test the connection: nc 127.0.0.1 {}", upstream.port()));
+    step(
+        10,
+        &format!("Test the connection: nc 127.0.0.1 {}", upstream.port()),
+    );
     for line in [&b"hello\n"[..], b"echo\n"] {
         let reply = echo_once(upstream, line).await?;
         if reply != line {
@@ -138,7 +156,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     let through = gateways_used(&g);
     println!("    gateways that carried traffic: {}", through.join(", "));
-    if !through.iter().any(|g| g.contains("secondary")) || !through.iter().any(|g| g.contains("primary")) {
+    if !through.iter().any(|g| g.contains("secondary"))
+        || !through.iter().any(|g| g.contains("primary"))
+    {
         return Err("the echo did not pass through both datacenters' gateways".into());
     }
     println!("\nEvery step of the guide passed.");
@@ -153,4 +173,3 @@ async fn run(args: Args) -> Result<(), BoxError> {
     g.finish().await;
     Ok(())
 }
-

@@ -11,9 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::Datacenter;
 use mesh_intentions::acl::{
-    AccessorId, Authorizer, DefaultPolicy, GLOBAL_MANAGEMENT_POLICY_ID,
-    GLOBAL_READ_ONLY_POLICY_ID, NodeIdentity, Policy, PolicyId, Role, RoleId, SecretId,
-    ServiceIdentity, Token,
+    AccessorId, Authorizer, DefaultPolicy, GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_READ_ONLY_POLICY_ID,
+    NodeIdentity, Policy, PolicyId, Role, RoleId, SecretId, ServiceIdentity, Token,
 };
 use serde::{Deserialize, Serialize};
 
@@ -280,7 +279,9 @@ impl AclSnapshot {
 
     /// A policy by name.
     pub fn policy_by_name(&self, name: &str) -> Option<&Policy> {
-        self.policy_names.get(name).and_then(|id| self.policies.get(id))
+        self.policy_names
+            .get(name)
+            .and_then(|id| self.policies.get(id))
     }
 
     /// A role by name.

@@ -40,7 +40,9 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("id", &self.id.to_string()).finish_non_exhaustive()
+        f.debug_struct("Service")
+            .field("id", &self.id.to_string())
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,8 +97,13 @@ impl Service {
         });
         // One first signing up front, so a refusal is reported to the caller with its reason.
         let probe = mesh_ca::new_leaf_request(&id, &[]).map_err(Error::invalid)?;
-        signer.sign(&probe.csr_pem).await.map_err(Error::Sign)?;
-        let leaves = LeafManager::spawn(id.clone(), signer, roots.clone(), LeafManagerOptions::default());
+        signer.sign(&probe.csr_pem).await?;
+        let leaves = LeafManager::spawn(
+            id.clone(),
+            signer,
+            roots.clone(),
+            LeafManagerOptions::default(),
+        );
         let first = leaves
             .ready()
             .await
@@ -156,7 +163,11 @@ impl Service {
         let td = self.dc.trust_domain().ok_or(Error::ConnectDisabled)?;
         let sni = Sni::service(target.clone(), target_dc.clone(), td.clone()).to_string();
         let server_name = ServerName::try_from(sni.clone()).map_err(Error::invalid)?;
-        let expected = ExpectedServer::id(SpiffeId::from(ServiceId::new(td, target_dc.clone(), target.clone())));
+        let expected = ExpectedServer::id(SpiffeId::from(ServiceId::new(
+            td,
+            target_dc.clone(),
+            target.clone(),
+        )));
         let connector = TlsConnector::from(Arc::new(self.identity.client_config(expected)?));
         Ok(Dialer {
             dc: self.dc.clone(),
@@ -214,7 +225,11 @@ impl Dialer {
             Some(ConfigEntry::ProxyDefaults(p)) => Some(p),
             _ => None,
         };
-        let sd = match self.dc.config_get("service-defaults", self.service.as_str()).await? {
+        let sd = match self
+            .dc
+            .config_get("service-defaults", self.service.as_str())
+            .await?
+        {
             Some(ConfigEntry::ServiceDefaults(s)) => Some(s),
             _ => None,
         };
@@ -235,7 +250,9 @@ impl Dialer {
             UpstreamPath::Direct { datacenter } if datacenter == self.dc.name() => {
                 self.dc.sidecar_addresses(&self.target).await?
             }
-            UpstreamPath::Direct { datacenter } => self.dc.remote_endpoints(datacenter, &self.target).await?,
+            UpstreamPath::Direct { datacenter } => {
+                self.dc.remote_endpoints(datacenter, &self.target).await?
+            }
             UpstreamPath::LocalGateways { .. } => self.gateways(self.dc.name(), false).await?,
             UpstreamPath::RemoteGateways { datacenter } => self.gateways(datacenter, true).await?,
         };
@@ -281,15 +298,22 @@ impl Dialer {
                 }
                 Err(_) => {
                     pool.hold_off(addr, HOLD_OFF);
-                    last = Some(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"));
+                    last = Some(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    ));
                     continue;
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (tls, server) =
-                mesh_ca::tls::connect(&self.connector, self.server_name.clone(), tcp, HANDSHAKE_TIMEOUT)
-                    .await
-                    .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+            let (tls, server) = mesh_ca::tls::connect(
+                &self.connector,
+                self.server_name.clone(),
+                tcp,
+                HANDSHAKE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
             tracing::debug!(upstream = %self.target, via = ?path, %addr, %server, "upstream connected");
             return Ok(tls);
         }

@@ -12,7 +12,9 @@ use mesh_core::catalog::{
     MeshGatewayRegistration, ServiceDefinition, ServiceInstanceId, ServiceKind, SidecarPortRange,
     TokenSecret, sidecar_from_service,
 };
-use mesh_core::{ConfigEntry, Datacenter as DatacenterName, Index, ServiceName, SpiffeId, TrustDomain};
+use mesh_core::{
+    ConfigEntry, Datacenter as DatacenterName, Index, ServiceName, SpiffeId, TrustDomain,
+};
 use mesh_intentions::acl::{
     Access, Authorizer, AuthorizerContext, GLOBAL_MANAGEMENT_POLICY_ID, Permission, Policy,
     Resource,
@@ -157,7 +159,10 @@ impl Datacenter {
         self.inner.server.clone()
     }
 
-    async fn start(config: DatacenterConfig, primary: Option<Arc<dyn Transport>>) -> Result<Self, Error> {
+    async fn start(
+        config: DatacenterConfig,
+        primary: Option<Arc<dyn Transport>>,
+    ) -> Result<Self, Error> {
         let store: Arc<dyn Store> = match &config.storage {
             Storage::Memory => Arc::new(MemoryStore::new()),
             Storage::Dir(dir) => {
@@ -183,9 +188,14 @@ impl Datacenter {
                 None,
             ),
             Some(link) => {
-                let token = SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
-                let replicas =
-                    Replicas::spawn(&registry, store.clone(), link.clone(), ReplicatorConfig::new(token));
+                let token =
+                    SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
+                let replicas = Replicas::spawn(
+                    &registry,
+                    store.clone(),
+                    link.clone(),
+                    ReplicatorConfig::new(token),
+                );
                 (
                     Forwarder::secondary(registry.clone(), store.clone(), repl_authz, link.clone()),
                     Some(replicas),
@@ -293,8 +303,14 @@ impl Datacenter {
         if self.inner.acl.load().policy_by_name(name).is_some() {
             return Err(Error::Conflict(format!("policy {name:?}")));
         }
-        self.write_global(token, tables::ACL_POLICIES, &id, json(&record)?, Some(Index::ZERO))
-            .await?;
+        self.write_global(
+            token,
+            tables::ACL_POLICIES,
+            &id,
+            json(&record)?,
+            Some(Index::ZERO),
+        )
+        .await?;
         Ok(record)
     }
 
@@ -307,7 +323,8 @@ impl Datacenter {
         path: &std::path::Path,
     ) -> Result<PolicyRecord, Error> {
         let rules = std::fs::read_to_string(path)?;
-        self.acl_policy_create(token, name, description, &rules).await
+        self.acl_policy_create(token, name, description, &rules)
+            .await
     }
 
     /// Creates a role linking policies by name. Needs `acl:write`.
@@ -338,14 +355,24 @@ impl Datacenter {
             node_identities: Vec::new(),
         };
         record.to_role()?;
-        self.write_global(token, tables::ACL_ROLES, &record.id, json(&record)?, Some(Index::ZERO))
-            .await?;
+        self.write_global(
+            token,
+            tables::ACL_ROLES,
+            &record.id,
+            json(&record)?,
+            Some(Index::ZERO),
+        )
+        .await?;
         Ok(record)
     }
 
     /// Creates a token; the returned record holds its secret. Needs `acl:write`. A local token
     /// stays in this datacenter; a global one is written in the primary and replicated.
-    pub async fn acl_token_create(&self, token: &str, spec: TokenSpec) -> Result<TokenRecord, Error> {
+    pub async fn acl_token_create(
+        &self,
+        token: &str,
+        spec: TokenSpec,
+    ) -> Result<TokenRecord, Error> {
         self.require(token, acl_write(), None)?;
         let snap = self.inner.acl.load();
         let roles = spec
@@ -377,12 +404,23 @@ impl Datacenter {
         };
         record.to_token()?;
         if spec.local {
-            self.write_local(tables::ACL_LOCAL_TOKENS, &record.accessor_id, json(&record)?, Some(Index::ZERO))
-                .await?;
+            self.write_local(
+                tables::ACL_LOCAL_TOKENS,
+                &record.accessor_id,
+                json(&record)?,
+                Some(Index::ZERO),
+            )
+            .await?;
             self.inner.rebuild_acl().await?;
         } else {
-            self.write_global(token, tables::ACL_TOKENS, &record.accessor_id, json(&record)?, Some(Index::ZERO))
-                .await?;
+            self.write_global(
+                token,
+                tables::ACL_TOKENS,
+                &record.accessor_id,
+                json(&record)?,
+                Some(Index::ZERO),
+            )
+            .await?;
         }
         tracing::info!(accessor = %record.accessor_id, local = record.local, "ACL token created");
         Ok(record)
@@ -394,11 +432,18 @@ impl Datacenter {
     /// when it has a `connect.sidecar_service` stanza (port picked from 21000-21255 when none
     /// is given). Needs `service:write` on the service (and on its sidecar). The token is the
     /// call's, or the registration's own `token` when the call has none.
-    pub async fn register_service(&self, token: &str, definition_json: &str) -> Result<Registered, Error> {
+    pub async fn register_service(
+        &self,
+        token: &str,
+        definition_json: &str,
+    ) -> Result<Registered, Error> {
         let def = ServiceDefinition::from_json(definition_json).map_err(Error::invalid)?;
         def.validate().map_err(Error::invalid)?;
         let token = if token.is_empty() {
-            def.token.as_ref().map(TokenSecret::expose_secret).unwrap_or("")
+            def.token
+                .as_ref()
+                .map(TokenSecret::expose_secret)
+                .unwrap_or("")
         } else {
             token
         };
@@ -413,35 +458,41 @@ impl Datacenter {
         let mut service = def.clone();
         service.token = None;
         let mut ops = Vec::new();
-        let sidecar = match sidecar_from_service(&def, def.token.as_ref()).map_err(Error::invalid)? {
-            None => None,
-            Some(mut sc) => {
-                let sidecar_name = sc
-                    .service()
-                    .name
-                    .clone()
-                    .ok_or_else(|| Error::invalid_msg("sidecar has no name"))?;
-                self.require(token, service_write(), Some(sidecar_name.as_str()))?;
-                let listing = self.inner.store.list(&table(tables::CATALOG)).await?;
-                let ports: Vec<(String, u16)> = listing
-                    .records
-                    .iter()
-                    .filter_map(|r| decode::<CatalogEntry>(r).map(|e| (r.id.clone(), e.service.port)))
-                    .collect();
-                sc.assign_port(&SidecarPortRange::default(), ports.iter().map(|(i, p)| (i.as_str(), *p)))
+        let sidecar =
+            match sidecar_from_service(&def, def.token.as_ref()).map_err(Error::invalid)? {
+                None => None,
+                Some(mut sc) => {
+                    let sidecar_name = sc
+                        .service()
+                        .name
+                        .clone()
+                        .ok_or_else(|| Error::invalid_msg("sidecar has no name"))?;
+                    self.require(token, service_write(), Some(sidecar_name.as_str()))?;
+                    let listing = self.inner.store.list(&table(tables::CATALOG)).await?;
+                    let ports: Vec<(String, u16)> = listing
+                        .records
+                        .iter()
+                        .filter_map(|r| {
+                            decode::<CatalogEntry>(r).map(|e| (r.id.clone(), e.service.port))
+                        })
+                        .collect();
+                    sc.assign_port(
+                        &SidecarPortRange::default(),
+                        ports.iter().map(|(i, p)| (i.as_str(), *p)),
+                    )
                     .map_err(Error::invalid)?;
-                sc.ensure_default_checks();
-                let sc_id = sc.id().clone();
-                let (sc_def, _checks, _token) = sc.into_parts();
-                let entry = CatalogEntry {
-                    lan: lan_addr(&sc_def),
-                    service: sc_def,
-                    down: false,
-                };
-                ops.push(upsert(tables::CATALOG, sc_id.as_str(), json(&entry)?));
-                Some(entry)
-            }
-        };
+                    sc.ensure_default_checks();
+                    let sc_id = sc.id().clone();
+                    let (sc_def, _checks, _token) = sc.into_parts();
+                    let entry = CatalogEntry {
+                        lan: lan_addr(&sc_def),
+                        service: sc_def,
+                        down: false,
+                    };
+                    ops.push(upsert(tables::CATALOG, sc_id.as_str(), json(&entry)?));
+                    Some(entry)
+                }
+            };
         service.connect = None;
         let entry = CatalogEntry {
             lan: lan_addr(&service),
@@ -450,8 +501,10 @@ impl Datacenter {
         };
         ops.push(upsert(tables::CATALOG, id.as_str(), json(&entry)?));
         self.inner.store.txn(ops).await?;
-        if let Some(sc) = &sidecar {
-            if let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan) {
+        if let Some(sc) = &sidecar
+            && let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan)
+        {
+            {
                 let ep = ServiceEndpoint {
                     datacenter: self.name().clone(),
                     service: name.clone(),
@@ -495,7 +548,8 @@ impl Datacenter {
             service: reg.into_definition(),
             down: false,
         };
-        self.write_local(tables::CATALOG, id, json(&entry)?, None).await?;
+        self.write_local(tables::CATALOG, id, json(&entry)?, None)
+            .await?;
         let fed = FederationGateway {
             datacenter: self.name().clone(),
             service: name.clone(),
@@ -515,8 +569,12 @@ impl Datacenter {
         let Some(rec) = self.inner.store.get(&table(tables::CATALOG), id).await? else {
             return Err(Error::NotFound(format!("service instance {id:?}")));
         };
-        let entry: CatalogEntry = decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
-        let name = entry.name().map(|n| n.as_str().to_owned()).unwrap_or_default();
+        let entry: CatalogEntry =
+            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
+        let name = entry
+            .name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
         self.require(token, service_write(), Some(&name))?;
         self.inner
             .store
@@ -525,10 +583,12 @@ impl Datacenter {
         let global_id = format!("{}/{}", self.name(), id);
         match entry.service.kind {
             ServiceKind::MeshGateway => {
-                self.delete_global(token, tables::FEDERATION, &global_id).await?
+                self.delete_global(token, tables::FEDERATION, &global_id)
+                    .await?
             }
             ServiceKind::ConnectProxy => {
-                self.delete_global(token, tables::ENDPOINTS, &global_id).await?
+                self.delete_global(token, tables::ENDPOINTS, &global_id)
+                    .await?
             }
             _ => {}
         }
@@ -537,19 +597,32 @@ impl Datacenter {
 
     /// Moves an instance to `addr` (a sidecar bound elsewhere than registered). Needs
     /// `service:write` on the instance's service.
-    pub async fn set_instance_address(&self, token: &str, id: &str, addr: SocketAddr) -> Result<(), Error> {
+    pub async fn set_instance_address(
+        &self,
+        token: &str,
+        id: &str,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
         let Some(rec) = self.inner.store.get(&table(tables::CATALOG), id).await? else {
             return Err(Error::NotFound(format!("service instance {id:?}")));
         };
         let mut entry: CatalogEntry =
             decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
-        let name = entry.name().map(|n| n.as_str().to_owned()).unwrap_or_default();
+        let name = entry
+            .name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
         self.require(token, service_write(), Some(&name))?;
         entry.lan = Some(addr);
         entry.service.port = addr.port();
         self.inner
             .store
-            .upsert(&table(tables::CATALOG), id, json(&entry)?, Some(rec.modify_index))
+            .upsert(
+                &table(tables::CATALOG),
+                id,
+                json(&entry)?,
+                Some(rec.modify_index),
+            )
             .await?;
         let dest = entry
             .service
@@ -618,7 +691,11 @@ impl Datacenter {
     }
 
     /// Blocks until the catalog or the federation table changes past `after`, or `timeout`.
-    pub async fn wait_routing_change(&self, after: Index, timeout: Duration) -> Result<Index, Error> {
+    pub async fn wait_routing_change(
+        &self,
+        after: Index,
+        timeout: Duration,
+    ) -> Result<Index, Error> {
         let cat = table(tables::CATALOG);
         let fed = table(tables::FEDERATION);
         let store = &self.inner.store;
@@ -683,20 +760,40 @@ impl Datacenter {
         let authz = self.authorizer(token)?;
         can_write(&authz, &ixn)?;
         let value = serde_json::to_value(&ixn).map_err(Error::invalid)?;
-        self.write_global(token, tables::INTENTIONS, &intention_id(source, destination), Value::json(value), None)
-            .await?;
-        tracing::info!(source, destination, action = action.as_str(), "intention written");
+        self.write_global(
+            token,
+            tables::INTENTIONS,
+            &intention_id(source, destination),
+            Value::json(value),
+            None,
+        )
+        .await?;
+        tracing::info!(
+            source,
+            destination,
+            action = action.as_str(),
+            "intention written"
+        );
         Ok(ixn)
     }
 
     /// Deletes the intention `source -> destination` (idempotent). Needs `intentions:write`
     /// on the destination.
-    pub async fn intention_delete(&self, token: &str, source: &str, destination: &str) -> Result<(), Error> {
+    pub async fn intention_delete(
+        &self,
+        token: &str,
+        source: &str,
+        destination: &str,
+    ) -> Result<(), Error> {
         let ixn = Intention::new(source, destination, Action::Deny);
         let authz = self.authorizer(token)?;
         can_write(&authz, &ixn)?;
-        self.delete_global(token, tables::INTENTIONS, &intention_id(source, destination))
-            .await
+        self.delete_global(
+            token,
+            tables::INTENTIONS,
+            &intention_id(source, destination),
+        )
+        .await
     }
 
     /// The intentions the token may read.
@@ -778,7 +875,9 @@ impl Datacenter {
         let ca = self.ca().map_err(|_| mesh_ca::SignError::NotInitialized)?;
         let authz = self.authorizer(token).map_err(|e| e.to_string());
         let check = move |id: &SpiffeId| -> Result<(), mesh_ca::Refusal> {
-            let authz = authz.as_ref().map_err(|e| mesh_ca::Refusal::new(e.clone()))?;
+            let authz = authz
+                .as_ref()
+                .map_err(|e| mesh_ca::Refusal::new(e.clone()))?;
             let (d, what, name) = match id {
                 SpiffeId::Service(s) => (
                     authz.service_write(s.service().as_str()),
@@ -808,7 +907,9 @@ impl Datacenter {
     pub async fn ca_rotate(&self, token: &str) -> Result<(), Error> {
         self.require(token, operator_write(), None)?;
         if !self.is_primary() {
-            return Err(Error::Config("roots rotate in the primary datacenter".into()));
+            return Err(Error::Config(
+                "roots rotate in the primary datacenter".into(),
+            ));
         }
         let ca = self.ca()?;
         ca.rotate().await?;
@@ -821,9 +922,17 @@ impl Datacenter {
     fn require(&self, token: &str, perm: Permission, name: Option<&str>) -> Result<(), Error> {
         let authz = self.authorizer(token)?;
         let d = authz
-            .check(perm.resource, perm.access, name.unwrap_or(""), AuthorizerContext::default())
+            .check(
+                perm.resource,
+                perm.access,
+                name.unwrap_or(""),
+                AuthorizerContext::default(),
+            )
             .map_err(Error::invalid)?;
-        authz.require(d, perm, name).map(|_| ()).map_err(Error::from)
+        authz
+            .require(d, perm, name)
+            .map(|_| ())
+            .map_err(Error::from)
     }
 
     async fn write_global(
@@ -834,35 +943,63 @@ impl Datacenter {
         value: Value,
         cas: Option<Index>,
     ) -> Result<Index, Error> {
-        self.global_txn(token, t, vec![TxnOp::Upsert { table: table(t), id: id.to_owned(), value, cas }])
-            .await
+        self.global_txn(
+            token,
+            t,
+            vec![TxnOp::Upsert {
+                table: table(t),
+                id: id.to_owned(),
+                value,
+                cas,
+            }],
+        )
+        .await
     }
 
     async fn delete_global(&self, token: &str, t: &'static str, id: &str) -> Result<(), Error> {
-        self.global_txn(token, t, vec![TxnOp::Delete { table: table(t), id: id.to_owned(), cas: None }])
-            .await
-            .map(|_| ())
+        self.global_txn(
+            token,
+            t,
+            vec![TxnOp::Delete {
+                table: table(t),
+                id: id.to_owned(),
+                cas: None,
+            }],
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn global_txn(&self, token: &str, t: &'static str, ops: Vec<TxnOp>) -> Result<Index, Error> {
+    async fn global_txn(
+        &self,
+        token: &str,
+        t: &'static str,
+        ops: Vec<TxnOp>,
+    ) -> Result<Index, Error> {
         let receipt = self
             .inner
             .forwarder
             .write(&SecretToken::new(token), ops)
             .await?;
-        if receipt.forwarded {
-            if let Some(replicas) = &self.inner.replicas {
-                replicas
-                    .wait_for_index(&table(t), receipt.index, READ_YOUR_WRITES_TIMEOUT)
-                    .await?;
-            }
+        if receipt.forwarded
+            && let Some(replicas) = &self.inner.replicas
+        {
+            replicas
+                .wait_for_index(&table(t), receipt.index, READ_YOUR_WRITES_TIMEOUT)
+                .await?;
         }
         // Local views (ACL, intentions) follow the table; make the caller's next call see it.
         self.inner.refresh(t).await?;
         Ok(receipt.index)
     }
 
-    async fn write_local(&self, t: &'static str, id: &str, value: Value, cas: Option<Index>) -> Result<Index, Error> {
+    async fn write_local(
+        &self,
+        t: &'static str,
+        id: &str,
+        value: Value,
+        cas: Option<Index>,
+    ) -> Result<Index, Error> {
         Ok(self.inner.store.upsert(&table(t), id, value, cas).await?)
     }
 
@@ -904,7 +1041,8 @@ impl Datacenter {
 
     async fn start_primary_ca(&self) -> Result<Ca, Error> {
         let inner = &self.inner;
-        let opts = CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
+        let opts =
+            CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
         let existing = inner.store.get(&table(tables::CA_STATE), "state").await?;
         let ca = match existing.as_ref().and_then(|r| r.value.as_json()) {
             Some(v) => Ca::load(opts, CaState::from_json(&v.to_string())?)?,
@@ -918,7 +1056,8 @@ impl Datacenter {
 
     async fn start_secondary_ca(&self) -> Result<Ca, Error> {
         let inner = &self.inner;
-        let opts = CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
+        let opts =
+            CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
         let existing = inner.store.get(&table(tables::CA_STATE), "state").await?;
         let signer = Arc::new(ReplicatedSigner { dc: self.clone() });
         let ca = match existing.as_ref().and_then(|r| r.value.as_json()) {
@@ -954,7 +1093,11 @@ impl Datacenter {
                     let Some(inner) = weak.upgrade() else { return };
                     match serde_json::to_value(view.as_ref()) {
                         Ok(v) => {
-                            if let Err(e) = inner.store.upsert(&table(tables::CA_ROOTS), "roots", Value::json(v), None).await {
+                            if let Err(e) = inner
+                                .store
+                                .upsert(&table(tables::CA_ROOTS), "roots", Value::json(v), None)
+                                .await
+                            {
                                 tracing::warn!(error = %e, "publishing CA roots failed");
                             }
                         }
@@ -984,7 +1127,9 @@ impl Datacenter {
                     }
                 };
                 for rec in &listing.records {
-                    let Some(mut req) = decode::<IntermediateRecord>(rec) else { continue };
+                    let Some(mut req) = decode::<IntermediateRecord>(rec) else {
+                        continue;
+                    };
                     if req.cert.is_some() || req.error.is_some() {
                         continue;
                     }
@@ -995,9 +1140,14 @@ impl Datacenter {
                             req.error = Some(e.to_string());
                         }
                     }
-                    let Ok(v) = serde_json::to_value(&req) else { continue };
+                    let Ok(v) = serde_json::to_value(&req) else {
+                        continue;
+                    };
                     // CAS on the request's index: a newer request from the same datacenter wins.
-                    if let Err(e) = store.upsert(&t, &rec.id, Value::json(v), Some(rec.modify_index)).await {
+                    if let Err(e) = store
+                        .upsert(&t, &rec.id, Value::json(v), Some(rec.modify_index))
+                        .await
+                    {
                         tracing::debug!(datacenter = %rec.id, error = %e, "intermediate answer superseded");
                     }
                 }
@@ -1034,42 +1184,64 @@ impl IntermediateSigner for ReplicatedSigner {
         let t = table(tables::CA_ROOTS);
         let mut seen = Index::ZERO;
         loop {
-            if let Some(rec) = store.get(&t, "roots").await.map_err(signer_err)? {
-                if let Some(v) = rec.value.as_json() {
-                    return serde_json::from_value(v.clone()).map_err(signer_err);
-                }
+            if let Some(rec) = store.get(&t, "roots").await.map_err(signer_err)?
+                && let Some(v) = rec.value.as_json()
+            {
+                return serde_json::from_value(v.clone()).map_err(signer_err);
             }
-            seen = store.wait_table(&t, seen, WATCH_WAIT).await.map_err(signer_err)?;
+            seen = store
+                .wait_table(&t, seen, WATCH_WAIT)
+                .await
+                .map_err(signer_err)?;
         }
     }
 
     async fn sign_intermediate(&self, csr_pem: &str) -> Result<String, SignerError> {
         let dc = &self.dc;
-        let token = dc.inner.config.acl.tokens.replication.clone().unwrap_or_default();
+        let token = dc
+            .inner
+            .config
+            .acl
+            .tokens
+            .replication
+            .clone()
+            .unwrap_or_default();
         let req = IntermediateRecord {
             csr: csr_pem.to_owned(),
             cert: None,
             error: None,
         };
         let value = serde_json::to_value(&req).map_err(signer_err)?;
-        dc.write_global(&token, tables::CA_INTERMEDIATES, dc.name().as_str(), Value::json(value), None)
-            .await
-            .map_err(signer_err)?;
+        dc.write_global(
+            &token,
+            tables::CA_INTERMEDIATES,
+            dc.name().as_str(),
+            Value::json(value),
+            None,
+        )
+        .await
+        .map_err(signer_err)?;
         let store = &dc.inner.store;
         let t = table(tables::CA_INTERMEDIATES);
         let mut seen = Index::ZERO;
         loop {
-            if let Some(rec) = store.get(&t, dc.name().as_str()).await.map_err(signer_err)? {
-                if let Some(ans) = decode::<IntermediateRecord>(&rec).filter(|a| a.csr == csr_pem) {
-                    if let Some(cert) = ans.cert {
-                        return Ok(cert);
-                    }
-                    if let Some(e) = ans.error {
-                        return Err(format!("primary refused the intermediate: {e}").into());
-                    }
+            if let Some(rec) = store
+                .get(&t, dc.name().as_str())
+                .await
+                .map_err(signer_err)?
+                && let Some(ans) = decode::<IntermediateRecord>(&rec).filter(|a| a.csr == csr_pem)
+            {
+                if let Some(cert) = ans.cert {
+                    return Ok(cert);
+                }
+                if let Some(e) = ans.error {
+                    return Err(format!("primary refused the intermediate: {e}").into());
                 }
             }
-            seen = store.wait_table(&t, seen, WATCH_WAIT).await.map_err(signer_err)?;
+            seen = store
+                .wait_table(&t, seen, WATCH_WAIT)
+                .await
+                .map_err(signer_err)?;
         }
     }
 }
@@ -1099,9 +1271,10 @@ impl Inner {
 
     async fn refresh(&self, t: &str) -> Result<(), Error> {
         match t {
-            tables::ACL_POLICIES | tables::ACL_ROLES | tables::ACL_TOKENS | tables::ACL_LOCAL_TOKENS => {
-                self.rebuild_acl().await
-            }
+            tables::ACL_POLICIES
+            | tables::ACL_ROLES
+            | tables::ACL_TOKENS
+            | tables::ACL_LOCAL_TOKENS => self.rebuild_acl().await,
             tables::INTENTIONS => self.rebuild_intentions().await,
             _ => Ok(()),
         }
@@ -1141,7 +1314,12 @@ impl Inner {
         }
         let builtin = Policy::global_management();
         let policies = table(tables::ACL_POLICIES);
-        if self.store.get(&policies, GLOBAL_MANAGEMENT_POLICY_ID).await?.is_none() {
+        if self
+            .store
+            .get(&policies, GLOBAL_MANAGEMENT_POLICY_ID)
+            .await?
+            .is_none()
+        {
             let rec = PolicyRecord {
                 id: GLOBAL_MANAGEMENT_POLICY_ID.to_owned(),
                 name: builtin.name().to_owned(),
@@ -1149,10 +1327,14 @@ impl Inner {
                 rules: builtin.rules().to_json(),
                 datacenters: Vec::new(),
             };
-            self.store.upsert(&policies, &rec.id, json(&rec)?, Some(Index::ZERO)).await?;
+            self.store
+                .upsert(&policies, &rec.id, json(&rec)?, Some(Index::ZERO))
+                .await?;
         }
-        if let Some(secret) = &self.config.acl.tokens.initial_management {
-            if self.acl.load().token(secret).is_none() {
+        if let Some(secret) = &self.config.acl.tokens.initial_management
+            && self.acl.load().token(secret).is_none()
+        {
+            {
                 let rec = TokenRecord {
                     accessor_id: ids::uuid()?,
                     secret_id: secret.clone(),
@@ -1165,7 +1347,12 @@ impl Inner {
                     expiration_time: None,
                 };
                 self.store
-                    .upsert(&table(tables::ACL_TOKENS), &rec.accessor_id, json(&rec)?, Some(Index::ZERO))
+                    .upsert(
+                        &table(tables::ACL_TOKENS),
+                        &rec.accessor_id,
+                        json(&rec)?,
+                        Some(Index::ZERO),
+                    )
                     .await?;
             }
         }
@@ -1190,7 +1377,10 @@ pub(crate) fn authorize_with(
     if trust_domain.is_some_and(|td| svc.trust_domain() != td) {
         return Authorization {
             authorized: false,
-            reason: format!("client trust domain {} is not this mesh's", svc.trust_domain()),
+            reason: format!(
+                "client trust domain {} is not this mesh's",
+                svc.trust_domain()
+            ),
         };
     }
     let set = intentions.load();
@@ -1205,7 +1395,10 @@ fn intention_id(source: &str, destination: &str) -> String {
     format!("{destination}/{source}")
 }
 
-fn policy_ids<'a>(snap: &AclSnapshot, names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, Error> {
+fn policy_ids<'a>(
+    snap: &AclSnapshot,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, Error> {
     names
         .map(|n| {
             snap.policy_by_name(n)
@@ -1216,7 +1409,9 @@ fn policy_ids<'a>(snap: &AclSnapshot, names: impl Iterator<Item = &'a str>) -> R
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Value, Error> {
-    Ok(Value::json(serde_json::to_value(v).map_err(Error::invalid)?))
+    Ok(Value::json(
+        serde_json::to_value(v).map_err(Error::invalid)?,
+    ))
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(rec: &Record) -> Option<T> {
@@ -1263,14 +1458,26 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
 }
 
 fn acl_write() -> Permission {
-    Permission { resource: Resource::Acl, access: Access::Write }
+    Permission {
+        resource: Resource::Acl,
+        access: Access::Write,
+    }
 }
 fn service_write() -> Permission {
-    Permission { resource: Resource::Service, access: Access::Write }
+    Permission {
+        resource: Resource::Service,
+        access: Access::Write,
+    }
 }
 fn mesh_write() -> Permission {
-    Permission { resource: Resource::Mesh, access: Access::Write }
+    Permission {
+        resource: Resource::Mesh,
+        access: Access::Write,
+    }
 }
 fn operator_write() -> Permission {
-    Permission { resource: Resource::Operator, access: Access::Write }
+    Permission {
+        resource: Resource::Operator,
+        access: Access::Write,
+    }
 }

@@ -43,7 +43,7 @@ pub enum Error {
     Ca(#[from] mesh_ca::CaError),
     /// A leaf CSR was not signed.
     #[error("leaf signing")]
-    Sign(#[from] mesh_ca::SignError),
+    Sign(#[source] Box<mesh_ca::SignError>),
     /// TLS configuration.
     #[error("TLS configuration")]
     Tls(#[from] mesh_ca::tls::TlsError),
@@ -67,5 +67,11 @@ impl Error {
 impl From<mesh_intentions::acl::PermissionDenied> for Error {
     fn from(e: mesh_intentions::acl::PermissionDenied) -> Self {
         Error::PermissionDenied(Box::new(e))
+    }
+}
+
+impl From<mesh_ca::SignError> for Error {
+    fn from(e: mesh_ca::SignError) -> Self {
+        Error::Sign(Box::new(e))
     }
 }

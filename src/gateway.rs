@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh_core::{Datacenter as DatacenterName, Index, ServiceName};
-use mesh_sni::{Gateway, GatewayConfig, GatewayStats, ListenerKind, Pool, RouteTable, ShutdownReport};
+use mesh_sni::{
+    Gateway, GatewayConfig, GatewayStats, ListenerKind, Pool, RouteTable, ShutdownReport,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -119,7 +121,9 @@ async fn follow(dc: Datacenter, gateway: Gateway) {
                 seen = idx;
                 match routes(&dc).await {
                     Ok(t) => gateway.set_routes(t),
-                    Err(e) => tracing::warn!(error = %e, "route table rebuild failed; keeping the old one"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "route table rebuild failed; keeping the old one")
+                    }
                 }
             }
             Ok(_) => {}
@@ -134,9 +138,7 @@ async fn follow(dc: Datacenter, gateway: Gateway) {
 /// The route table of a datacenter's gateways: every local service with sidecars to its
 /// sidecars' LAN addresses, every other datacenter to its gateways' WAN addresses.
 pub async fn routes(dc: &Datacenter) -> Result<RouteTable, Error> {
-    let td = dc
-        .trust_domain()
-        .ok_or(Error::ConnectDisabled)?;
+    let td = dc.trust_domain().ok_or(Error::ConnectDisabled)?;
     let mut services: BTreeMap<ServiceName, Vec<SocketAddr>> = BTreeMap::new();
     for e in dc.catalog().await? {
         if e.down || e.service.kind != mesh_core::catalog::ServiceKind::ConnectProxy {

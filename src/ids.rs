@@ -11,5 +11,7 @@ pub(crate) fn uuid() -> Result<String, Error> {
     SystemRandom::new()
         .fill(&mut b)
         .map_err(|_| Error::Config("the system has no secure random source".into()))?;
-    Ok(mesh_core::ClusterId::from_random_bytes(b).as_str().to_owned())
+    Ok(mesh_core::ClusterId::from_random_bytes(b)
+        .as_str()
+        .to_owned())
 }

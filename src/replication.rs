@@ -24,7 +24,11 @@ pub(crate) struct AclReplicationAuthorizer {
 }
 
 impl AclReplicationAuthorizer {
-    pub(crate) fn new(acl: Arc<ArcSwap<AclSnapshot>>, config: AclConfig, datacenter: Datacenter) -> Self {
+    pub(crate) fn new(
+        acl: Arc<ArcSwap<AclSnapshot>>,
+        config: AclConfig,
+        datacenter: Datacenter,
+    ) -> Self {
         Self {
             acl,
             config,
@@ -49,11 +53,17 @@ impl Authorizer for AclReplicationAuthorizer {
         let write = matches!(op, Op::Write { .. });
         let table = op.table().as_str();
         let (decision, needed): (Decision<'_>, &str) = match table {
-            tables::ACL_POLICIES | tables::ACL_ROLES | tables::ACL_TOKENS => (authz.acl_write(), "acl:write"),
-            tables::CA_ROOTS | tables::CA_INTERMEDIATES => (authz.operator_write(), "operator:write"),
+            tables::ACL_POLICIES | tables::ACL_ROLES | tables::ACL_TOKENS => {
+                (authz.acl_write(), "acl:write")
+            }
+            tables::CA_ROOTS | tables::CA_INTERMEDIATES => {
+                (authz.operator_write(), "operator:write")
+            }
             tables::INTENTIONS if write => (authz.intention_write("*"), "intentions:write"),
             tables::CONFIG_ENTRIES if write => (authz.mesh_write(), "mesh:write"),
-            tables::INTENTIONS | tables::CONFIG_ENTRIES => (authz.service_read_all(), "service:read"),
+            tables::INTENTIONS | tables::CONFIG_ENTRIES => {
+                (authz.service_read_all(), "service:read")
+            }
             tables::FEDERATION | tables::ENDPOINTS if write => {
                 (authz.service_write_any(), "service:write")
             }
@@ -64,7 +74,9 @@ impl Authorizer for AclReplicationAuthorizer {
         if decision.is_allowed() {
             Ok(())
         } else {
-            Err(Denied::new(format!("token lacks permission '{needed}' to {op} ({decision})")))
+            Err(Denied::new(format!(
+                "token lacks permission '{needed}' to {op} ({decision})"
+            )))
         }
     }
 }

@@ -52,9 +52,10 @@ impl Sidecar {
         let catalog = dc.catalog().await?;
         let sidecar_id = format!("{service_id}-sidecar-proxy");
         let find = |id: &str| -> Option<&CatalogEntry> {
-            catalog
-                .iter()
-                .find(|e| e.service.id.as_ref().map(|i| i.as_str()) == Some(id) || (e.service.id.is_none() && e.name().map(|n| n.as_str()) == Some(id)))
+            catalog.iter().find(|e| {
+                e.service.id.as_ref().map(|i| i.as_str()) == Some(id)
+                    || (e.service.id.is_none() && e.name().map(|n| n.as_str()) == Some(id))
+            })
         };
         let entry = find(&sidecar_id)
             .ok_or_else(|| Error::NotFound(format!("sidecar {sidecar_id:?}")))?
@@ -89,12 +90,18 @@ impl Sidecar {
         if Some(public) != entry.lan {
             dc.set_instance_address(token, &sidecar_id, public).await?;
         }
-        let mut tasks = vec![tokio::spawn(serve_public(public_listener, service.clone(), local_app))];
+        let mut tasks = vec![tokio::spawn(serve_public(
+            public_listener,
+            service.clone(),
+            local_app,
+        ))];
 
         let mut upstreams = Vec::new();
         for up in &proxy.upstreams {
             let UpstreamListener::Tcp(addr) = up.listener() else {
-                return Err(Error::invalid_msg("unix-socket upstream listeners are not supported"));
+                return Err(Error::invalid_msg(
+                    "unix-socket upstream listeners are not supported",
+                ));
             };
             let listener = TcpListener::bind(addr).await?;
             let bound = listener.local_addr()?;
@@ -147,17 +154,18 @@ async fn serve_public(listener: TcpListener, service: Arc<Service>, local_app: S
                     return;
                 }
             };
-            let app = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(local_app)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::warn!(%local_app, error = %e, "local application unreachable");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%local_app, "local application connect timed out");
-                    return;
-                }
-            };
+            let app =
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(local_app)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%local_app, error = %e, "local application unreachable");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%local_app, "local application connect timed out");
+                        return;
+                    }
+                };
             tracing::debug!(%client, "inbound connection accepted");
             relay(tls, app).await;
         });
@@ -179,7 +187,9 @@ async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>) {
             let _ = tcp.set_nodelay(true);
             match dialer.dial().await {
                 Ok(tls) => relay(tcp, tls).await,
-                Err(e) => tracing::info!(upstream = dialer.sni(), error = %e, "upstream dial failed"),
+                Err(e) => {
+                    tracing::info!(upstream = dialer.sni(), error = %e, "upstream dial failed")
+                }
             }
         });
     }
@@ -191,7 +201,9 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await {
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await
+    {
         tracing::debug!(error = %e, "relay ended with an error");
     }
 }

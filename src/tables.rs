@@ -43,7 +43,8 @@ tables! {
 /// A table name from one of the constants above.
 pub fn table(name: &'static str) -> TableName {
     // Every constant above is a valid table name (checked by `registry_builds`).
-    name.parse().unwrap_or_else(|_| unreachable!("table constant {name} is valid"))
+    name.parse()
+        .unwrap_or_else(|_| unreachable!("table constant {name} is valid"))
 }
 
 /// The registry of every table with its scope.

@@ -2,6 +2,8 @@
 //! intermediate, policies and tokens, registrations, config entries and an intention written
 //! in the secondary and forwarded to the primary.
 
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
 use std::time::Duration;
 
 use mesh::intentions::acl::DefaultPolicy;
@@ -124,7 +126,10 @@ async fn guide_control_plane_across_two_datacenters() {
         .unwrap();
     // The gateway token may not register anything else.
     let err = secondary
-        .register_service(&gw_token.secret_id, r#"{"service":{"name":"web","port":8080}}"#)
+        .register_service(
+            &gw_token.secret_id,
+            r#"{"service":{"name":"web","port":8080}}"#,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
@@ -141,7 +146,13 @@ async fn guide_control_plane_across_two_datacenters() {
         )
         .await
         .unwrap();
-    assert!(primary.config_get("proxy-defaults", "global").await.unwrap().is_some());
+    assert!(
+        primary
+            .config_get("proxy-defaults", "global")
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Services from the guide's files, with sidecars.
     let web = secondary

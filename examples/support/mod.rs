@@ -88,7 +88,10 @@ pub(crate) fn step(n: u32, what: &str) {
 pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     let management = mesh_secret();
 
-    step(1, "Enable Connect in the primary datacenter (ACLs on, default deny)");
+    step(
+        1,
+        "Enable Connect in the primary datacenter (ACLs on, default deny)",
+    );
     let mut pc = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
     pc.acl.enabled = true;
     pc.acl.default_policy = DefaultPolicy::Deny;
@@ -98,9 +101,17 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     println!("    CA bootstrapped: trust domain {}", roots.trust_domain);
     println!("    active root {}", roots.active_root_id);
 
-    step(2, "ACL replication token (acl, operator write; service_prefix \"\" read)");
+    step(
+        2,
+        "ACL replication token (acl, operator write; service_prefix \"\" read)",
+    );
     primary
-        .acl_policy_create(&management, "replication", "ACL replication", REPLICATION_POLICY)
+        .acl_policy_create(
+            &management,
+            "replication",
+            "ACL replication",
+            REPLICATION_POLICY,
+        )
         .await?;
     let replication = primary
         .acl_token_create(
@@ -131,7 +142,10 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
         sroots.trust_domain == roots.trust_domain
     );
 
-    step(4, "Gateway policy from mesh-gateway-policy.json, and a token per gateway");
+    step(
+        4,
+        "Gateway policy from mesh-gateway-policy.json, and a token per gateway",
+    );
     let dir = std::env::temp_dir().join(format!("mesh-guide-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let policy_file = dir.join("mesh-gateway-policy.json");
@@ -164,13 +178,18 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
             let id = format!("gateway-{}-{i}", dc.name());
             let lan: SocketAddr = "127.0.0.1:0".parse()?;
             let wan: SocketAddr = format!("127.0.{octet}.{i}:0").parse()?;
-            let gw = MeshGateway::start(dc, token, &gw_name, &id, lan, wan, GatewayConfig::default()).await?;
+            let gw =
+                MeshGateway::start(dc, token, &gw_name, &id, lan, wan, GatewayConfig::default())
+                    .await?;
             println!("    {id}: LAN {} WAN {}", gw.lan_addr(), gw.wan_addr());
             gateways.push(gw);
         }
     }
 
-    step(6, "proxy-defaults: MeshGateway local (written in the secondary, stored by the primary)");
+    step(
+        6,
+        "proxy-defaults: MeshGateway local (written in the secondary, stored by the primary)",
+    );
     secondary.config_write(&management, PROXY_DEFAULTS).await?;
     println!("    {PROXY_DEFAULTS}");
     Ok(Guide {
@@ -210,14 +229,16 @@ pub(crate) fn gateways_used(g: &Guide) -> Vec<String> {
 
 pub(crate) fn accepted(g: &MeshGateway) -> u64 {
     let s = g.stats();
-    s.listener(mesh::sni::ListenerKind::Lan).accepted + s.listener(mesh::sni::ListenerKind::Wan).accepted
+    s.listener(mesh::sni::ListenerKind::Lan).accepted
+        + s.listener(mesh::sni::ListenerKind::Wan).accepted
 }
 
 /// A fresh random secret for the management token of this run.
 pub(crate) fn mesh_secret() -> String {
     use std::fmt::Write;
     let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("system random source");
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("system random source");
     b.iter().fold(String::new(), |mut s, x| {
         let _ = write!(s, "{x:02x}");
         s
