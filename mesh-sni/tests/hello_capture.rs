@@ -24,13 +24,39 @@ fn client(sni: &str) -> ClientConnection {
     ClientConnection::new(Arc::new(cfg), name).expect("client connection")
 }
 
-/// Sends a real rustls ClientHello over TCP to the capture listener named by
-/// `MESH_HELLO_CAPTURE_ADDR`. Run by `tests/data/capture.sh`.
+/// Sends a real rustls ClientHello over TCP. With `MESH_HELLO_CAPTURE_ADDR` set (as
+/// `tests/data/capture.sh` does) it goes to that capture listener; otherwise to a listener of
+/// this test, which parses what arrived on the wire.
 #[test]
-#[ignore = "needs the capture listener of tests/data/capture.sh"]
-fn rustls_client_hello_to_listener() {
-    let addr = std::env::var("MESH_HELLO_CAPTURE_ADDR").expect("MESH_HELLO_CAPTURE_ADDR");
+fn rustls_client_hello_over_tcp() {
+    use std::io::Read;
+
+    use mesh_sni::hello::{DEFAULT_MAX_HELLO_LEN, Parse, parse_client_hello};
+
     let sni = std::env::var("MESH_HELLO_CAPTURE_SNI").unwrap_or_else(|_| SNI.to_owned());
+    let (addr, server) = match std::env::var("MESH_HELLO_CAPTURE_ADDR") {
+        Ok(a) => (a, None),
+        Err(_) => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let a = l.local_addr().expect("addr").to_string();
+            let t = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().expect("accept");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Parse::Done(h) = parse_client_hello(&got, DEFAULT_MAX_HELLO_LEN) {
+                        return h.server_name().map(str::to_owned);
+                    }
+                    let n = s.read(&mut buf).expect("read the hello");
+                    assert!(n > 0, "client closed before a whole hello");
+                    got.extend_from_slice(&buf[..n]);
+                }
+            });
+            (a, Some(t))
+        }
+    };
     let mut tcp = TcpStream::connect(addr).expect("connect to the listener");
     tcp.set_write_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -39,6 +65,12 @@ fn rustls_client_hello_to_listener() {
         conn.write_tls(&mut tcp).expect("write the hello");
     }
     tcp.flush().expect("flush");
+    if let Some(t) = server {
+        assert_eq!(
+            t.join().expect("listener thread").as_deref(),
+            Some(sni.as_str())
+        );
+    }
 }
 
 /// The hello of the rustls this workspace builds with, made now, in memory,

@@ -52,6 +52,6 @@ curl -sk --max-time 10 --resolve "$sni:$port:127.0.0.1" "https://$sni:$port/" \
 # 5. rustls (ring provider), driven by an ignored test of mesh-sni.
 MESH_HELLO_CAPTURE_ADDR="127.0.0.1:$port" MESH_HELLO_CAPTURE_SNI="$sni" \
     cargo test -p mesh-sni --test hello_capture --manifest-path "$crate/Cargo.toml" \
-    -- --ignored --exact rustls_client_hello_to_listener >/dev/null 2>&1 || true
+    -- --exact rustls_client_hello_over_tcp >/dev/null 2>&1 || true
 
 wait "$listener"
