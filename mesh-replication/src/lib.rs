@@ -1,1 +1,86 @@
-//! Versioned datacenter state, blocking queries, replication from the primary, write forwarding and transports. (being written).
+//! Versioned datacenter state, blocking queries, replication from the primary datacenter, write
+//! forwarding, and the transports between datacenters.
+//!
+//! * State: a [`Store`] holds named tables of [`Record`]s; every write takes the next value of one
+//!   monotonic [`Index`], transactions are atomic, writes can check-and-set, and
+//!   [`Store::wait_table`] is the blocking query. [`MemoryStore`] and [`DurableStore`] (on disk,
+//!   crash-safe) implement it.
+//! * Replication: a [`TableRegistry`] marks tables [`Scope::Global`] or [`Scope::Local`]; in a
+//!   secondary, [`Replicas`] runs one replicator per global table that long-polls the primary,
+//!   [`diff()`]s the complete listing against the local copy and applies it in batches, with a
+//!   rate limit, backoff with jitter, a [`ReplicationStatus`] and a persisted remote index.
+//!   Local records are deleted only because the primary's complete listing lacks them.
+//! * Forwarding: a [`Forwarder`] sends writes of global tables made in a secondary to the
+//!   primary; [`Replicas::wait_for_index`] then gives read-your-writes.
+//! * Transports: the [`Transport`] trait, [`InProcessTransport`] and [`FramedTransport`]
+//!   (length-prefixed frames over TCP or mTLS, see [`transport::tls`]); the primary side is
+//!   [`ReplicationServer`], which checks each request's [`SecretToken`] with an [`Authorizer`].
+//!
+//! This crate knows records, tables and indexes, not what they mean: ACL objects, intentions and
+//! config entries are stored as values by the layers above, which also provide the real
+//! authorizer and the certificates. There is no leader election or consensus here: one store
+//! per datacenter.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use mesh_replication::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let policies: TableName = "acl-policies".parse()?;
+//! let registry = TableRegistry::new().with(policies.clone(), Scope::Global)?;
+//! let allow: Arc<dyn Authorizer> = Arc::new(auth::danger::AllowAll);
+//!
+//! // The primary datacenter and its server side.
+//! let primary: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let server = Arc::new(ReplicationServer::new(registry.clone(), primary.clone(), allow.clone()));
+//!
+//! // A secondary replicating from it in process.
+//! let link: Arc<dyn Transport> = Arc::new(InProcessTransport::new(server));
+//! let secondary: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let token = SecretToken::new("replication-token");
+//! let replicas = Replicas::spawn(&registry, secondary.clone(), link.clone(),
+//!     ReplicatorConfig::new(token.clone()));
+//!
+//! // A write made in the secondary is forwarded, then read back locally.
+//! let writes = Forwarder::secondary(registry, secondary.clone(), allow, link);
+//! let receipt = writes.write(&token, vec![TxnOp::Upsert {
+//!     table: policies.clone(), id: "global-management".into(),
+//!     value: Value::json(serde_json::json!({"rules": "acl = \"write\""})), cas: Some(Index::ZERO),
+//! }]).await?;
+//! assert!(receipt.forwarded);
+//! replicas.wait_for_index(&policies, receipt.index, Duration::from_secs(5)).await?;
+//! assert!(secondary.get(&policies, "global-management").await?.is_some());
+//! replicas.stop().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod diff;
+pub mod forward;
+pub mod frame;
+pub mod record;
+pub mod replicator;
+pub mod server;
+pub mod store;
+pub mod table;
+pub mod transport;
+
+pub use auth::{Authorizer, Denied, Op, SecretToken};
+pub use diff::{Diff, DiffItem, diff};
+pub use forward::{Forwarder, WriteError, WriteReceipt};
+pub use mesh_core::Index;
+pub use record::{ContentHash, Record, TxnOp, Value};
+pub use replicator::{
+    Backoff, RateLimit, Replicas, ReplicationStatus, ReplicatorConfig, ReplicatorHandle, WaitError,
+};
+pub use server::{ReplicationServer, ServeConfig, ServerHandle};
+pub use store::{DurableStore, Listing, MemoryStore, Store, StoreError};
+pub use table::{Scope, TableName, TableRegistry};
+pub use transport::{
+    ApplyRequest, CompleteListing, FramedTransport, InProcessTransport, ListRequest, RemoteError,
+    RemoteErrorKind, TcpConnector, Transport, TransportError,
+};

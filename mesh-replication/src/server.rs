@@ -1,0 +1,344 @@
+//! The primary's side: answers blocking list queries and forwarded writes, in process or over
+//! framed streams (plain TCP or mTLS).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::Index;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, warn};
+
+use crate::auth::{Authorizer, Op};
+use crate::frame::{self, FrameError, Request, Response};
+use crate::store::{Store, StoreError};
+use crate::table::{Scope, TableName, TableRegistry};
+use crate::transport::{ApplyRequest, CompleteListing, ListRequest, RemoteError, RemoteErrorKind};
+
+/// The longest a blocking query may be held by default (Consul's limit is 10 minutes).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The primary's request handler. Shared (`Arc`) by every connection and in-process transport.
+pub struct ReplicationServer {
+    registry: TableRegistry,
+    store: Arc<dyn Store>,
+    authorizer: Arc<dyn Authorizer>,
+    max_wait: Duration,
+}
+
+impl std::fmt::Debug for ReplicationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationServer")
+            .field("registry", &self.registry)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of the framed server side.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Largest frame read or written.
+    pub max_frame: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time allowed to write one answer.
+    pub write_timeout: Duration,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Target size of one listing chunk, in bytes.
+    pub chunk_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A running listener; dropping it does not stop it, [`ServerHandle::shutdown`] does.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and closes every open connection (in-flight queries are cut).
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        // The accept task ends at once; a join error would only mean it panicked.
+        let _ = self.task.await;
+    }
+}
+
+fn remote(kind: RemoteErrorKind, message: impl Into<String>) -> RemoteError {
+    RemoteError {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl ReplicationServer {
+    /// A server over the primary's store; `authorizer` checks every request's token.
+    pub fn new(
+        registry: TableRegistry,
+        store: Arc<dyn Store>,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Self {
+        Self {
+            registry,
+            store,
+            authorizer,
+            max_wait: DEFAULT_MAX_WAIT,
+        }
+    }
+
+    /// Caps how long a blocking query is held.
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    fn check_global(&self, table: &TableName) -> Result<(), RemoteError> {
+        match self.registry.scope(table) {
+            Some(Scope::Global) => Ok(()),
+            Some(Scope::Local) => Err(remote(
+                RemoteErrorKind::NotGlobal,
+                format!("table {table} is local to its datacenter"),
+            )),
+            None => Err(remote(
+                RemoteErrorKind::UnknownTable,
+                format!("table {table} is not registered"),
+            )),
+        }
+    }
+
+    /// Answers a blocking list query: checks the table is global and the token may replicate
+    /// it, waits until the table index passes `min_index` (at most `wait`, capped), then lists.
+    pub async fn list(&self, req: ListRequest) -> Result<CompleteListing, RemoteError> {
+        self.check_global(&req.table)?;
+        self.authorizer
+            .authorize(
+                &req.token,
+                Op::Replicate {
+                    table: req.table.clone(),
+                },
+            )
+            .map_err(|d| remote(RemoteErrorKind::Denied, d.reason))?;
+        if req.min_index > Index::ZERO {
+            self.store
+                .wait_table(&req.table, req.min_index, req.wait.min(self.max_wait))
+                .await
+                .map_err(store_error)?;
+        }
+        let listing = self.store.list(&req.table).await.map_err(store_error)?;
+        Ok(CompleteListing {
+            index: listing.index,
+            records: listing.records,
+        })
+    }
+
+    /// Applies a forwarded write: every table must be global and writable with the token.
+    pub async fn apply(&self, req: ApplyRequest) -> Result<Index, RemoteError> {
+        let mut seen: Vec<&TableName> = Vec::new();
+        for op in &req.ops {
+            if seen.contains(&op.table()) {
+                continue;
+            }
+            self.check_global(op.table())?;
+            self.authorizer
+                .authorize(
+                    &req.token,
+                    Op::Write {
+                        table: op.table().clone(),
+                    },
+                )
+                .map_err(|d| remote(RemoteErrorKind::Denied, d.reason))?;
+            seen.push(op.table());
+        }
+        self.store.txn(req.ops).await.map_err(store_error)
+    }
+
+    /// Serves framed requests on one stream until the peer closes it, it idles out, or an
+    /// error occurs. Requests are answered one after the other.
+    pub async fn serve_stream<S>(&self, mut stream: S, cfg: &ServeConfig) -> Result<(), FrameError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match frame::read_frame(&mut stream, &mut buf, cfg.max_frame, cfg.idle_timeout).await {
+                Ok(()) => {}
+                Err(FrameError::Closed) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let req = match Request::decode(&buf) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.clear();
+                    let answer = Response::Error(remote(
+                        RemoteErrorKind::InvalidRequest,
+                        format!("malformed request: {e}"),
+                    ));
+                    frame::write_frame(&mut out, cfg.max_frame, |o| answer.encode(o))?;
+                    write_all(&mut stream, &out, cfg.write_timeout).await?;
+                    return Err(e.into());
+                }
+            };
+            match req {
+                Request::List(l) => match self.list(l).await {
+                    Ok(listing) => {
+                        self.send_listing(&mut stream, &mut out, listing, cfg)
+                            .await?
+                    }
+                    Err(e) => {
+                        out.clear();
+                        frame::write_frame(&mut out, cfg.max_frame, |o| {
+                            Response::Error(e).encode(o);
+                        })?;
+                        write_all(&mut stream, &out, cfg.write_timeout).await?;
+                    }
+                },
+                Request::Apply(a) => {
+                    let answer = match self.apply(a).await {
+                        Ok(index) => Response::Applied { index },
+                        Err(e) => Response::Error(e),
+                    };
+                    out.clear();
+                    frame::write_frame(&mut out, cfg.max_frame, |o| answer.encode(o))?;
+                    write_all(&mut stream, &out, cfg.write_timeout).await?;
+                }
+            }
+        }
+    }
+
+    async fn send_listing<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        out: &mut Vec<u8>,
+        listing: CompleteListing,
+        cfg: &ServeConfig,
+    ) -> Result<(), FrameError> {
+        let target = cfg.chunk_bytes.min(cfg.max_frame / 2).max(1);
+        let records = &listing.records;
+        let mut start = 0;
+        loop {
+            let mut end = start;
+            let mut size = 0;
+            while end < records.len() && (end == start || size < target) {
+                size += frame::record_wire_size(&records[end]);
+                end += 1;
+            }
+            let last = end >= records.len();
+            out.clear();
+            frame::write_frame(out, cfg.max_frame, |o| {
+                frame::encode_chunk(o, listing.index, last, &records[start..end]);
+            })?;
+            write_all(stream, out, cfg.write_timeout).await?;
+            if last {
+                return Ok(());
+            }
+            start = end;
+        }
+    }
+
+    /// Accepts connections on `listener` and serves each one, over mTLS when `tls` is given
+    /// (the config should require client certificates), in plain TCP otherwise.
+    pub fn spawn_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        cfg: ServeConfig,
+    ) -> std::io::Result<ServerHandle> {
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let cfg = Arc::new(cfg);
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let accepted = tokio::select! {
+                    _ = stopped.changed() => break,
+                    Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                    a = listener.accept() => a,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "replication listener accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Small answers (forwarded writes) must not wait for Nagle.
+                let _ = tcp.set_nodelay(true);
+                let server = self.clone();
+                let cfg = cfg.clone();
+                let acceptor = acceptor.clone();
+                conns.spawn(async move {
+                    let res = match acceptor {
+                        None => server.serve_stream(tcp, &cfg).await,
+                        Some(acc) => {
+                            match tokio::time::timeout(cfg.handshake_timeout, acc.accept(tcp)).await
+                            {
+                                Ok(Ok(tls)) => server.serve_stream(tls, &cfg).await,
+                                Ok(Err(e)) => Err(FrameError::Io(e)),
+                                Err(_) => Err(FrameError::TimedOut(cfg.handshake_timeout)),
+                            }
+                        }
+                    };
+                    if let Err(e) = res {
+                        debug!(%peer, error = %e, "replication connection ended");
+                    }
+                });
+            }
+            conns.shutdown().await;
+        });
+        Ok(ServerHandle { addr, stop, task })
+    }
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), FrameError> {
+    let fut = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r.map_err(FrameError::Io),
+        Err(_) => Err(FrameError::TimedOut(timeout)),
+    }
+}
+
+fn store_error(e: StoreError) -> RemoteError {
+    match e {
+        StoreError::CasConflict { .. } => remote(RemoteErrorKind::CasConflict, e.to_string()),
+        StoreError::InvalidId { .. } | StoreError::EmptyTransaction => {
+            remote(RemoteErrorKind::InvalidRequest, e.to_string())
+        }
+        other => {
+            warn!(error = %other, "primary store failed");
+            remote(RemoteErrorKind::Internal, "the primary's store failed")
+        }
+    }
+}
