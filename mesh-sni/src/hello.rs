@@ -34,8 +34,10 @@
 //! records). The parser walks the record payloads as one logical stream, so
 //! every length, integer and skipped field may straddle a record boundary.
 //! The fields it hands out as borrowed slices cannot: when the SNI host name
-//! or an ALPN protocol name is itself cut by a record boundary the parse
-//! fails with [`HelloError::FieldSpansRecords`] rather than copy. Real clients
+//! is itself cut by a record boundary the parse fails with
+//! [`HelloError::FieldSpansRecords`] rather than copy; when an ALPN protocol
+//! name is, the hello is still accepted with its ALPN list marked unavailable
+//! ([`ClientHello::alpn_spans_records`]), since routing needs the SNI alone. Real clients
 //! put the whole hello in one record unless it is over their record size
 //! (16 KiB, or 512 bytes at the smallest `max_fragment_length`), and the
 //! server name comes early in the extensions, so the SNI is never cut in
@@ -115,6 +117,7 @@ pub struct ClientHello<'a> {
     legacy_version: u16,
     server_name: Option<&'a str>,
     alpn: Option<Stream<'a>>,
+    alpn_spans_records: bool,
     versions: Option<Stream<'a>>,
     consumed: usize,
     record_count: usize,
@@ -136,9 +139,16 @@ impl<'a> ClientHello<'a> {
         }
     }
 
-    /// Whether the client sent the ALPN extension.
+    /// Whether the client sent the ALPN extension (and its names could be borrowed).
     pub fn has_alpn(&self) -> bool {
         self.alpn.is_some()
+    }
+
+    /// Whether the client sent an ALPN list that a record boundary cuts through a name of:
+    /// the names cannot be borrowed without copying, so [`ClientHello::alpn`] is empty, but
+    /// the hello is still accepted (routing depends on the SNI alone).
+    pub fn alpn_spans_records(&self) -> bool {
+        self.alpn_spans_records
     }
 
     /// The protocol versions offered: the `supported_versions` list in the
@@ -338,6 +348,7 @@ fn parse_body<'a, C: Cursor<'a>>(
         legacy_version,
         server_name: None,
         alpn: None,
+        alpn_spans_records: false,
         versions: None,
         consumed: frame.records.len(),
         record_count: frame.record_count,
@@ -363,7 +374,13 @@ fn parse_body<'a, C: Cursor<'a>>(
         seen.insert(ext_type)?;
         match ext_type {
             EXT_SERVER_NAME => hello.server_name = parse_server_name(&mut data)?,
-            EXT_ALPN => hello.alpn = Some(parse_alpn(&mut data)?),
+            EXT_ALPN => match parse_alpn(&mut data) {
+                Ok(list) => hello.alpn = Some(list),
+                // The extension's bytes are already consumed as a whole; only its names are
+                // out of reach. The SNI still routes the connection.
+                Err(HelloError::FieldSpansRecords { .. }) => hello.alpn_spans_records = true,
+                Err(e) => return Err(e),
+            },
             EXT_SUPPORTED_VERSIONS => hello.versions = Some(parse_versions(&mut data)?),
             _ => {}
         }

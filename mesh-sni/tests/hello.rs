@@ -119,16 +119,13 @@ fn bytes_after_the_hello_records_are_not_consumed() {
 }
 
 #[test]
-fn openssl_record_boundary_inside_an_alpn_name_is_unsupported() {
+fn openssl_record_boundary_inside_an_alpn_name_still_routes() {
     let wire = load(ALPN_SPLIT_CAPTURE);
-    let err = invalid(&wire);
-    assert_eq!(
-        err,
-        HelloError::FieldSpansRecords {
-            field: Field::AlpnProtocol
-        }
-    );
-    assert_eq!(err.kind(), HelloErrorKind::Unsupported);
+    let hello = done(&wire);
+    assert_eq!(hello.server_name(), Some(CAPTURE_SNI));
+    assert!(hello.alpn_spans_records());
+    assert!(!hello.has_alpn());
+    assert_eq!(hello.alpn().count(), 0);
     // The same hello in one record parses: the limit is the zero-copy view only.
     let single = record(&message_of(&wire));
     let hello = done(&single);
@@ -658,7 +655,7 @@ fn bad_sni_host_names() {
 }
 
 #[test]
-fn field_spans_records_for_an_alpn_name() {
+fn an_alpn_name_split_across_records_leaves_alpn_unavailable() {
     let message = HelloBuilder::new().alpn(&[b"h2", b"http/1.1"]).message();
     let single = record(&message);
     let ranges = borrowed_ranges(&single, &done(&single));
@@ -668,16 +665,14 @@ fn field_spans_records_for_an_alpn_name() {
         record(&message[http.start + 3..]),
     ]
     .concat();
-    let err = invalid(&wire);
+    let hello = done(&wire);
+    assert!(hello.alpn_spans_records());
+    assert_eq!(hello.alpn().count(), 0);
     assert_eq!(
-        err,
         HelloError::FieldSpansRecords {
             field: Field::AlpnProtocol
         }
-    );
-    assert_eq!(err.kind(), HelloErrorKind::Unsupported);
-    assert_eq!(
-        err.to_string(),
+        .to_string(),
         "ALPN protocol name is split across TLS records"
     );
 }
