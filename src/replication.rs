@@ -13,10 +13,10 @@ use crate::tables;
 
 /// Maps each table to the permission Consul's replication token needs for it:
 /// `acl:write` for ACL tables (tokens carry secrets), `operator:write` for CA tables,
-/// `service:read` on every service (`service_prefix ""`) for intentions and config entries,
-/// and `operator:read` for the federation table. Forwarded writes of intentions and config
-/// entries are checked per record by the datacenter that forwards them and again here at
-/// table level.
+/// `service:read` on every service (`service_prefix ""`) for intentions, config entries and
+/// endpoints, and `operator:read` for the federation table. A forwarded write is checked per
+/// record, on the object its id names: `intentions:write` on an intention's destination,
+/// `mesh:write` for `proxy-defaults`, `service:write` on a `service-defaults` entry's service.
 pub(crate) struct AclReplicationAuthorizer {
     acl: Arc<ArcSwap<AclSnapshot>>,
     config: AclConfig,
@@ -50,26 +50,49 @@ impl Authorizer for AclReplicationAuthorizer {
             return Err(Denied::new("ACL not found"));
         }
         let authz = snap.authorizer(&tok, self.config.default_policy, &self.datacenter);
-        let write = matches!(op, Op::Write { .. });
         let table = op.table().as_str();
-        let (decision, needed): (Decision<'_>, &str) = match table {
-            tables::ACL_POLICIES | tables::ACL_ROLES | tables::ACL_TOKENS => {
-                (authz.acl_write(), "acl:write")
+        let write_id = match &op {
+            Op::Write { id, .. } => Some(id.as_str()),
+            _ => None,
+        };
+        let on = |id: &str| {
+            id.split_once('/')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        };
+        let (decision, needed): (Decision<'_>, String) = match (table, write_id) {
+            (tables::ACL_POLICIES | tables::ACL_ROLES | tables::ACL_TOKENS, _) => {
+                (authz.acl_write(), "acl:write".into())
             }
-            tables::CA_ROOTS | tables::CA_INTERMEDIATES => {
-                (authz.operator_write(), "operator:write")
+            (tables::CA_ROOTS | tables::CA_INTERMEDIATES, _) => {
+                (authz.operator_write(), "operator:write".into())
             }
-            tables::INTENTIONS if write => (authz.intention_write("*"), "intentions:write"),
-            tables::CONFIG_ENTRIES if write => (authz.mesh_write(), "mesh:write"),
-            tables::INTENTIONS | tables::CONFIG_ENTRIES => {
-                (authz.service_read_all(), "service:read")
+            // `<destination>/<source>`: writing needs intentions:write on the destination.
+            (tables::INTENTIONS, Some(id)) => {
+                let dest = on(id).map(|(d, _)| d).unwrap_or_default();
+                (
+                    authz.intention_write(&dest),
+                    format!("intentions:write on {dest:?}"),
+                )
             }
-            tables::FEDERATION | tables::ENDPOINTS if write => {
-                (authz.service_write_any(), "service:write")
+            // `<kind>/<name>`: proxy-defaults needs mesh:write, others service:write on the name.
+            (tables::CONFIG_ENTRIES, Some(id)) => match on(id) {
+                Some((kind, _)) if kind == "proxy-defaults" => {
+                    (authz.mesh_write(), "mesh:write".into())
+                }
+                Some((_, name)) => (
+                    authz.service_write(&name),
+                    format!("service:write on {name:?}"),
+                ),
+                None => (authz.mesh_write(), "mesh:write".into()),
+            },
+            (tables::FEDERATION | tables::ENDPOINTS, Some(_)) => {
+                (authz.service_write_any(), "service:write".into())
             }
-            tables::FEDERATION => (authz.operator_read(), "operator:read"),
-            tables::ENDPOINTS => (authz.service_read_all(), "service:read"),
-            other => return Err(Denied::new(format!("table {other} is not served"))),
+            (tables::INTENTIONS | tables::CONFIG_ENTRIES | tables::ENDPOINTS, None) => {
+                (authz.service_read_all(), "service:read".into())
+            }
+            (tables::FEDERATION, None) => (authz.operator_read(), "operator:read".into()),
+            (other, _) => return Err(Denied::new(format!("table {other} is not served"))),
         };
         if decision.is_allowed() {
             Ok(())

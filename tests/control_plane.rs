@@ -183,6 +183,42 @@ async fn guide_control_plane_across_two_datacenters() {
     assert!(secondary.authorize(&web_id, &socat).authorized);
     assert!(primary.authorize(&web_id, &socat).authorized);
 
+    // A token allowed to write intentions for socat only: forwarded and checked per record.
+    primary
+        .acl_policy_create(
+            MGMT,
+            "socat-intentions",
+            "",
+            r#"service "socat" { policy = "read" intentions = "write" }"#,
+        )
+        .await
+        .unwrap();
+    let ixn_token = primary
+        .acl_token_create(
+            MGMT,
+            TokenSpec {
+                policy_names: vec!["socat-intentions".into()],
+                ..TokenSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if secondary.authorizer(&ixn_token.secret_id).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    secondary
+        .intention_create(&ixn_token.secret_id, "api", "socat", Action::Deny)
+        .await
+        .unwrap();
+    let err = secondary
+        .intention_create(&ixn_token.secret_id, "socat", "web", Action::Allow)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("intentions:write"), "{err}");
+
     // An unknown token is refused.
     let err = secondary
         .intention_create("nope", "web", "socat", Action::Allow)

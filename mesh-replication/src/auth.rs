@@ -39,10 +39,13 @@ pub enum Op {
         /// The table.
         table: TableName,
     },
-    /// Write records of a global table (a write forwarded from a secondary).
+    /// Write one record of a global table (a write forwarded from a secondary); asked once per
+    /// record of a transaction, so the authorizer can check the object the id names.
     Write {
         /// The table.
         table: TableName,
+        /// The record id.
+        id: String,
     },
 }
 
@@ -50,7 +53,7 @@ impl Op {
     /// The table the operation touches.
     pub fn table(&self) -> &TableName {
         match self {
-            Self::Replicate { table } | Self::Write { table } => table,
+            Self::Replicate { table } | Self::Write { table, .. } => table,
         }
     }
 }
@@ -59,7 +62,7 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Replicate { table } => write!(f, "replicate {table}"),
-            Self::Write { table } => write!(f, "write {table}"),
+            Self::Write { table, id } => write!(f, "write {table}/{id}"),
         }
     }
 }
@@ -117,8 +120,9 @@ mod tests {
     fn allow_all_allows() -> Result<(), Box<dyn std::error::Error>> {
         let op = Op::Write {
             table: TableName::new("x")?,
+            id: "a".into(),
         };
-        assert_eq!(op.to_string(), "write x");
+        assert_eq!(op.to_string(), "write x/a");
         assert!(
             danger::AllowAll
                 .authorize(&SecretToken::new(""), op)

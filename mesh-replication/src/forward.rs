@@ -121,6 +121,7 @@ impl Forwarder {
                 token,
                 Op::Write {
                     table: op.table().clone(),
+                    id: op.id().to_owned(),
                 },
             )?;
         }

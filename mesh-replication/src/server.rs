@@ -167,6 +167,7 @@ impl ReplicationServer {
                     &req.token,
                     Op::Write {
                         table: op.table().clone(),
+                        id: op.id().to_owned(),
                     },
                 )
                 .map_err(|d| remote(RemoteErrorKind::Denied, d.reason))?;
