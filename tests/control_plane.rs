@@ -226,3 +226,48 @@ async fn guide_control_plane_across_two_datacenters() {
         .unwrap_err();
     assert!(matches!(err, Error::AclNotFound), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_restarted_from_its_data_dir_keeps_its_root_and_acls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pc = config("primary");
+    pc.acl.tokens.initial_management = Some(MGMT.into());
+    pc.storage = mesh::Storage::Dir(dir.path().join("primary"));
+    let first = Datacenter::start_primary(pc.clone()).await.unwrap();
+    let root = first.roots().unwrap().active_root_id.clone();
+    let td = first.trust_domain().unwrap();
+    first
+        .acl_policy_create(MGMT, "kept", "", r#"service "web" { policy = "write" }"#)
+        .await
+        .unwrap();
+    drop(first);
+
+    let mut again = None;
+    for _ in 0..100 {
+        // The old handle's tasks release the database as they finish.
+        match Datacenter::start_primary(pc.clone()).await {
+            Ok(dc) => {
+                again = Some(dc);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let again = again.expect("the primary restarts from its data dir");
+    assert_eq!(again.roots().unwrap().active_root_id, root);
+    assert_eq!(again.trust_domain().unwrap(), td);
+    let err = again
+        .acl_policy_create(MGMT, "kept", "", r#"service "web" { policy = "read" }"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("primary"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the data dir holds the CA key");
+    }
+}
