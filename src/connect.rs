@@ -34,6 +34,7 @@ pub struct Service {
     id: SpiffeId,
     identity: TlsIdentity,
     acceptor: TlsAcceptor,
+    gate: Arc<IntentionGate>,
     _leaves: LeafManager,
     _follow: tokio::task::JoinHandle<()>,
 }
@@ -114,13 +115,15 @@ impl Service {
             dc: dc.clone(),
             target: name.clone(),
         });
-        let acceptor = TlsAcceptor::from(Arc::new(identity.server_config(gate)?));
+        // mesh-ca's server config never resumes sessions, so the gate sees every handshake.
+        let acceptor = TlsAcceptor::from(Arc::new(identity.server_config(gate.clone())?));
         Ok(Self {
             dc: dc.clone(),
             name,
             id,
             identity,
             acceptor,
+            gate,
             _leaves: leaves,
             _follow: follow,
         })
@@ -143,11 +146,19 @@ impl Service {
     }
 
     /// Accepts one inbound connection; returns the stream and the caller's verified identity.
+    /// The intentions are checked inside the handshake and once more after it.
     pub async fn accept(
         &self,
         tcp: TcpStream,
     ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, SpiffeId), HandshakeError> {
-        mesh_ca::tls::accept(&self.acceptor, tcp, HANDSHAKE_TIMEOUT).await
+        let (tls, peer) = mesh_ca::tls::accept(&self.acceptor, tcp, HANDSHAKE_TIMEOUT).await?;
+        if let Err(refusal) = self.gate.authorize(&peer) {
+            return Err(HandshakeError::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                refusal.reason().to_owned(),
+            )));
+        }
+        Ok((tls, peer))
     }
 
     /// A dialer for one upstream, routed per its resolved mesh-gateway mode.

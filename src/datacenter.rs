@@ -42,6 +42,10 @@ use crate::{Error, ids};
 /// reports it (the write itself is done by then).
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the primary may hold a replication query: short, so that a secondary notices a
+/// broken link (and reports its staleness) within seconds.
+const REPLICATION_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a watcher's blocking query is held before it is renewed.
 const WATCH_WAIT: Duration = Duration::from_secs(60);
 
@@ -95,6 +99,9 @@ struct Inner {
     server: Arc<ReplicationServer>,
     acl: Arc<ArcSwap<AclSnapshot>>,
     intentions: Arc<SharedIntentions>,
+    /// Serialises rebuilds of the ACL and intention views: two rebuilds racing could
+    /// otherwise publish an older view after a newer one.
+    rebuild: tokio::sync::Mutex<()>,
     ca: std::sync::OnceLock<Ca>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -190,12 +197,9 @@ impl Datacenter {
             Some(link) => {
                 let token =
                     SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
-                let replicas = Replicas::spawn(
-                    &registry,
-                    store.clone(),
-                    link.clone(),
-                    ReplicatorConfig::new(token),
-                );
+                let mut rc = ReplicatorConfig::new(token);
+                rc.wait = REPLICATION_WAIT;
+                let replicas = Replicas::spawn(&registry, store.clone(), link.clone(), rc);
                 (
                     Forwarder::secondary(registry.clone(), store.clone(), repl_authz, link.clone()),
                     Some(replicas),
@@ -210,6 +214,7 @@ impl Datacenter {
             server,
             acl,
             intentions: Arc::new(SharedIntentions::default()),
+            rebuild: tokio::sync::Mutex::new(()),
             ca: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
         };
@@ -511,7 +516,7 @@ impl Datacenter {
                     address,
                 };
                 let ep_id = format!("{}/{}", self.name(), sc_id.as_str());
-                self.write_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?, None)
+                self.publish_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?)
                     .await?;
             }
         }
@@ -558,7 +563,7 @@ impl Datacenter {
             lan,
         };
         let fed_id = format!("{}/{}", self.name(), id);
-        self.write_global(token, tables::FEDERATION, &fed_id, json(&fed)?, None)
+        self.publish_global(token, tables::FEDERATION, &fed_id, json(&fed)?)
             .await?;
         tracing::info!(gateway = %name, id, %lan, %wan, "mesh gateway registered");
         Ok(fed)
@@ -636,7 +641,7 @@ impl Datacenter {
                 address: addr,
             };
             let ep_id = format!("{}/{}", self.name(), id);
-            self.write_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?, None)
+            self.publish_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?)
                 .await?;
         }
         Ok(())
@@ -954,6 +959,52 @@ impl Datacenter {
             }],
         )
         .await
+    }
+
+    /// Publishes a global record that describes a local object (a gateway, a sidecar). Local
+    /// registration must not depend on the primary: when the primary cannot be reached the
+    /// record is written in the background, retried with backoff until it lands. A refusal by
+    /// the primary is returned as is.
+    async fn publish_global(
+        &self,
+        token: &str,
+        t: &'static str,
+        id: &str,
+        value: Value,
+    ) -> Result<(), Error> {
+        match self.write_global(token, t, id, value.clone(), None).await {
+            Ok(_) => Ok(()),
+            Err(Error::Forward(mesh_replication::WriteError::Forward(e))) if !e.is_denied() => {
+                tracing::warn!(table = t, id, error = %e, "primary unreachable; publishing in the background");
+                let weak = Arc::downgrade(&self.inner);
+                let (token, id) = (token.to_owned(), id.to_owned());
+                let task = tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(200);
+                    loop {
+                        tokio::time::sleep(delay).await;
+                        let Some(inner) = weak.upgrade() else { return };
+                        let dc = Datacenter { inner };
+                        match dc.write_global(&token, t, &id, value.clone(), None).await {
+                            Ok(_) => {
+                                tracing::info!(
+                                    table = t,
+                                    id,
+                                    "published after the primary came back"
+                                );
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::debug!(table = t, id, error = %e, "publishing still failing")
+                            }
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                });
+                self.inner.push_task(task);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete_global(&self, token: &str, t: &'static str, id: &str) -> Result<(), Error> {
@@ -1281,6 +1332,7 @@ impl Inner {
     }
 
     async fn rebuild_acl(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.rebuild.lock().await;
         let s = &self.store;
         let policies = s.list(&table(tables::ACL_POLICIES)).await?;
         let roles = s.list(&table(tables::ACL_ROLES)).await?;
@@ -1300,6 +1352,7 @@ impl Inner {
     }
 
     async fn rebuild_intentions(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.rebuild.lock().await;
         let listing = self.store.list(&table(tables::INTENTIONS)).await?;
         let set = IntentionSet::build(listing.records.iter().filter_map(decode::<Intention>))
             .map_err(Error::invalid)?;

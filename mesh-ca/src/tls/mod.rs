@@ -275,7 +275,8 @@ impl TlsIdentity {
 
     /// A server config that requires a client certificate chaining to the bundle, with a
     /// SPIFFE ID of our trust domain that `authorizer` accepts (checked inside the
-    /// handshake). Returned unfrozen so the caller can set ALPN, resumption, ...
+    /// handshake, every handshake: resumption is off). Returned unfrozen so the caller can set
+    /// ALPN and the like.
     pub fn server_config(
         &self,
         authorizer: Arc<dyn ConnectAuthorizer>,
@@ -284,10 +285,15 @@ impl TlsIdentity {
             self.bundle.clone(),
             authorizer,
         ));
-        Ok(ServerConfig::builder_with_provider(crypto_provider())
+        let mut cfg = ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(LeafResolver(self.leaf.clone()))))
+            .with_cert_resolver(Arc::new(LeafResolver(self.leaf.clone())));
+        // The authorizer runs when the client certificate is verified, which a resumed
+        // session skips: never resume, so every connection meets the authorizer in force.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
+        Ok(cfg)
     }
 
     /// A client config that verifies the server chain against the bundle and accepts only
