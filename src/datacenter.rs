@@ -102,6 +102,9 @@ struct Inner {
     /// Serialises rebuilds of the ACL and intention views: two rebuilds racing could
     /// otherwise publish an older view after a newer one.
     rebuild: tokio::sync::Mutex<()>,
+    /// Background publications of global records (by `<table>/<id>`) waiting for the primary;
+    /// a newer publication or a removal of the same record replaces the pending one.
+    pending: Mutex<std::collections::HashMap<String, JoinHandle<()>>>,
     ca: std::sync::OnceLock<Ca>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -122,7 +125,17 @@ impl Drop for Inner {
                 t.abort();
             }
         }
+        if let Ok(pending) = self.pending.get_mut() {
+            for (_, t) in pending.drain() {
+                t.abort();
+            }
+        }
     }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain maps).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Datacenter {
@@ -215,6 +228,7 @@ impl Datacenter {
             acl,
             intentions: Arc::new(SharedIntentions::default()),
             rebuild: tokio::sync::Mutex::new(()),
+            pending: Mutex::new(std::collections::HashMap::new()),
             ca: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
         };
@@ -515,8 +529,8 @@ impl Datacenter {
                     service: name.clone(),
                     address,
                 };
-                let ep_id = format!("{}/{}", self.name(), sc_id.as_str());
-                self.publish_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?)
+                let ep_id = self.global_id(name.as_str(), sc_id.as_str());
+                self.publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
                     .await?;
             }
         }
@@ -562,8 +576,8 @@ impl Datacenter {
             wan,
             lan,
         };
-        let fed_id = format!("{}/{}", self.name(), id);
-        self.publish_global(token, tables::FEDERATION, &fed_id, json(&fed)?)
+        let fed_id = self.global_id(name.as_str(), id);
+        self.publish_global(token, tables::FEDERATION, &fed_id, Some(json(&fed)?))
             .await?;
         tracing::info!(gateway = %name, id, %lan, %wan, "mesh gateway registered");
         Ok(fed)
@@ -585,14 +599,22 @@ impl Datacenter {
             .store
             .delete(&table(tables::CATALOG), id, None)
             .await?;
-        let global_id = format!("{}/{}", self.name(), id);
         match entry.service.kind {
             ServiceKind::MeshGateway => {
-                self.delete_global(token, tables::FEDERATION, &global_id)
+                let fed_id = self.global_id(&name, id);
+                self.publish_global(token, tables::FEDERATION, &fed_id, None)
                     .await?
             }
             ServiceKind::ConnectProxy => {
-                self.delete_global(token, tables::ENDPOINTS, &global_id)
+                let dest = entry
+                    .service
+                    .proxy
+                    .as_ref()
+                    .and_then(|p| p.destination_service_name.as_ref())
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_default();
+                let ep_id = self.global_id(&dest, id);
+                self.publish_global(token, tables::ENDPOINTS, &ep_id, None)
                     .await?
             }
             _ => {}
@@ -640,8 +662,8 @@ impl Datacenter {
                 service,
                 address: addr,
             };
-            let ep_id = format!("{}/{}", self.name(), id);
-            self.publish_global(token, tables::ENDPOINTS, &ep_id, json(&ep)?)
+            let ep_id = self.global_id(ep.service.as_str(), id);
+            self.publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
                 .await?;
         }
         Ok(())
@@ -961,19 +983,24 @@ impl Datacenter {
         .await
     }
 
-    /// Publishes a global record that describes a local object (a gateway, a sidecar). Local
-    /// registration must not depend on the primary: when the primary cannot be reached the
-    /// record is written in the background, retried with backoff until it lands. A refusal by
-    /// the primary is returned as is.
+    /// Publishes (`Some`) or removes (`None`) a global record that describes a local object (a
+    /// gateway, a sidecar). Local registration must not depend on the primary: when the
+    /// primary cannot be reached the change is made in the background, retried with backoff
+    /// until it lands; a later change of the same record replaces a pending one, so an older
+    /// value never lands after a newer one. A refusal by the primary is returned as is.
     async fn publish_global(
         &self,
         token: &str,
         t: &'static str,
         id: &str,
-        value: Value,
+        value: Option<Value>,
     ) -> Result<(), Error> {
-        match self.write_global(token, t, id, value.clone(), None).await {
-            Ok(_) => Ok(()),
+        let key = format!("{t}/{id}");
+        if let Some(old) = lock(&self.inner.pending).remove(&key) {
+            old.abort();
+        }
+        match self.apply_global(token, t, id, value.clone()).await {
+            Ok(()) => Ok(()),
             Err(Error::Forward(mesh_replication::WriteError::Forward(e))) if !e.is_denied() => {
                 tracing::warn!(table = t, id, error = %e, "primary unreachable; publishing in the background");
                 let weak = Arc::downgrade(&self.inner);
@@ -984,8 +1011,8 @@ impl Datacenter {
                         tokio::time::sleep(delay).await;
                         let Some(inner) = weak.upgrade() else { return };
                         let dc = Datacenter { inner };
-                        match dc.write_global(&token, t, &id, value.clone(), None).await {
-                            Ok(_) => {
+                        match dc.apply_global(&token, t, &id, value.clone()).await {
+                            Ok(()) => {
                                 tracing::info!(
                                     table = t,
                                     id,
@@ -1000,11 +1027,30 @@ impl Datacenter {
                         delay = (delay * 2).min(Duration::from_secs(30));
                     }
                 });
-                self.inner.push_task(task);
+                lock(&self.inner.pending).insert(key, task);
                 Ok(())
             }
             Err(e) => Err(e),
         }
+    }
+
+    async fn apply_global(
+        &self,
+        token: &str,
+        t: &'static str,
+        id: &str,
+        value: Option<Value>,
+    ) -> Result<(), Error> {
+        match value {
+            Some(v) => self.write_global(token, t, id, v, None).await.map(|_| ()),
+            None => self.delete_global(token, t, id).await,
+        }
+    }
+
+    /// The id of a global record about a local instance: `<datacenter>/<service>/<instance>`,
+    /// so the primary can check `service:write` on the service it names.
+    fn global_id(&self, service: &str, instance: &str) -> String {
+        format!("{}/{service}/{instance}", self.name())
     }
 
     async fn delete_global(&self, token: &str, t: &'static str, id: &str) -> Result<(), Error> {

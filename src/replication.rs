@@ -16,7 +16,8 @@ use crate::tables;
 /// `service:read` on every service (`service_prefix ""`) for intentions, config entries and
 /// endpoints, and `operator:read` for the federation table. A forwarded write is checked per
 /// record, on the object its id names: `intentions:write` on an intention's destination,
-/// `mesh:write` for `proxy-defaults`, `service:write` on a `service-defaults` entry's service.
+/// `mesh:write` for `proxy-defaults`, `service:write` on a `service-defaults` entry's service
+/// and on the service a gateway or endpoint record describes.
 pub(crate) struct AclReplicationAuthorizer {
     acl: Arc<ArcSwap<AclSnapshot>>,
     config: AclConfig,
@@ -85,8 +86,13 @@ impl Authorizer for AclReplicationAuthorizer {
                 ),
                 None => (authz.mesh_write(), "mesh:write".into()),
             },
-            (tables::FEDERATION | tables::ENDPOINTS, Some(_)) => {
-                (authz.service_write_any(), "service:write".into())
+            // `<datacenter>/<service>/<instance>`: service:write on the service it describes.
+            (tables::FEDERATION | tables::ENDPOINTS, Some(id)) => {
+                let service = id.split('/').nth(1).unwrap_or_default();
+                (
+                    authz.service_write(service),
+                    format!("service:write on {service:?}"),
+                )
             }
             (tables::INTENTIONS | tables::CONFIG_ENTRIES | tables::ENDPOINTS, None) => {
                 (authz.service_read_all(), "service:read".into())

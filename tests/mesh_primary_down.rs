@@ -251,9 +251,6 @@ async fn local_registrations_do_not_need_the_primary() {
 /// shut down before the primary came back must not be announced afterwards: nothing listens
 /// at its WAN address any more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in src/datacenter.rs: publish_global's background retry is not cancelled by \
-            deregister, so the shut-down gateway's federation record is written after the \
-            outage (and deregister's own delete_global failed during it)"]
 async fn gateway_shut_down_during_the_outage_is_not_announced_afterwards() {
     bounded(async {
         let m = Mesh::start(1).await;
