@@ -7,6 +7,32 @@
 //!
 //! What it does not do: consensus between several servers of one datacenter (one store per
 //! datacenter), DNS, health checking of services by probing, L7 routing.
+//!
+//! ```
+//! use mesh::intentions::acl::DefaultPolicy;
+//! use mesh::intentions::intention::Action;
+//! use mesh::{Datacenter, DatacenterConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let mut config = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
+//!     config.acl.enabled = true;
+//!     config.acl.default_policy = DefaultPolicy::Deny;
+//!     config.acl.tokens.initial_management = Some("a-management-secret".into());
+//!     let dc = Datacenter::start_primary(config).await?;
+//!
+//!     let td = dc.trust_domain().expect("Connect is on: the CA bootstrapped");
+//!     let web = format!("spiffe://{td}/ns/default/dc/primary/svc/web").parse()?;
+//!     let socat = "socat".parse()?;
+//!     // Default deny means deny until an intention allows the pair.
+//!     assert!(!dc.authorize(&web, &socat).authorized);
+//!     dc.intention_create("a-management-secret", "web", "socat", Action::Allow).await?;
+//!     assert!(dc.authorize(&web, &socat).authorized);
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 
