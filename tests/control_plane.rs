@@ -11,30 +11,16 @@ use mesh::intentions::intention::Action;
 use mesh::{Datacenter, DatacenterConfig, Error, TokenSpec};
 
 const MGMT: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
-const GATEWAY_POLICY: &str = r#"{
-"node_prefix": {
-"": {
-"policy": "read"
-}
-}
-}
-{
-"service_prefix": {
-"": {
-"policy": "read"
-}
-}
-}
-{
-"service": {
-"mesh-gateway": {
-"policy": "write"
-}
-}
-}
-"#;
-const REPLICATION_POLICY: &str =
-    r#"{"acl": "write", "operator": "write", "service_prefix": {"": {"policy": "read"}}}"#;
+/// The guide's mesh-gateway-policy.json, as written (three JSON objects one after another).
+const GATEWAY_POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/guide/mesh-gateway-policy.json"
+));
+/// The guide's replication token policy.
+const REPLICATION_POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/guide/replication-policy.json"
+));
 
 fn config(name: &str) -> DatacenterConfig {
     let mut c = DatacenterConfig::new(name.parse().unwrap(), "primary".parse().unwrap());

@@ -15,45 +15,22 @@ use tokio::net::{TcpListener, TcpStream};
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The guide's mesh-gateway-policy.json, as written (three JSON objects one after another).
-const GATEWAY_POLICY: &str = r#"{
-"node_prefix": {
-"": {
-"policy": "read"
-}
-}
-}
-{
-"service_prefix": {
-"": {
-"policy": "read"
-}
-}
-}
-{
-"service": {
-"mesh-gateway": {
-"policy": "write"
-}
-}
-}
-"#;
+const GATEWAY_POLICY_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/guide/mesh-gateway-policy.json"
+);
 
 /// The guide's replication token policy.
-const REPLICATION_POLICY: &str = r#"{
-"acl": "write",
-"operator": "write",
-"service_prefix": {
-"" : {
-"policy": "read"
-}
-}
-}"#;
+const REPLICATION_POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/guide/replication-policy.json"
+));
 
-const PROXY_DEFAULTS: &str = r#"{
-"Kind": "proxy-defaults",
-"Name": "global",
-"MeshGateway": "local"
-}"#;
+/// The guide's proxy-defaults.json.
+const PROXY_DEFAULTS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/guide/proxy-defaults.json"
+));
 
 /// The two datacenters of the guide after its first steps.
 pub(crate) struct Guide {
@@ -65,17 +42,14 @@ pub(crate) struct Guide {
     pub(crate) management: String,
     /// Two gateways per datacenter.
     pub(crate) gateways: Vec<MeshGateway>,
-    /// Scratch directory (the policy file).
-    pub(crate) dir: std::path::PathBuf,
 }
 
 impl Guide {
-    /// Stops the gateways and removes the scratch directory.
+    /// Stops the gateways.
     pub(crate) async fn finish(self) {
         for gw in self.gateways {
             gw.shutdown(Duration::from_secs(1)).await;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -146,12 +120,13 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
         4,
         "Gateway policy from mesh-gateway-policy.json, and a token per gateway",
     );
-    let dir = std::env::temp_dir().join(format!("mesh-guide-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let policy_file = dir.join("mesh-gateway-policy.json");
-    std::fs::write(&policy_file, GATEWAY_POLICY)?;
     primary
-        .acl_policy_create_from_file(&management, "mesh-gateway", "", &policy_file)
+        .acl_policy_create_from_file(
+            &management,
+            "mesh-gateway",
+            "",
+            std::path::Path::new(GATEWAY_POLICY_FILE),
+        )
         .await?;
     let mut gw_tokens = Vec::new();
     for dc in ["primary", "secondary"] {
@@ -197,7 +172,6 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
         secondary,
         management,
         gateways,
-        dir,
     })
 }
 

@@ -32,32 +32,16 @@ pub(crate) const POLL: Duration = Duration::from_millis(10);
 pub(crate) const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The guide's mesh-gateway-policy.json, as written (three JSON objects one after another).
-pub(crate) const GATEWAY_POLICY: &str = r#"{
-"node_prefix": {
-"": {
-"policy": "read"
-}
-}
-}
-{
-"service_prefix": {
-"": {
-"policy": "read"
-}
-}
-}
-{
-"service": {
-"mesh-gateway": {
-"policy": "write"
-}
-}
-}
-"#;
+pub(crate) const GATEWAY_POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/guide/mesh-gateway-policy.json"
+));
 
 /// The guide's replication token policy.
-pub(crate) const REPLICATION_POLICY: &str =
-    r#"{"acl": "write", "operator": "write", "service_prefix": {"": {"policy": "read"}}}"#;
+pub(crate) const REPLICATION_POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/guide/replication-policy.json"
+));
 
 /// `proxy-defaults` with a mesh-gateway mode (`local`, `remote`, `none`).
 pub(crate) fn proxy_defaults(mode: &str) -> String {
