@@ -8,7 +8,8 @@
 //!
 //! Files: `root.pem` (every root), `roots.json` (the `/v1/connect/ca/roots` view),
 //! `intermediate.pem` (the secondary's intermediate), `leaf.pem`, `leaf-chain.pem` (leaf then
-//! intermediates, as presented in TLS), `leaf-key.pem` (mode 0600).
+//! intermediates, as presented in TLS), `leaf-key.pem` (mode 0600: always a new file, renamed
+//! over one left by an earlier run; a symbolic link there is refused, not followed).
 
 use std::path::{Path, PathBuf};
 
@@ -75,7 +76,13 @@ pub async fn run_tour(out: &Path) -> Result<TourFiles, Box<dyn std::error::Error
     std::fs::write(&files.intermediate, active.intermediate_certs.concat())?;
     std::fs::write(&files.leaf, mesh_ca::x509::cert_pem(&leaf.issued.cert))?;
     std::fs::write(&files.leaf_chain, &leaf.issued.cert_pem)?;
-    write_secret(&files.leaf_key, leaf.key().to_pkcs8_pem().expose())?;
+    // The key: a new owner-only file, never an existing one written into (it would keep its
+    // mode, 0644 say) nor one reached through a symbolic link.
+    mesh_ca::ca::write_secret_file(
+        &files.leaf_key,
+        leaf.key().to_pkcs8_pem().expose().as_bytes(),
+    )
+    .map_err(|e| format!("writing the leaf key: {e}"))?;
 
     let p = |f: &Path| f.display().to_string();
     let commands = vec![
@@ -94,18 +101,6 @@ pub async fn run_tour(out: &Path) -> Result<TourFiles, Box<dyn std::error::Error
         format!("openssl pkey -in {} -noout -check", p(&files.leaf_key)),
     ];
     Ok(TourFiles { commands, ..files })
-}
-
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(text.as_bytes())
 }
 
 #[allow(dead_code)]

@@ -10,11 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::Datacenter;
+use mesh_core::Index;
 use mesh_intentions::acl::{
     AccessorId, Authorizer, DefaultPolicy, GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_READ_ONLY_POLICY_ID,
     NodeIdentity, Policy, PolicyId, Role, RoleId, SecretId, ServiceIdentity, Token,
 };
+use mesh_replication::Record;
 use serde::{Deserialize, Serialize};
+
+use crate::tables;
 
 /// A policy as stored (Consul's `ACLPolicy` JSON, rules kept as the text that was written).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +55,16 @@ impl PolicyRecord {
             .with_description(self.description.clone())
             .with_datacenters(self.datacenters.iter().cloned()))
     }
+}
+
+/// An entry of a unique-name index (policy or role names): the id of the object holding the
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct NameIndexRecord {
+    /// The id of the policy or role.
+    #[serde(rename = "ID")]
+    pub id: String,
 }
 
 /// A service identity as stored.
@@ -214,16 +228,21 @@ fn node_identities(recs: &[NodeIdentityRecord]) -> Result<Vec<NodeIdentity>, cra
         .collect()
 }
 
-/// Every ACL object a datacenter knows, indexed for resolution. Immutable; rebuilt whole
-/// when a table changes and swapped in atomically.
+/// Every ACL object a datacenter knows, indexed for resolution. Immutable; rebuilt when a
+/// table changes and swapped in atomically. Compiled policies and roles are kept by record id
+/// and modify index, so a rebuild compiles only what changed.
 #[derive(Default)]
 pub struct AclSnapshot {
-    policies: HashMap<PolicyId, Policy>,
+    policies: HashMap<PolicyId, Arc<Policy>>,
     policy_names: HashMap<String, PolicyId>,
-    roles: HashMap<RoleId, Role>,
+    roles: HashMap<RoleId, Arc<Role>>,
     role_names: HashMap<String, RoleId>,
     /// Secret -> token.
     tokens: HashMap<String, Arc<Token>>,
+    /// Record id -> (modify index, compiled) of what the last build compiled.
+    compiled_policies: HashMap<String, (Index, Arc<Policy>)>,
+    compiled_roles: HashMap<String, (Index, Arc<Role>)>,
+    compiled_tokens: HashMap<String, (Index, Arc<Token>, String)>,
 }
 
 impl std::fmt::Debug for AclSnapshot {
@@ -236,45 +255,120 @@ impl std::fmt::Debug for AclSnapshot {
     }
 }
 
+/// The stored records an [`AclSnapshot`] is built from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AclRecords<'a> {
+    pub(crate) policies: &'a [Record],
+    pub(crate) policy_names: &'a [Record],
+    pub(crate) roles: &'a [Record],
+    pub(crate) role_names: &'a [Record],
+    pub(crate) global_tokens: &'a [Record],
+    pub(crate) local_tokens: &'a [Record],
+}
+
 impl AclSnapshot {
-    /// Builds a snapshot; records that no longer decode are skipped and logged (by id only).
-    pub fn build(
-        policies: impl IntoIterator<Item = PolicyRecord>,
-        roles: impl IntoIterator<Item = RoleRecord>,
-        tokens: impl IntoIterator<Item = TokenRecord>,
-    ) -> Self {
+    /// Builds a snapshot from stored records, re-using what `prev` compiled for every record
+    /// whose modify index is unchanged. A record that does not decode or validate is left out
+    /// and logged by id (a token that is left out resolves to nothing: refused).
+    pub(crate) fn rebuild(prev: &AclSnapshot, recs: AclRecords<'_>) -> Self {
         let mut snap = AclSnapshot::default();
-        for p in policies {
-            match p.to_policy() {
-                Ok(policy) => {
-                    snap.policy_names
-                        .insert(policy.name().to_owned(), policy.id().clone());
-                    snap.policies.insert(policy.id().clone(), policy);
-                }
-                Err(e) => tracing::warn!(policy = %p.id, error = %e, "stored policy skipped"),
-            }
+        for rec in recs.policies {
+            let policy = match prev.compiled_policies.get(&rec.id) {
+                Some((at, p)) if *at == rec.modify_index => p.clone(),
+                _ => match stored::<PolicyRecord>(tables::ACL_POLICIES, rec)
+                    .and_then(|p| p.to_policy().map_err(|e| e.to_string()))
+                {
+                    Ok(p) => Arc::new(p),
+                    Err(e) => {
+                        tracing::warn!(policy = %rec.id, error = %e, "stored policy left out");
+                        continue;
+                    }
+                },
+            };
+            snap.compiled_policies
+                .insert(rec.id.clone(), (rec.modify_index, policy.clone()));
+            snap.policies.insert(policy.id().clone(), policy);
         }
-        for r in roles {
-            match r.to_role() {
-                Ok(role) => {
-                    snap.role_names
-                        .insert(role.name().to_owned(), role.id().clone());
-                    snap.roles.insert(role.id().clone(), role);
-                }
-                Err(e) => tracing::warn!(role = %r.id, error = %e, "stored role skipped"),
-            }
+        snap.policy_names = names(
+            snap.policies
+                .values()
+                .map(|p| (p.name().to_owned(), p.id().clone())),
+            recs.policy_names,
+            |id| PolicyId::new(id.to_owned()).ok(),
+        );
+        for rec in recs.roles {
+            let role = match prev.compiled_roles.get(&rec.id) {
+                Some((at, r)) if *at == rec.modify_index => r.clone(),
+                _ => match stored::<RoleRecord>(tables::ACL_ROLES, rec)
+                    .and_then(|r| r.to_role().map_err(|e| e.to_string()))
+                {
+                    Ok(r) => Arc::new(r),
+                    Err(e) => {
+                        tracing::warn!(role = %rec.id, error = %e, "stored role left out");
+                        continue;
+                    }
+                },
+            };
+            snap.compiled_roles
+                .insert(rec.id.clone(), (rec.modify_index, role.clone()));
+            snap.roles.insert(role.id().clone(), role);
         }
-        for t in tokens {
-            match t.to_token() {
-                Ok(token) => {
-                    snap.tokens.insert(t.secret_id.clone(), Arc::new(token));
-                }
-                Err(e) => {
-                    tracing::warn!(accessor = %t.accessor_id, error = %e, "stored token skipped")
-                }
+        snap.role_names = names(
+            snap.roles
+                .values()
+                .map(|r| (r.name().to_owned(), r.id().clone())),
+            recs.role_names,
+            |id| RoleId::new(id.to_owned()).ok(),
+        );
+        for (table, list) in [
+            (tables::ACL_TOKENS, recs.global_tokens),
+            (tables::ACL_LOCAL_TOKENS, recs.local_tokens),
+        ] {
+            for rec in list {
+                let (token, secret) = match prev.compiled_tokens.get(&rec.id) {
+                    Some((at, t, secret)) if *at == rec.modify_index => (t.clone(), secret.clone()),
+                    _ => match stored::<TokenRecord>(table, rec).and_then(|t| {
+                        Ok((
+                            Arc::new(t.to_token().map_err(|e| e.to_string())?),
+                            t.secret_id,
+                        ))
+                    }) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!(accessor = %rec.id, error = %e, "stored token left out");
+                            continue;
+                        }
+                    },
+                };
+                snap.compiled_tokens.insert(
+                    rec.id.clone(),
+                    (rec.modify_index, token.clone(), secret.clone()),
+                );
+                snap.tokens.insert(secret, token);
             }
         }
         snap
+    }
+
+    /// The number of tokens that resolve.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// A policy by id.
+    pub fn policy(&self, id: &str) -> Option<&Policy> {
+        PolicyId::new(id.to_owned())
+            .ok()
+            .and_then(|id| self.policies.get(&id))
+            .map(AsRef::as_ref)
+    }
+
+    /// A role by id.
+    pub fn role(&self, id: &str) -> Option<&Role> {
+        RoleId::new(id.to_owned())
+            .ok()
+            .and_then(|id| self.roles.get(&id))
+            .map(AsRef::as_ref)
     }
 
     /// A policy by name.
@@ -282,11 +376,15 @@ impl AclSnapshot {
         self.policy_names
             .get(name)
             .and_then(|id| self.policies.get(id))
+            .map(AsRef::as_ref)
     }
 
     /// A role by name.
     pub fn role_by_name(&self, name: &str) -> Option<&Role> {
-        self.role_names.get(name).and_then(|id| self.roles.get(id))
+        self.role_names
+            .get(name)
+            .and_then(|id| self.roles.get(id))
+            .map(AsRef::as_ref)
     }
 
     /// The token holding `secret`. The empty secret is the anonymous token.
@@ -301,12 +399,54 @@ impl AclSnapshot {
     pub fn authorizer(&self, token: &Token, default: DefaultPolicy, dc: &Datacenter) -> Authorizer {
         Authorizer::for_token(
             token,
-            |id| self.policies.get(id),
-            |id| self.roles.get(id),
+            |id| self.policies.get(id).map(AsRef::as_ref),
+            |id| self.roles.get(id).map(AsRef::as_ref),
             default,
             dc,
         )
     }
+}
+
+/// Decodes a stored ACL record with the same checks a write makes.
+fn stored<T: serde::de::DeserializeOwned>(table: &str, rec: &Record) -> Result<T, String> {
+    crate::authz::decode_record(table, &rec.id, Some(&rec.value)).map_err(|e| e.to_string())?;
+    let v = rec.value.as_json().ok_or("value is not JSON")?;
+    T::deserialize(v).map_err(|e| e.to_string())
+}
+
+/// The name -> id map: each name goes to the object the unique-name index gives it, or, for
+/// a name the index does not hold (state written before the index existed), to the smallest
+/// id carrying it, so the answer never depends on listing order.
+fn names<I: Clone + Ord>(
+    objects: impl Iterator<Item = (String, I)>,
+    index: &[Record],
+    parse: impl Fn(&str) -> Option<I>,
+) -> HashMap<String, I> {
+    let mut by_name: HashMap<String, Vec<I>> = HashMap::new();
+    for (name, id) in objects {
+        by_name.entry(name).or_default().push(id);
+    }
+    let indexed: HashMap<&str, I> = index
+        .iter()
+        .filter_map(|r| {
+            let v = r.value.as_json()?;
+            let rec = NameIndexRecord::deserialize(v).ok()?;
+            Some((r.id.as_str(), parse(&rec.id)?))
+        })
+        .collect();
+    by_name
+        .into_iter()
+        .map(|(name, mut ids)| {
+            let chosen = match indexed.get(name.as_str()) {
+                Some(i) if ids.contains(i) => i.clone(),
+                _ => {
+                    ids.sort();
+                    ids.swap_remove(0)
+                }
+            };
+            (name, chosen)
+        })
+        .collect()
 }
 
 /// Now, for token expiry checks.

@@ -31,7 +31,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::acl::{AclSnapshot, PolicyRecord, RoleRecord, ServiceIdentityRecord, TokenRecord};
+use crate::acl::{
+    AclRecords, AclSnapshot, NameIndexRecord, PolicyRecord, RoleRecord, ServiceIdentityRecord,
+    TokenRecord,
+};
+use crate::authz;
 use crate::catalog::{CatalogEntry, FederationGateway, ServiceEndpoint};
 use crate::config::{DatacenterConfig, Storage};
 use crate::replication::AclReplicationAuthorizer;
@@ -77,12 +81,12 @@ pub struct Authorization {
 /// A record of the intermediate exchange between a secondary and the primary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct IntermediateRecord {
-    csr: String,
+pub(crate) struct IntermediateRecord {
+    pub(crate) csr: String,
     #[serde(default)]
-    cert: Option<String>,
+    pub(crate) cert: Option<String>,
     #[serde(default)]
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// One datacenter. Cheap to clone (a handle).
@@ -212,6 +216,7 @@ impl Datacenter {
                     SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
                 let mut rc = ReplicatorConfig::new(token);
                 rc.wait = REPLICATION_WAIT;
+                rc.check = Some(Arc::new(ReplicatedRecordCheck));
                 let replicas = Replicas::spawn(&registry, store.clone(), link.clone(), rc);
                 (
                     Forwarder::secondary(registry.clone(), store.clone(), repl_authz, link.clone()),
@@ -300,7 +305,9 @@ impl Datacenter {
     }
 
     /// Creates a policy from rules text (HCL or JSON; several JSON objects one after another
-    /// are read as their union). Needs `acl:write`.
+    /// are read as their union). Needs `acl:write`. Names are unique: the policy and its name
+    /// are written in one transaction that fails if the name is taken, so of two concurrent
+    /// creations with one name exactly one succeeds.
     pub async fn acl_policy_create(
         &self,
         token: &str,
@@ -309,27 +316,29 @@ impl Datacenter {
         rules: &str,
     ) -> Result<PolicyRecord, Error> {
         self.require(token, acl_write(), None)?;
-        let id = ids::uuid()?;
+        check_acl_name("policy", name)?;
         // Parse now so a bad policy is refused with its position, before anything is written.
         let record = PolicyRecord {
-            id: id.clone(),
+            id: ids::uuid()?,
             name: name.to_owned(),
             description: description.to_owned(),
             rules: rules.to_owned(),
             datacenters: Vec::new(),
         };
         record.to_policy()?;
-        if self.inner.acl.load().policy_by_name(name).is_some() {
-            return Err(Error::Conflict(format!("policy {name:?}")));
-        }
-        self.write_global(
-            token,
-            tables::ACL_POLICIES,
-            &id,
-            json(&record)?,
-            Some(Index::ZERO),
-        )
-        .await?;
+        let ops = vec![
+            upsert_cas(
+                tables::ACL_POLICIES,
+                &record.id,
+                json(&record)?,
+                Index::ZERO,
+            ),
+            name_claim(tables::ACL_POLICY_NAMES, name, &record.id)?,
+        ];
+        self.global_txn(token, tables::ACL_POLICIES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
+        tracing::info!(policy = %record.id, name, "ACL policy created");
         Ok(record)
     }
 
@@ -346,7 +355,67 @@ impl Datacenter {
             .await
     }
 
-    /// Creates a role linking policies by name. Needs `acl:write`.
+    /// A policy by id, as stored.
+    pub async fn acl_policy_read(&self, id: &str) -> Result<PolicyRecord, Error> {
+        self.stored(tables::ACL_POLICIES, id, "policy").await
+    }
+
+    /// A policy by name, as stored.
+    pub async fn acl_policy_read_by_name(&self, name: &str) -> Result<PolicyRecord, Error> {
+        match self.name_owner(tables::ACL_POLICY_NAMES, name).await? {
+            Some(id) => self.acl_policy_read(&id).await,
+            None => Err(Error::NotFound(format!("policy {name:?}"))),
+        }
+    }
+
+    /// Replaces a policy's name, description and rules. Needs `acl:write`. The built-in
+    /// policies cannot be changed. A new name must be free, as on creation.
+    pub async fn acl_policy_update(
+        &self,
+        token: &str,
+        id: &str,
+        name: &str,
+        description: &str,
+        rules: &str,
+    ) -> Result<PolicyRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        check_acl_name("policy", name)?;
+        let old = self.acl_policy_read(id).await?;
+        let record = PolicyRecord {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            rules: rules.to_owned(),
+            datacenters: old.datacenters.clone(),
+        };
+        record.to_policy()?;
+        let mut ops = vec![upsert(tables::ACL_POLICIES, id, json(&record)?)];
+        if old.name != name {
+            ops.push(name_claim(tables::ACL_POLICY_NAMES, name, id)?);
+            ops.push(delete(tables::ACL_POLICY_NAMES, &old.name));
+        }
+        self.global_txn(token, tables::ACL_POLICIES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
+        Ok(record)
+    }
+
+    /// Deletes a policy; tokens and roles that link it lose its rules at once. Needs
+    /// `acl:write`. The built-in policies cannot be deleted.
+    pub async fn acl_policy_delete(&self, token: &str, id: &str) -> Result<(), Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_policy_read(id).await?;
+        let mut ops = vec![delete(tables::ACL_POLICIES, id)];
+        if self.name_owner(tables::ACL_POLICY_NAMES, &old.name).await? == Some(id.to_owned()) {
+            ops.push(delete(tables::ACL_POLICY_NAMES, &old.name));
+        }
+        self.global_txn(token, tables::ACL_POLICIES, ops).await?;
+        tracing::info!(policy = %id, name = %old.name, "ACL policy deleted");
+        Ok(())
+    }
+
+    /// Creates a role linking policies by name. Needs `acl:write`. Names are unique, as for
+    /// policies.
     pub async fn acl_role_create(
         &self,
         token: &str,
@@ -355,12 +424,69 @@ impl Datacenter {
         service_identities: &[&str],
     ) -> Result<RoleRecord, Error> {
         self.require(token, acl_write(), None)?;
-        let snap = self.inner.acl.load();
-        if snap.role_by_name(name).is_some() {
-            return Err(Error::Conflict(format!("role {name:?}")));
+        check_acl_name("role", name)?;
+        let record = self.role_record(ids::uuid()?, name, policy_names, service_identities)?;
+        let ops = vec![
+            upsert_cas(tables::ACL_ROLES, &record.id, json(&record)?, Index::ZERO),
+            name_claim(tables::ACL_ROLE_NAMES, name, &record.id)?,
+        ];
+        self.global_txn(token, tables::ACL_ROLES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
+        Ok(record)
+    }
+
+    /// A role by id, as stored.
+    pub async fn acl_role_read(&self, id: &str) -> Result<RoleRecord, Error> {
+        self.stored(tables::ACL_ROLES, id, "role").await
+    }
+
+    /// Replaces a role's name, policies and service identities. Needs `acl:write`.
+    pub async fn acl_role_update(
+        &self,
+        token: &str,
+        id: &str,
+        name: &str,
+        policy_names: &[&str],
+        service_identities: &[&str],
+    ) -> Result<RoleRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        check_acl_name("role", name)?;
+        let old = self.acl_role_read(id).await?;
+        let record = self.role_record(id.to_owned(), name, policy_names, service_identities)?;
+        let mut ops = vec![upsert(tables::ACL_ROLES, id, json(&record)?)];
+        if old.name != name {
+            ops.push(name_claim(tables::ACL_ROLE_NAMES, name, id)?);
+            ops.push(delete(tables::ACL_ROLE_NAMES, &old.name));
         }
+        self.global_txn(token, tables::ACL_ROLES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
+        Ok(record)
+    }
+
+    /// Deletes a role. Needs `acl:write`.
+    pub async fn acl_role_delete(&self, token: &str, id: &str) -> Result<(), Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_role_read(id).await?;
+        let mut ops = vec![delete(tables::ACL_ROLES, id)];
+        if self.name_owner(tables::ACL_ROLE_NAMES, &old.name).await? == Some(id.to_owned()) {
+            ops.push(delete(tables::ACL_ROLE_NAMES, &old.name));
+        }
+        self.global_txn(token, tables::ACL_ROLES, ops).await?;
+        Ok(())
+    }
+
+    fn role_record(
+        &self,
+        id: String,
+        name: &str,
+        policy_names: &[&str],
+        service_identities: &[&str],
+    ) -> Result<RoleRecord, Error> {
+        let snap = self.inner.acl.load();
         let record = RoleRecord {
-            id: ids::uuid()?,
+            id,
             name: name.to_owned(),
             description: String::new(),
             policies: policy_ids(&snap, policy_names.iter().copied())?,
@@ -374,14 +500,6 @@ impl Datacenter {
             node_identities: Vec::new(),
         };
         record.to_role()?;
-        self.write_global(
-            token,
-            tables::ACL_ROLES,
-            &record.id,
-            json(&record)?,
-            Some(Index::ZERO),
-        )
-        .await?;
         Ok(record)
     }
 
@@ -393,6 +511,72 @@ impl Datacenter {
         spec: TokenSpec,
     ) -> Result<TokenRecord, Error> {
         self.require(token, acl_write(), None)?;
+        let record = self.token_record(ids::uuid()?, ids::uuid()?, spec)?;
+        self.store_token(token, &record, Some(Index::ZERO)).await?;
+        tracing::info!(accessor = %record.accessor_id, local = record.local, "ACL token created");
+        Ok(record)
+    }
+
+    /// A token by accessor id, as stored (global or local to this datacenter).
+    pub async fn acl_token_read(&self, accessor: &str) -> Result<TokenRecord, Error> {
+        let global = table(tables::ACL_TOKENS);
+        let local = table(tables::ACL_LOCAL_TOKENS);
+        for t in [&global, &local] {
+            if let Some(rec) = self.inner.store.get(t, accessor).await? {
+                return decode::<TokenRecord>(&rec).ok_or_else(|| {
+                    Error::invalid_msg(format!("stored token {accessor} does not decode"))
+                });
+            }
+        }
+        Err(Error::NotFound(format!("token {accessor:?}")))
+    }
+
+    /// Replaces a token's description, policies, roles and service identities; its secret and
+    /// its locality stay. Needs `acl:write`.
+    pub async fn acl_token_update(
+        &self,
+        token: &str,
+        accessor: &str,
+        spec: TokenSpec,
+    ) -> Result<TokenRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_token_read(accessor).await?;
+        if spec.local != old.local {
+            return Err(Error::invalid_msg(
+                "a token's locality cannot change: create a new token",
+            ));
+        }
+        let mut record = self.token_record(old.accessor_id.clone(), old.secret_id.clone(), spec)?;
+        record.expiration_time = old.expiration_time;
+        self.store_token(token, &record, None).await?;
+        Ok(record)
+    }
+
+    /// Deletes a token: its secret is refused here at once and in every other datacenter
+    /// once the deletion has replicated there. Needs `acl:write`.
+    pub async fn acl_token_delete(&self, token: &str, accessor: &str) -> Result<(), Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_token_read(accessor).await?;
+        if old.local {
+            self.inner
+                .store
+                .delete(&table(tables::ACL_LOCAL_TOKENS), accessor, None)
+                .await?;
+            self.inner.rebuild_acl().await?;
+        } else {
+            self.delete_global(token, tables::ACL_TOKENS, accessor)
+                .await?;
+        }
+        tracing::info!(accessor, "ACL token deleted");
+        Ok(())
+    }
+
+    fn token_record(
+        &self,
+        accessor_id: String,
+        secret_id: String,
+        spec: TokenSpec,
+    ) -> Result<TokenRecord, Error> {
         let snap = self.inner.acl.load();
         let roles = spec
             .role_names
@@ -404,8 +588,8 @@ impl Datacenter {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let record = TokenRecord {
-            accessor_id: ids::uuid()?,
-            secret_id: ids::uuid()?,
+            accessor_id,
+            secret_id,
             description: spec.description,
             policies: policy_ids(&snap, spec.policy_names.iter().map(String::as_str))?,
             roles,
@@ -422,27 +606,64 @@ impl Datacenter {
             expiration_time: None,
         };
         record.to_token()?;
-        if spec.local {
-            self.write_local(
-                tables::ACL_LOCAL_TOKENS,
-                &record.accessor_id,
-                json(&record)?,
-                Some(Index::ZERO),
-            )
-            .await?;
+        Ok(record)
+    }
+
+    async fn store_token(
+        &self,
+        token: &str,
+        record: &TokenRecord,
+        cas: Option<Index>,
+    ) -> Result<(), Error> {
+        if record.local {
+            let op = TxnOp::Upsert {
+                table: table(tables::ACL_LOCAL_TOKENS),
+                id: record.accessor_id.clone(),
+                value: json(record)?,
+                cas,
+            };
+            // The same checks a global write gets, made here: the table is local.
+            authz::decode(&op).map_err(refused)?;
+            self.inner.store.txn(vec![op]).await?;
             self.inner.rebuild_acl().await?;
         } else {
             self.write_global(
                 token,
                 tables::ACL_TOKENS,
                 &record.accessor_id,
-                json(&record)?,
-                Some(Index::ZERO),
+                json(record)?,
+                cas,
             )
             .await?;
         }
-        tracing::info!(accessor = %record.accessor_id, local = record.local, "ACL token created");
-        Ok(record)
+        Ok(())
+    }
+
+    async fn stored<T: for<'de> Deserialize<'de>>(
+        &self,
+        t: &'static str,
+        id: &str,
+        what: &str,
+    ) -> Result<T, Error> {
+        let rec = self
+            .inner
+            .store
+            .get(&table(t), id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("{what} {id:?}")))?;
+        decode(&rec)
+            .ok_or_else(|| Error::invalid_msg(format!("stored {what} {id} does not decode")))
+    }
+
+    /// The id that holds `name` in a unique-name index.
+    async fn name_owner(&self, t: &'static str, name: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .inner
+            .store
+            .get(&table(t), name)
+            .await?
+            .and_then(|r| decode::<NameIndexRecord>(&r))
+            .map(|r| r.id))
     }
 
     // ---- catalog ---------------------------------------------------------------------
@@ -470,10 +691,10 @@ impl Datacenter {
             .name
             .clone()
             .ok_or_else(|| Error::invalid_msg("service registration has no name"))?;
-        self.require(token, service_write(), Some(name.as_str()))?;
         let id = def
             .instance_id()
             .ok_or_else(|| Error::invalid_msg("service registration has no ID or name"))?;
+        self.require_registration(token, &def, &id).await?;
         let mut service = def.clone();
         service.token = None;
         let mut ops = Vec::new();
@@ -481,12 +702,11 @@ impl Datacenter {
             match sidecar_from_service(&def, def.token.as_ref()).map_err(Error::invalid)? {
                 None => None,
                 Some(mut sc) => {
-                    let sidecar_name = sc
-                        .service()
-                        .name
-                        .clone()
-                        .ok_or_else(|| Error::invalid_msg("sidecar has no name"))?;
-                    self.require(token, service_write(), Some(sidecar_name.as_str()))?;
+                    // The sidecar is a registration of its own: its name, the instance id it
+                    // takes, and the service it proxies (the parent) are all checked.
+                    let sc_id = sc.id().clone();
+                    self.require_registration(token, sc.service(), &sc_id)
+                        .await?;
                     let listing = self.inner.store.list(&table(tables::CATALOG)).await?;
                     let ports: Vec<(String, u16)> = listing
                         .records
@@ -542,6 +762,50 @@ impl Datacenter {
         })
     }
 
+    /// What registering `def` under `id` needs, as Consul defines it: `service:write` on the
+    /// registration's name; when `id` is already registered, `service:write` on the service
+    /// that holds it (a token may not take over another service's instance); for a
+    /// `connect-proxy`, `service:write` on the service it proxies (a token may not divert
+    /// another service's traffic).
+    async fn require_registration(
+        &self,
+        token: &str,
+        def: &ServiceDefinition,
+        id: &ServiceInstanceId,
+    ) -> Result<(), Error> {
+        let name = def
+            .name
+            .as_ref()
+            .ok_or_else(|| Error::invalid_msg("service registration has no name"))?;
+        self.require(token, service_write(), Some(name.as_str()))?;
+        if let Some(rec) = self
+            .inner
+            .store
+            .get(&table(tables::CATALOG), id.as_str())
+            .await?
+        {
+            // An entry that does not decode belongs to nobody we can name: only a token
+            // with write on every service may replace it.
+            let owner = decode::<CatalogEntry>(&rec)
+                .and_then(|e| e.name().map(|n| n.as_str().to_owned()))
+                .unwrap_or_else(|| "*".to_owned());
+            if owner != name.as_str() {
+                self.require(token, service_write(), Some(&owner))?;
+            }
+        }
+        if def.kind == ServiceKind::ConnectProxy {
+            let dest = def
+                .proxy
+                .as_ref()
+                .and_then(|p| p.destination_service_name.as_ref())
+                .ok_or_else(|| {
+                    Error::invalid_msg("a connect-proxy registration names its destination service")
+                })?;
+            self.require(token, service_write(), Some(dest.as_str()))?;
+        }
+        Ok(())
+    }
+
     /// Registers a mesh gateway instance with its LAN and WAN addresses; other datacenters
     /// learn its WAN address through the primary. Needs `service:write` on the gateway's name.
     pub async fn register_mesh_gateway(
@@ -561,6 +825,8 @@ impl Datacenter {
         .map_err(Error::invalid)?
         .into_definition();
         def.id = Some(ServiceInstanceId::new(id).map_err(Error::invalid)?);
+        let instance = ServiceInstanceId::new(id).map_err(Error::invalid)?;
+        self.require_registration(token, &def, &instance).await?;
         let reg = MeshGatewayRegistration::from_definition(def).map_err(Error::invalid)?;
         let entry = CatalogEntry {
             lan: Some(lan),
@@ -748,7 +1014,7 @@ impl Datacenter {
             ConfigEntry::ProxyDefaults(_) => self.require(token, mesh_write(), None)?,
             _ => self.require(token, service_write(), Some(entry.name()))?,
         }
-        let id = format!("{}/{}", entry.kind(), entry.name());
+        let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
         let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
         self.write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), None)
             .await?;
@@ -760,7 +1026,10 @@ impl Datacenter {
         let rec = self
             .inner
             .store
-            .get(&table(tables::CONFIG_ENTRIES), &format!("{kind}/{name}"))
+            .get(
+                &table(tables::CONFIG_ENTRIES),
+                &authz::config_entry_id(kind, name),
+            )
             .await?;
         rec.and_then(|r| r.value.as_json().map(|v| v.to_string()))
             .map(|s| ConfigEntry::from_json(&s).map_err(Error::invalid))
@@ -790,7 +1059,7 @@ impl Datacenter {
         self.write_global(
             token,
             tables::INTENTIONS,
-            &intention_id(source, destination),
+            &authz::intention_id(source, destination),
             Value::json(value),
             None,
         )
@@ -818,7 +1087,7 @@ impl Datacenter {
         self.delete_global(
             token,
             tables::INTENTIONS,
-            &intention_id(source, destination),
+            &authz::intention_id(source, destination),
         )
         .await
     }
@@ -833,6 +1102,15 @@ impl Datacenter {
             .filter_map(decode::<Intention>)
             .filter(|i| can_read(&authz, i).is_ok())
             .collect())
+    }
+
+    /// Rebuilds the enforced ACL and intention views from what the store holds now. They
+    /// follow the store by themselves within moments of a change; this is for a caller that
+    /// wrote around the API (through [`Datacenter::replication_server`]) and must see the
+    /// result at once.
+    pub async fn refresh_views(&self) -> Result<(), Error> {
+        self.inner.rebuild_acl().await?;
+        self.inner.rebuild_intentions().await
     }
 
     /// The current intentions snapshot, shared with the data plane.
@@ -1001,7 +1279,11 @@ impl Datacenter {
         }
         match self.apply_global(token, t, id, value.clone()).await {
             Ok(()) => Ok(()),
-            Err(Error::Forward(mesh_replication::WriteError::Forward(e))) if !e.is_denied() => {
+            // Only a primary that did not answer is waited for; an answer (a refusal, an
+            // invalid record) is the caller's to see.
+            Err(Error::Forward(mesh_replication::WriteError::Forward(e)))
+                if !matches!(e, mesh_replication::TransportError::Remote(_)) =>
+            {
                 tracing::warn!(table = t, id, error = %e, "primary unreachable; publishing in the background");
                 let weak = Arc::downgrade(&self.inner);
                 let (token, id) = (token.to_owned(), id.to_owned());
@@ -1050,7 +1332,7 @@ impl Datacenter {
     /// The id of a global record about a local instance: `<datacenter>/<service>/<instance>`,
     /// so the primary can check `service:write` on the service it names.
     fn global_id(&self, service: &str, instance: &str) -> String {
-        format!("{}/{service}/{instance}", self.name())
+        authz::instance_record_id(self.name().as_str(), service, instance)
     }
 
     async fn delete_global(&self, token: &str, t: &'static str, id: &str) -> Result<(), Error> {
@@ -1101,9 +1383,34 @@ impl Datacenter {
     }
 
     fn spawn_watchers(&self) {
+        // A record the primary holds but this datacenter refused changes no local table:
+        // follow the replicator's list of refusals too.
+        if let Some(replicas) = &self.inner.replicas
+            && let Some(handle) = replicas.get(&table(tables::INTENTIONS))
+        {
+            let mut rx = handle.subscribe();
+            let weak = Arc::downgrade(&self.inner);
+            let task = tokio::spawn(async move {
+                let mut seen = rx.borrow_and_update().refused.clone();
+                while rx.changed().await.is_ok() {
+                    let now = rx.borrow_and_update().refused.clone();
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    let Some(inner) = weak.upgrade() else { return };
+                    if let Err(e) = inner.refresh(tables::INTENTIONS).await {
+                        tracing::warn!(error = %e, "intention rebuild failed");
+                    }
+                }
+            });
+            self.inner.push_task(task);
+        }
         for t in [
             tables::ACL_POLICIES,
+            tables::ACL_POLICY_NAMES,
             tables::ACL_ROLES,
+            tables::ACL_ROLE_NAMES,
             tables::ACL_TOKENS,
             tables::ACL_LOCAL_TOKENS,
             tables::INTENTIONS,
@@ -1156,7 +1463,10 @@ impl Datacenter {
         let opts =
             CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
         let existing = inner.store.get(&table(tables::CA_STATE), "state").await?;
-        let signer = Arc::new(ReplicatedSigner { dc: self.clone() });
+        // A weak handle: the renewal task must not keep the datacenter alive.
+        let signer = Arc::new(ReplicatedSigner {
+            dc: Arc::downgrade(&self.inner),
+        });
         let ca = match existing.as_ref().and_then(|r| r.value.as_json()) {
             Some(v) => Ca::load(opts, CaState::from_json(&v.to_string())?)?,
             None => Ca::init_secondary(opts, signer.as_ref()).await?,
@@ -1268,16 +1578,55 @@ pub struct Registered {
     pub sidecar: Option<CatalogEntry>,
 }
 
+/// What a secondary accepts from the primary: every record decodes and validates as a write
+/// would (the CA tables, written by the primary's CA itself, decode as what they are).
+struct ReplicatedRecordCheck;
+
+impl mesh_replication::RecordCheck for ReplicatedRecordCheck {
+    fn check(
+        &self,
+        t: &mesh_replication::TableName,
+        id: &str,
+        value: &Value,
+    ) -> Result<(), String> {
+        let v = || {
+            value
+                .as_json()
+                .ok_or_else(|| "value is not JSON".to_owned())
+        };
+        match t.as_str() {
+            tables::CA_ROOTS => serde_json::from_value::<RootsView>(v()?.clone())
+                .map(|_| ())
+                .map_err(|e| format!("roots do not decode: {e}")),
+            tables::CA_INTERMEDIATES => serde_json::from_value::<IntermediateRecord>(v()?.clone())
+                .map(|_| ())
+                .map_err(|e| format!("intermediate record does not decode: {e}")),
+            other => authz::decode_record(other, id, Some(value))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// The secondary's side of intermediate signing: the request is a forwarded write to the
 /// primary, the answer comes back by replication.
 struct ReplicatedSigner {
-    dc: Datacenter,
+    dc: std::sync::Weak<Inner>,
+}
+
+impl ReplicatedSigner {
+    fn dc(&self) -> Result<Datacenter, SignerError> {
+        self.dc
+            .upgrade()
+            .map(|inner| Datacenter { inner })
+            .ok_or_else(|| "the datacenter has stopped".into())
+    }
 }
 
 #[async_trait::async_trait]
 impl IntermediateSigner for ReplicatedSigner {
     async fn primary_roots(&self) -> Result<RootsView, SignerError> {
-        let store = &self.dc.inner.store;
+        let store = self.dc()?.inner.store.clone();
         let t = table(tables::CA_ROOTS);
         let mut seen = Index::ZERO;
         loop {
@@ -1294,7 +1643,7 @@ impl IntermediateSigner for ReplicatedSigner {
     }
 
     async fn sign_intermediate(&self, csr_pem: &str) -> Result<String, SignerError> {
-        let dc = &self.dc;
+        let dc = &self.dc()?;
         let token = dc
             .inner
             .config
@@ -1369,7 +1718,9 @@ impl Inner {
     async fn refresh(&self, t: &str) -> Result<(), Error> {
         match t {
             tables::ACL_POLICIES
+            | tables::ACL_POLICY_NAMES
             | tables::ACL_ROLES
+            | tables::ACL_ROLE_NAMES
             | tables::ACL_TOKENS
             | tables::ACL_LOCAL_TOKENS => self.rebuild_acl().await,
             tables::INTENTIONS => self.rebuild_intentions().await,
@@ -1381,28 +1732,106 @@ impl Inner {
         let _one_at_a_time = self.rebuild.lock().await;
         let s = &self.store;
         let policies = s.list(&table(tables::ACL_POLICIES)).await?;
+        let policy_names = s.list(&table(tables::ACL_POLICY_NAMES)).await?;
         let roles = s.list(&table(tables::ACL_ROLES)).await?;
+        let role_names = s.list(&table(tables::ACL_ROLE_NAMES)).await?;
         let global = s.list(&table(tables::ACL_TOKENS)).await?;
         let local = s.list(&table(tables::ACL_LOCAL_TOKENS)).await?;
-        let snap = AclSnapshot::build(
-            policies.records.iter().filter_map(decode),
-            roles.records.iter().filter_map(decode),
-            global
-                .records
-                .iter()
-                .chain(local.records.iter())
-                .filter_map(decode::<TokenRecord>),
+        let prev = self.acl.load_full();
+        let snap = AclSnapshot::rebuild(
+            &prev,
+            AclRecords {
+                policies: &policies.records,
+                policy_names: &policy_names.records,
+                roles: &roles.records,
+                role_names: &role_names.records,
+                global_tokens: &global.records,
+                local_tokens: &local.records,
+            },
         );
         self.acl.store(Arc::new(snap));
         Ok(())
     }
 
+    /// Rebuilds the intention view. Never fails as a whole: a stored intention that does not
+    /// decode, validate or sit under its own id is left out, logged, and its destination
+    /// fails closed (every connection to it is refused) until the record is fixed or deleted;
+    /// a record whose destination cannot be told closes every destination.
     async fn rebuild_intentions(&self) -> Result<(), Error> {
         let _one_at_a_time = self.rebuild.lock().await;
         let listing = self.store.list(&table(tables::INTENTIONS)).await?;
-        let set = IntentionSet::build(listing.records.iter().filter_map(decode::<Intention>))
-            .map_err(Error::invalid)?;
-        self.intentions.store(set);
+        let mut good = Vec::with_capacity(listing.records.len());
+        let mut closed: Vec<String> = Vec::new();
+        for rec in &listing.records {
+            match authz::decode_record(tables::INTENTIONS, &rec.id, Some(&rec.value)) {
+                Ok(authz::Write::Intention {
+                    value: Some(ixn), ..
+                }) => good.push(*ixn),
+                Ok(_) => closed.push("*".into()),
+                Err(e) => {
+                    let dest = rec.id.split_once('/').map_or("*", |(d, _)| d).to_owned();
+                    tracing::error!(
+                        id = %rec.id,
+                        error = %e,
+                        destination = %dest,
+                        "stored intention is invalid: connections to its destination are refused"
+                    );
+                    closed.push(dest);
+                }
+            }
+        }
+        if let Some(replicas) = &self.replicas {
+            for (id, reason) in replicas.refused(&table(tables::INTENTIONS)) {
+                let dest = id.split_once('/').map_or("*", |(d, _)| d).to_owned();
+                tracing::error!(%id, %reason, destination = %dest, "replicated intention refused: connections to its destination are refused");
+                closed.push(dest);
+            }
+        }
+        let set = match IntentionSet::build(good) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::error!(error = %e, "intentions do not index: every connection is refused");
+                closed.push("*".into());
+                IntentionSet::empty()
+            }
+        };
+        self.intentions.store(set.with_closed_destinations(closed));
+        Ok(())
+    }
+
+    /// Primary: gives every stored policy and role whose name the unique-name index does
+    /// not hold yet (state written before the index existed) its entry. Idempotent; of two
+    /// objects with one name, the one with the smallest id keeps it.
+    async fn index_names(&self) -> Result<(), Error> {
+        for (objects, index) in [
+            (tables::ACL_POLICIES, tables::ACL_POLICY_NAMES),
+            (tables::ACL_ROLES, tables::ACL_ROLE_NAMES),
+        ] {
+            let listing = self.store.list(&table(objects)).await?;
+            let mut claimed = std::collections::HashSet::new();
+            let mut named: Vec<(String, String)> = listing
+                .records
+                .iter()
+                .filter_map(|r| {
+                    let v = r.value.as_json()?;
+                    let name = v.get("Name")?.as_str()?.to_owned();
+                    Some((name, r.id.clone()))
+                })
+                .collect();
+            named.sort();
+            for (name, id) in named {
+                if !claimed.insert(name.clone()) {
+                    tracing::warn!(table = objects, %name, %id, "a second object holds this name; it keeps it only by id");
+                    continue;
+                }
+                let t = table(index);
+                if self.store.get(&t, &name).await?.is_none() {
+                    self.store
+                        .upsert(&t, &name, json(&NameIndexRecord { id })?, Some(Index::ZERO))
+                        .await?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1430,6 +1859,7 @@ impl Inner {
                 .upsert(&policies, &rec.id, json(&rec)?, Some(Index::ZERO))
                 .await?;
         }
+        self.index_names().await?;
         if let Some(secret) = &self.config.acl.tokens.initial_management
             && self.acl.load().token(secret).is_none()
         {
@@ -1490,10 +1920,6 @@ pub(crate) fn authorize_with(
     }
 }
 
-fn intention_id(source: &str, destination: &str) -> String {
-    format!("{destination}/{source}")
-}
-
 fn policy_ids<'a>(
     snap: &AclSnapshot,
     names: impl Iterator<Item = &'a str>,
@@ -1521,6 +1947,74 @@ fn decode<T: for<'de> Deserialize<'de>>(rec: &Record) -> Option<T> {
             tracing::warn!(id = %rec.id, error = %e, "record does not decode; skipped");
             None
         }
+    }
+}
+
+/// A policy or role name: Consul's rule, 1-128 of `[A-Za-z0-9_-]`.
+fn check_acl_name(what: &str, name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_msg(format!(
+            "invalid {what} name {name:?}: 1 to 128 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Claims `name` in a unique-name index for `id`: fails if the name is taken.
+fn name_claim(t: &'static str, name: &str, id: &str) -> Result<TxnOp, Error> {
+    Ok(upsert_cas(
+        t,
+        name,
+        json(&NameIndexRecord { id: id.to_owned() })?,
+        Index::ZERO,
+    ))
+}
+
+/// A check-and-set conflict reported as a name conflict.
+fn conflict_as(e: Error, what: String) -> Error {
+    let cas = match &e {
+        Error::Store(mesh_replication::StoreError::CasConflict { .. }) => true,
+        Error::Forward(mesh_replication::WriteError::Local(
+            mesh_replication::StoreError::CasConflict { .. },
+        )) => true,
+        Error::Forward(mesh_replication::WriteError::Forward(
+            mesh_replication::TransportError::Remote(r),
+        )) => r.kind == mesh_replication::RemoteErrorKind::CasConflict,
+        _ => false,
+    };
+    if cas { Error::Conflict(what) } else { e }
+}
+
+/// An operation refused by [`authz`] as an API error.
+fn refused(r: authz::Refusal) -> Error {
+    match r {
+        authz::Refusal::Invalid(m) => Error::invalid_msg(m),
+        authz::Refusal::Denied(m) => Error::Forward(mesh_replication::WriteError::Denied(
+            mesh_replication::Denied::new(m),
+        )),
+    }
+}
+
+fn upsert_cas(t: &'static str, id: &str, value: Value, cas: Index) -> TxnOp {
+    TxnOp::Upsert {
+        table: table(t),
+        id: id.to_owned(),
+        value,
+        cas: Some(cas),
+    }
+}
+
+fn delete(t: &'static str, id: &str) -> TxnOp {
+    TxnOp::Delete {
+        table: table(t),
+        id: id.to_owned(),
+        cas: None,
     }
 }
 

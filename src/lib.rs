@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+mod authz;
 pub mod catalog;
 pub mod config;
 pub mod connect;

@@ -8,16 +8,15 @@ use mesh_intentions::acl::Decision;
 use mesh_replication::{Authorizer, Denied, Op, SecretToken};
 
 use crate::acl::AclSnapshot;
+use crate::authz::Refusal;
 use crate::config::AclConfig;
 use crate::tables;
 
-/// Maps each table to the permission Consul's replication token needs for it:
-/// `acl:write` for ACL tables (tokens carry secrets), `operator:write` for CA tables,
-/// `service:read` on every service (`service_prefix ""`) for intentions, config entries and
-/// endpoints, and `operator:read` for the federation table. A forwarded write is checked per
-/// record, on the object its id names: `intentions:write` on an intention's destination,
-/// `mesh:write` for `proxy-defaults`, `service:write` on a `service-defaults` entry's service
-/// and on the service a gateway or endpoint record describes.
+/// Replicating a table needs what Consul's replication token holds for it: `acl:write` for
+/// ACL tables (tokens carry secrets), `operator:write` for CA tables, `service:read` on every
+/// service (`service_prefix ""`) for intentions, config entries and endpoints, and
+/// `operator:read` for the federation table. Every operation of a write is decoded and
+/// checked on its own by [`crate::authz::check_op`].
 pub(crate) struct AclReplicationAuthorizer {
     acl: Arc<ArcSwap<AclSnapshot>>,
     config: AclConfig,
@@ -39,7 +38,12 @@ impl AclReplicationAuthorizer {
 }
 
 impl Authorizer for AclReplicationAuthorizer {
-    fn authorize(&self, token: &SecretToken, op: Op) -> Result<(), Denied> {
+    fn authorize(&self, token: &SecretToken, op: Op<'_>) -> Result<(), Denied> {
+        // A write is validated whatever the token, and with ACLs off too.
+        let write = match op {
+            Op::Write(txn) => Some(crate::authz::decode(txn).map_err(refusal)?),
+            _ => None,
+        };
         if !self.config.enabled {
             return Ok(());
         }
@@ -51,54 +55,28 @@ impl Authorizer for AclReplicationAuthorizer {
             return Err(Denied::new("ACL not found"));
         }
         let authz = snap.authorizer(&tok, self.config.default_policy, &self.datacenter);
-        let table = op.table().as_str();
-        let write_id = match &op {
-            Op::Write { id, .. } => Some(id.as_str()),
-            _ => None,
+        if let Some(write) = &write {
+            // Each operation of a write on its own: the value that will be enforced.
+            return crate::authz::authorize(&authz, write).map_err(refusal);
+        }
+        let table = match op {
+            Op::Replicate { table } => table.as_str(),
+            _ => return Err(Denied::new(format!("operation {op} is not served"))),
         };
-        let on = |id: &str| {
-            id.split_once('/')
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        };
-        let (decision, needed): (Decision<'_>, String) = match (table, write_id) {
-            (tables::ACL_POLICIES | tables::ACL_ROLES | tables::ACL_TOKENS, _) => {
-                (authz.acl_write(), "acl:write".into())
+        let (decision, needed): (Decision<'_>, &str) = match table {
+            tables::ACL_POLICIES
+            | tables::ACL_ROLES
+            | tables::ACL_TOKENS
+            | tables::ACL_POLICY_NAMES
+            | tables::ACL_ROLE_NAMES => (authz.acl_write(), "acl:write"),
+            tables::CA_ROOTS | tables::CA_INTERMEDIATES => {
+                (authz.operator_write(), "operator:write")
             }
-            (tables::CA_ROOTS | tables::CA_INTERMEDIATES, _) => {
-                (authz.operator_write(), "operator:write".into())
+            tables::INTENTIONS | tables::CONFIG_ENTRIES | tables::ENDPOINTS => {
+                (authz.service_read_all(), "service:read")
             }
-            // `<destination>/<source>`: writing needs intentions:write on the destination.
-            (tables::INTENTIONS, Some(id)) => {
-                let dest = on(id).map(|(d, _)| d).unwrap_or_default();
-                (
-                    authz.intention_write(&dest),
-                    format!("intentions:write on {dest:?}"),
-                )
-            }
-            // `<kind>/<name>`: proxy-defaults needs mesh:write, others service:write on the name.
-            (tables::CONFIG_ENTRIES, Some(id)) => match on(id) {
-                Some((kind, _)) if kind == "proxy-defaults" => {
-                    (authz.mesh_write(), "mesh:write".into())
-                }
-                Some((_, name)) => (
-                    authz.service_write(&name),
-                    format!("service:write on {name:?}"),
-                ),
-                None => (authz.mesh_write(), "mesh:write".into()),
-            },
-            // `<datacenter>/<service>/<instance>`: service:write on the service it describes.
-            (tables::FEDERATION | tables::ENDPOINTS, Some(id)) => {
-                let service = id.split('/').nth(1).unwrap_or_default();
-                (
-                    authz.service_write(service),
-                    format!("service:write on {service:?}"),
-                )
-            }
-            (tables::INTENTIONS | tables::CONFIG_ENTRIES | tables::ENDPOINTS, None) => {
-                (authz.service_read_all(), "service:read".into())
-            }
-            (tables::FEDERATION, None) => (authz.operator_read(), "operator:read".into()),
-            (other, _) => return Err(Denied::new(format!("table {other} is not served"))),
+            tables::FEDERATION => (authz.operator_read(), "operator:read"),
+            other => return Err(Denied::new(format!("table {other} is not served"))),
         };
         if decision.is_allowed() {
             Ok(())
@@ -107,5 +85,12 @@ impl Authorizer for AclReplicationAuthorizer {
                 "token lacks permission '{needed}' to {op} ({decision})"
             )))
         }
+    }
+}
+
+fn refusal(r: Refusal) -> Denied {
+    match r {
+        Refusal::Invalid(m) => Denied::invalid(m),
+        Refusal::Denied(m) => Denied::new(m),
     }
 }

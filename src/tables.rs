@@ -16,6 +16,11 @@ tables! {
     ACL_POLICIES = "acl-policies", Global;
     /// ACL roles (global).
     ACL_ROLES = "acl-roles", Global;
+    /// Policy names, keyed by name, each naming its policy's id (global): written in the same
+    /// transaction as the policy with a check-and-set, so two policies never share a name.
+    ACL_POLICY_NAMES = "acl-policy-names", Global;
+    /// Role names, keyed by name (global), as for policies.
+    ACL_ROLE_NAMES = "acl-role-names", Global;
     /// Global ACL tokens.
     ACL_TOKENS = "acl-tokens", Global;
     /// Tokens local to this datacenter.
@@ -31,9 +36,9 @@ tables! {
     CA_INTERMEDIATES = "ca-intermediates", Global;
     /// This datacenter's CA state, with its private keys (local, never replicated).
     CA_STATE = "ca-state", Local;
-    /// Every datacenter's mesh gateways, keyed `<datacenter>/<service id>` (global).
+    /// Every datacenter's mesh gateways, keyed `<datacenter>/<service>/<instance id>` (global).
     FEDERATION = "federation", Global;
-    /// Every datacenter's sidecar addresses, keyed `<datacenter>/<sidecar id>` (global: used
+    /// Every datacenter's sidecar addresses, keyed `<datacenter>/<service>/<sidecar id>` (global: used
     /// by upstreams in mesh-gateway mode `none` that dial another datacenter directly).
     ENDPOINTS = "endpoints", Global;
     /// This datacenter's catalog: service, sidecar and gateway instances (local).

@@ -125,7 +125,8 @@ pub struct IssuedLeaf {
 
 /// Everything needed to restart a CA with the same roots and keys.
 ///
-/// Holds private keys: `Debug` redacts them, [`CaState::write_file`] writes mode 0600.
+/// Holds private keys: `Debug` redacts them, [`CaState::write_file`] writes a new file with
+/// mode 0600.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaState {
     /// Format version ([`STATE_VERSION`]).
@@ -159,34 +160,15 @@ impl CaState {
         serde_json::from_str(s).map_err(CaError::StateFormat)
     }
 
-    /// Writes the state atomically (temporary file + rename), readable by the owner only
-    /// (mode 0600 on Unix).
+    /// Writes the state atomically with [`write_secret_file`]: a new file readable by the
+    /// owner only (mode 0600 on Unix) renamed over `path`. A symbolic link at `path` is
+    /// refused, not followed.
     pub fn write_file(&self, path: &Path) -> Result<(), CaError> {
-        use std::io::Write;
-        let io = |source| CaError::Io {
+        let json = self.to_json()?;
+        write_secret_file(path, json.as_bytes()).map_err(|source| CaError::Io {
             path: path.display().to_string(),
             source,
-        };
-        let json = self.to_json()?;
-        let tmp = path.with_extension("tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // `mode` only applies to new files; tighten a pre-existing one too.
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
-        }
-        f.write_all(json.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        })
     }
 
     /// Reads a state file.
@@ -197,6 +179,100 @@ impl CaState {
         })?;
         Self::from_json(&s)
     }
+}
+
+/// Writes a secret (a private key, the CA state) to `path`, readable by the owner only.
+///
+/// The bytes go to a new temporary file in the same directory, created exclusively
+/// (`O_CREAT | O_EXCL`, so no existing file and no symbolic link, even a dangling one, is
+/// ever opened) with mode 0600 on Unix, synced, then renamed over `path`. Hence:
+/// * a file already at `path` (mode 0644, say, or an inode another name shares) is replaced,
+///   never written into, and its old mode does not carry over;
+/// * a symbolic link at `path` is refused ([`std::io::ErrorKind::InvalidInput`]), as is
+///   anything else that is not a regular file; should a link appear between that check and
+///   the rename, the rename replaces the link itself: the secret never lands where it points;
+/// * on error the temporary file is removed and `path` is left as it was.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind, Write};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{}: is a symbolic link; refusing to write a secret through it",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{}: exists and is not a regular file", path.display()),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let name = path.file_name().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{}: names no file", path.display()),
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (tmp, mut file) = create_secret_temp(dir, name)?;
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            std::fs::rename(&tmp, path)
+        });
+    if written.is_err() {
+        // Best effort: the temporary file holds the secret too.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A new, empty, owner-only file `.<name>.<pid>.<n>.tmp` in `dir`, created exclusively.
+fn create_secret_temp(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    for _ in 0..64 {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = dir.join(tmp_name);
+        match opts.open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            // Taken (by a file or a planted link, never opened): try the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{}: no free temporary file name", dir.display()),
+    ))
 }
 
 /// The primary's side of intermediate signing, as a secondary sees it. Supplied by the caller

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::record::TxnOp;
 use crate::table::TableName;
 
 /// The secret of an ACL token. Its `Debug` and `Display` never show the secret.
@@ -28,57 +29,79 @@ impl fmt::Debug for SecretToken {
 
 /// What a request asks the primary to do, for the [`Authorizer`] to decide.
 ///
-/// The authorizer maps the table to the permission it needs; Consul's replication token holds
-/// `acl = "write"` (ACL tables, unredacted tokens), `operator = "write"` (CA state) and
-/// `service_prefix "" { policy = "read" }` (config entries and intentions).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A forwarded write is asked once per operation of its transaction, with the whole operation
+/// (table, id and the value that will be stored), so the authorizer decides on exactly what
+/// will be enforced: no operation is ever authorized by another one of the same transaction.
+/// Consul's replication token holds `acl = "write"` (ACL tables, unredacted tokens),
+/// `operator = "write"` (CA state) and `service_prefix "" { policy = "read" }` (config entries
+/// and intentions).
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
-pub enum Op {
+pub enum Op<'a> {
     /// Read a whole global table to replicate it.
     Replicate {
         /// The table.
-        table: TableName,
+        table: &'a TableName,
     },
-    /// Write one record of a global table (a write forwarded from a secondary); asked once per
-    /// record of a transaction, so the authorizer can check the object the id names.
-    Write {
-        /// The table.
-        table: TableName,
-        /// The record id.
-        id: String,
-    },
+    /// Apply one operation of a write (forwarded from a secondary, or made locally).
+    Write(&'a TxnOp),
 }
 
-impl Op {
+impl Op<'_> {
     /// The table the operation touches.
     pub fn table(&self) -> &TableName {
         match self {
-            Self::Replicate { table } | Self::Write { table, .. } => table,
+            Self::Replicate { table } => table,
+            Self::Write(op) => op.table(),
         }
     }
 }
 
-impl fmt::Display for Op {
+impl fmt::Display for Op<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Replicate { table } => write!(f, "replicate {table}"),
-            Self::Write { table, id } => write!(f, "write {table}/{id}"),
+            Self::Write(TxnOp::Upsert { table, id, .. }) => write!(f, "write {table}/{id}"),
+            Self::Write(TxnOp::Delete { table, id, .. }) => write!(f, "delete {table}/{id}"),
         }
     }
 }
 
-/// A refusal by the authorizer, saying what refused (the rule, the missing permission).
+/// Why the authorizer refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeniedKind {
+    /// The token does not resolve or lacks the permission.
+    Permission,
+    /// The operation itself is refused whatever the token: its value does not decode or
+    /// validate, or its id disagrees with its content.
+    Invalid,
+}
+
+/// A refusal by the authorizer, saying what refused (the rule, the missing permission, the
+/// invalid field).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("permission denied: {reason}")]
+#[error("{}: {reason}", match .kind { DeniedKind::Permission => "permission denied", DeniedKind::Invalid => "invalid record" })]
 pub struct Denied {
+    /// Permission or validity.
+    pub kind: DeniedKind,
     /// What refused, for the log and the caller (never the secret).
     pub reason: String,
 }
 
 impl Denied {
-    /// A refusal with its reason.
+    /// A permission refusal with its reason.
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
+            kind: DeniedKind::Permission,
+            reason: reason.into(),
+        }
+    }
+
+    /// A refusal of an operation that is invalid whatever the token.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self {
+            kind: DeniedKind::Invalid,
             reason: reason.into(),
         }
     }
@@ -87,7 +110,7 @@ impl Denied {
 /// The hook through which the primary checks every replication and forwarded-write request.
 pub trait Authorizer: Send + Sync + 'static {
     /// Allows `op` for the holder of `token`, or says why not.
-    fn authorize(&self, token: &SecretToken, op: Op) -> Result<(), Denied>;
+    fn authorize(&self, token: &SecretToken, op: Op<'_>) -> Result<(), Denied>;
 }
 
 /// Risky authorizers, for tests and examples only.
@@ -99,7 +122,7 @@ pub mod danger {
     pub struct AllowAll;
 
     impl Authorizer for AllowAll {
-        fn authorize(&self, _token: &SecretToken, _op: Op) -> Result<(), Denied> {
+        fn authorize(&self, _token: &SecretToken, _op: Op<'_>) -> Result<(), Denied> {
             Ok(())
         }
     }
@@ -118,11 +141,13 @@ mod tests {
 
     #[test]
     fn allow_all_allows() -> Result<(), Box<dyn std::error::Error>> {
-        let op = Op::Write {
+        let txn = TxnOp::Delete {
             table: TableName::new("x")?,
             id: "a".into(),
+            cas: None,
         };
-        assert_eq!(op.to_string(), "write x/a");
+        let op = Op::Write(&txn);
+        assert_eq!(op.to_string(), "delete x/a");
         assert!(
             danger::AllowAll
                 .authorize(&SecretToken::new(""), op)

@@ -117,13 +117,7 @@ impl Forwarder {
             }
         }
         for op in &ops {
-            self.authorizer.authorize(
-                token,
-                Op::Write {
-                    table: op.table().clone(),
-                    id: op.id().to_owned(),
-                },
-            )?;
+            self.authorizer.authorize(token, Op::Write(op))?;
         }
         let index = self.local.txn(ops).await.map_err(WriteError::Local)?;
         Ok(WriteReceipt {

@@ -3,8 +3,10 @@
 //! A frame is a 4-byte big-endian payload length followed by the payload; a payload is one
 //! [`Request`] or [`Response`]. Integers are big-endian, strings and byte strings carry a 4-byte
 //! length, every count is checked against the bytes left before anything is allocated, and
-//! decoding never panics. A listing travels as one or more [`Response::Chunk`]s, the last one
-//! flagged, so a stream cut between chunks is recognisably incomplete.
+//! decoding never panics. Reading a frame reserves memory as its bytes arrive, never on the
+//! strength of its announced length alone. A listing travels as one or more
+//! [`Response::Chunk`]s, the last one flagged, so a stream cut between chunks is recognisably
+//! incomplete.
 
 use std::time::Duration;
 
@@ -21,6 +23,10 @@ use crate::transport::{ApplyRequest, ListRequest, RemoteError, RemoteErrorKind};
 pub const HEADER_LEN: usize = 4;
 /// The default largest payload accepted (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// The most payload bytes a reader reserves ahead of the bytes received (64 KiB).
+pub const READ_CHUNK: usize = 64 << 10;
+/// The first reservation for a payload (4 KiB); later ones double up to [`READ_CHUNK`].
+const FIRST_STEP: usize = 4 << 10;
 
 const REQ_LIST: u8 = 0x01;
 const REQ_APPLY: u8 = 0x02;
@@ -127,9 +133,14 @@ pub enum FrameError {
     /// The stream ended or failed inside a frame, or failed to write.
     #[error("I/O error on the stream")]
     Io(#[source] std::io::Error),
-    /// The frame did not arrive in time.
+    /// The frame did not arrive in time (for [`read_frame_timed`]: no byte of it arrived
+    /// within the idle time-out).
     #[error("frame not received within {0:?}")]
     TimedOut(Duration),
+    /// A frame was started but not completed within the per-frame time-out: a slow or stalled
+    /// peer.
+    #[error("frame started but not completed within {0:?}")]
+    TooSlow(Duration),
     /// The payload does not decode.
     #[error("malformed payload")]
     Decode(#[from] DecodeError),
@@ -176,45 +187,153 @@ pub fn write_frame(
     Ok(())
 }
 
-/// Reads one frame's payload into `buf` (replacing its content), within `timeout`.
+/// Reads one frame's payload into `buf` (replacing its content); the whole frame must arrive
+/// within `timeout`.
+///
+/// Memory grows with the bytes received, not with the announced length: see
+/// [`read_frame_timed`].
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
     timeout: Duration,
 ) -> Result<(), FrameError> {
-    match tokio::time::timeout(timeout, read_frame_inner(r, buf, max)).await {
+    let whole = async {
+        let mut h = [0u8; HEADER_LEN];
+        let got = read_first(r, buf, &mut h).await?;
+        read_rest(r, buf, max, h, got).await
+    };
+    match tokio::time::timeout(timeout, whole).await {
         Ok(res) => res,
         Err(_) => Err(FrameError::TimedOut(timeout)),
     }
 }
 
-async fn read_frame_inner<R: AsyncRead + Unpin>(
+/// Time limits of [`read_frame_timed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTimeouts {
+    /// Longest wait for the first byte of the frame: how long the stream may idle between
+    /// frames ([`FrameError::TimedOut`]).
+    pub idle: Duration,
+    /// Once the first byte is in, the rest of the frame (header and payload) must arrive within
+    /// this ([`FrameError::TooSlow`]).
+    pub frame: Duration,
+}
+
+/// Reads one frame's payload into `buf` (replacing its content) with two deadlines: the first
+/// byte within `t.idle`, then the whole frame within `t.frame` of it.
+///
+/// A peer that announces a large frame and sends little of it makes the reader hold little:
+/// `buf` starts empty (an allocation above [`READ_CHUNK`] left by an earlier frame is dropped
+/// first), the payload is read in steps of at most [`READ_CHUNK`] bytes, and no step is
+/// reserved before the previous one is filled, so at most one step is held ahead of the bytes
+/// received. A length above `max` is refused before any of the payload is read.
+pub async fn read_frame_timed<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
+    t: FrameTimeouts,
 ) -> Result<(), FrameError> {
     let mut h = [0u8; HEADER_LEN];
-    let mut got = 0;
+    let got = match tokio::time::timeout(t.idle, read_first(r, buf, &mut h)).await {
+        Ok(res) => res?,
+        Err(_) => return Err(FrameError::TimedOut(t.idle)),
+    };
+    match tokio::time::timeout(t.frame, read_rest(r, buf, max, h, got)).await {
+        Ok(res) => res,
+        Err(_) => Err(FrameError::TooSlow(t.frame)),
+    }
+}
+
+/// Empties `buf` (dropping a large allocation) and waits for the first bytes of a header.
+async fn read_first<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    h: &mut [u8; HEADER_LEN],
+) -> Result<usize, FrameError> {
+    buf.clear();
+    if buf.capacity() > READ_CHUNK {
+        *buf = Vec::new();
+    }
+    match r.read(h).await.map_err(FrameError::Io)? {
+        0 => Err(FrameError::Closed),
+        n => Ok(n),
+    }
+}
+
+/// Reads the rest of a header of which `got` bytes are in `h`, then the payload.
+async fn read_rest<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+    mut h: [u8; HEADER_LEN],
+    mut got: usize,
+) -> Result<(), FrameError> {
     while got < HEADER_LEN {
-        let n = r.read(&mut h[got..]).await.map_err(FrameError::Io)?;
-        if n == 0 {
-            return Err(if got == 0 {
-                FrameError::Closed
-            } else {
-                FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())
-            });
+        match r.read(&mut h[got..]).await.map_err(FrameError::Io)? {
+            0 => return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            n => got += n,
         }
-        got += n;
     }
     let len = u32::from_be_bytes(h) as usize;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await.map_err(FrameError::Io)?;
+    read_payload(r, buf, len, &mut Vec::new())
+        .await
+        .map_err(FrameError::Io)
+}
+
+/// Reads a `len`-byte payload into the empty `buf`, reserving at most one step ahead of the
+/// bytes received. The first [`READ_CHUNK`] bytes go straight into `buf`, which grows from
+/// [`FIRST_STEP`] by doubling; later bytes fill `parts` of [`READ_CHUNK`] bytes, each allocated
+/// when the previous one is full, and are appended to `buf` once all have arrived: one copy in
+/// all rather than a reallocation (and copy) per step.
+async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+    parts: &mut Vec<Vec<u8>>,
+) -> std::io::Result<()> {
+    let head = len.min(READ_CHUNK);
+    while buf.len() < head {
+        if buf.len() == buf.capacity() {
+            let step = buf.len().clamp(FIRST_STEP, READ_CHUNK);
+            buf.reserve_exact(step.min(head - buf.len()));
+        }
+        read_some(r, buf, head).await?;
+    }
+    let mut got = head;
+    while got < len {
+        let n = (len - got).min(READ_CHUNK);
+        let mut part = Vec::with_capacity(n);
+        while part.len() < n {
+            read_some(r, &mut part, n).await?;
+        }
+        got += n;
+        parts.push(part);
+    }
+    if !parts.is_empty() {
+        buf.reserve_exact(len - buf.len());
+        for part in parts.drain(..) {
+            buf.extend_from_slice(&part);
+        }
+    }
     Ok(())
+}
+
+/// Reads at least one byte into the spare capacity of `v` (which must have some), without
+/// making it longer than `upto`: never past the frame, never reallocating.
+async fn read_some<R: AsyncRead + Unpin>(
+    r: &mut R,
+    v: &mut Vec<u8>,
+    upto: usize,
+) -> std::io::Result<()> {
+    let limit = (upto - v.len()).min(v.capacity() - v.len());
+    match (&mut *r).take(limit as u64).read_buf(v).await? {
+        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        _ => Ok(()),
+    }
 }
 
 impl Request {
@@ -713,5 +832,133 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(buf, b"a");
+    }
+
+    /// Yields its pieces one read at a time, then stays pending for ever (never wakes).
+    struct Pieces {
+        pieces: std::collections::VecDeque<Vec<u8>>,
+        largest_offer: usize,
+    }
+
+    impl Pieces {
+        fn new(pieces: impl IntoIterator<Item = Vec<u8>>) -> Self {
+            Self {
+                pieces: pieces.into_iter().collect(),
+                largest_offer: 0,
+            }
+        }
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.largest_offer = self.largest_offer.max(out.remaining());
+            let Some(mut piece) = self.pieces.pop_front() else {
+                return std::task::Poll::Pending;
+            };
+            let n = piece.len().min(out.remaining());
+            out.put_slice(&piece[..n]);
+            if n < piece.len() {
+                self.pieces.push_front(piece.split_off(n));
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_payload_holds_only_what_arrived() {
+        const HUGE: usize = DEFAULT_MAX_FRAME;
+        let sent = 3 * READ_CHUNK + 100;
+        let header = (HUGE as u32).to_be_bytes().to_vec();
+        let body = vec![7u8; sent];
+        let mut r =
+            Pieces::new(std::iter::once(header).chain(body.chunks(1000).map(<[u8]>::to_vec)));
+        // Skip the header as `read_rest` would, then read the payload until the reader stalls.
+        let mut h = [0u8; HEADER_LEN];
+        assert!(matches!(r.read_exact(&mut h).await, Ok(HEADER_LEN)));
+        let mut buf = Vec::new();
+        let mut parts = Vec::new();
+        let stalled = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_payload(&mut r, &mut buf, HUGE, &mut parts),
+        )
+        .await;
+        assert!(stalled.is_err(), "the reader never completes the payload");
+        let held = buf.capacity() + parts.iter().map(Vec::capacity).sum::<usize>();
+        let received = buf.len() + parts.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(buf.capacity(), READ_CHUNK);
+        // Whole parts are full; only the part being filled (dropped with the future) was ahead.
+        assert_eq!(held, received);
+        assert!(received <= sent && received + READ_CHUNK >= sent);
+        assert!(r.largest_offer <= READ_CHUNK, "offered {}", r.largest_offer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_are_typed() {
+        let t = FrameTimeouts {
+            idle: Duration::from_secs(600),
+            frame: Duration::from_secs(10),
+        };
+        let mut buf = Vec::new();
+        // Nothing at all: the idle time-out.
+        let mut silent = Pieces::new([]);
+        assert!(matches!(
+            read_frame_timed(&mut silent, &mut buf, 1 << 20, t).await,
+            Err(FrameError::TimedOut(d)) if d == t.idle
+        ));
+        // Half a header: the frame time-out.
+        let mut half = Pieces::new([vec![0, 0]]);
+        assert!(matches!(
+            read_frame_timed(&mut half, &mut buf, 1 << 20, t).await,
+            Err(FrameError::TooSlow(d)) if d == t.frame
+        ));
+        // A header, then nothing: the frame time-out, and one first step held.
+        let mut header = Pieces::new([(1u32 << 20).to_be_bytes().to_vec()]);
+        assert!(matches!(
+            read_frame_timed(&mut header, &mut buf, 1 << 20, t).await,
+            Err(FrameError::TooSlow(_))
+        ));
+        assert!(buf.capacity() <= FIRST_STEP, "{}", buf.capacity());
+        // Over the limit: refused on the header.
+        let mut over = Pieces::new([(1u32 << 20).to_be_bytes().to_vec()]);
+        assert!(matches!(
+            read_frame_timed(&mut over, &mut buf, 1000, t).await,
+            Err(FrameError::TooLarge { len, max: 1000 }) if len == 1 << 20
+        ));
+    }
+
+    #[tokio::test]
+    async fn large_frames_read_back_to_back() -> Result<(), FrameError> {
+        let sizes = [
+            0,
+            1,
+            FIRST_STEP,
+            READ_CHUNK,
+            READ_CHUNK + 1,
+            5 * READ_CHUNK + 7,
+        ];
+        let mut wire = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            write_frame(&mut wire, 1 << 20, |o| {
+                o.extend((0..n).map(|j| (j * 31 + i) as u8));
+            })?;
+        }
+        // Odd-sized pieces so frames and reads never line up.
+        let mut r = Pieces::new(wire.chunks(9_999).map(<[u8]>::to_vec));
+        let mut buf = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            read_frame(&mut r, &mut buf, 1 << 20, Duration::from_secs(30)).await?;
+            assert_eq!(buf.len(), n);
+            assert!(
+                buf.iter()
+                    .enumerate()
+                    .all(|(j, &b)| b == (j * 31 + i) as u8)
+            );
+        }
+        assert!(r.largest_offer <= READ_CHUNK);
+        Ok(())
     }
 }

@@ -69,13 +69,14 @@ pub mod store;
 pub mod table;
 pub mod transport;
 
-pub use auth::{Authorizer, Denied, Op, SecretToken};
+pub use auth::{Authorizer, Denied, DeniedKind, Op, SecretToken};
 pub use diff::{Diff, DiffItem, diff};
 pub use forward::{Forwarder, WriteError, WriteReceipt};
 pub use mesh_core::Index;
 pub use record::{ContentHash, Record, TxnOp, Value};
 pub use replicator::{
-    Backoff, RateLimit, Replicas, ReplicationStatus, ReplicatorConfig, ReplicatorHandle, WaitError,
+    Backoff, RateLimit, RecordCheck, Replicas, ReplicationStatus, ReplicatorConfig,
+    ReplicatorHandle, WaitError,
 };
 pub use server::{ReplicationServer, ServeConfig, ServerHandle};
 pub use store::{DurableStore, Listing, MemoryStore, Store, StoreError};

@@ -85,8 +85,14 @@ impl Backoff {
     }
 }
 
+/// Validation of records arriving from the primary, before they are stored locally.
+pub trait RecordCheck: Send + Sync + 'static {
+    /// Accepts the record, or says why it is refused.
+    fn check(&self, table: &TableName, id: &str, value: &Value) -> Result<(), String>;
+}
+
 /// Settings of a replicator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplicatorConfig {
     /// The replication token sent to the primary.
     pub token: SecretToken,
@@ -100,6 +106,24 @@ pub struct ReplicatorConfig {
     pub rate: RateLimit,
     /// Delay after failures.
     pub backoff: Backoff,
+    /// Validation of every record before it is stored: a refused record is not stored, a
+    /// local copy of it is removed, and it is listed in [`ReplicationStatus::refused`] for as
+    /// long as the primary holds it.
+    pub check: Option<Arc<dyn RecordCheck>>,
+}
+
+impl std::fmt::Debug for ReplicatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatorConfig")
+            .field("token", &self.token)
+            .field("wait", &self.wait)
+            .field("batch_max_records", &self.batch_max_records)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("rate", &self.rate)
+            .field("backoff", &self.backoff)
+            .field("check", &self.check.is_some())
+            .finish()
+    }
 }
 
 impl ReplicatorConfig {
@@ -112,6 +136,7 @@ impl ReplicatorConfig {
             batch_max_bytes: 256 * 1024,
             rate: RateLimit::default(),
             backoff: Backoff::default(),
+            check: None,
         }
     }
 }
@@ -146,6 +171,8 @@ pub struct ReplicationStatus {
     pub upserts_applied: u64,
     /// Records deleted locally.
     pub deletes_applied: u64,
+    /// Records the primary holds that the record check refused, by id, with the reason.
+    pub refused: BTreeMap<String, String>,
     last_success_at: Option<Instant>,
 }
 
@@ -161,6 +188,7 @@ impl ReplicationStatus {
             rounds: 0,
             upserts_applied: 0,
             deletes_applied: 0,
+            refused: BTreeMap::new(),
             last_success_at: None,
         }
     }
@@ -314,6 +342,18 @@ impl Replicas {
     /// The replicator of one table.
     pub fn get(&self, table: &TableName) -> Option<&ReplicatorHandle> {
         self.handles.get(table)
+    }
+
+    /// The records of `table` that the record check refused, by id, with the reason.
+    pub fn refused(&self, table: &TableName) -> Vec<(String, String)> {
+        self.handles.get(table).map_or_else(Vec::new, |h| {
+            h.status
+                .borrow()
+                .refused
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
     }
 
     /// The status of every replicator, in table order.
@@ -528,13 +568,25 @@ impl Worker {
             upserts: d.upserts.len() as u64,
             deletes: d.deletes.len() as u64,
         };
+        let mut refused = self.status.borrow().refused.clone();
+        let before = refused.clone();
+        if self.config.check.is_some() {
+            // Only what the primary still holds can stay refused.
+            let held: std::collections::HashSet<&str> =
+                listing.records.iter().map(|r| r.id.as_str()).collect();
+            refused.retain(|id, _| held.contains(id.as_str()));
+        }
         if d.is_empty() && listing.index == last {
+            if refused != before {
+                self.status.send_modify(|s| s.refused = refused);
+            }
             return Ok((listing.index, applied));
         }
         let mut all: Vec<(TxnOp, usize)> = Vec::with_capacity(d.deletes.len() + d.upserts.len());
         for &i in &d.deletes {
             let id = local.records[i].id.clone();
             let size = id.len();
+            refused.remove(&id);
             all.push((
                 TxnOp::Delete {
                     table: self.table.clone(),
@@ -546,6 +598,24 @@ impl Worker {
         }
         for &i in &d.upserts {
             let r = &listing.records[i];
+            if let Some(check) = &self.config.check {
+                if let Err(reason) = check.check(&self.table, &r.id, &r.value) {
+                    warn!(table = %self.table, id = %r.id, %reason, "record from the primary refused");
+                    if local.records.iter().any(|l| l.id == r.id) {
+                        all.push((
+                            TxnOp::Delete {
+                                table: self.table.clone(),
+                                id: r.id.clone(),
+                                cas: None,
+                            },
+                            r.id.len(),
+                        ));
+                    }
+                    refused.insert(r.id.clone(), reason);
+                    continue;
+                }
+                refused.remove(&r.id);
+            }
             all.push((
                 TxnOp::Upsert {
                     table: self.table.clone(),
@@ -555,6 +625,10 @@ impl Worker {
                 },
                 r.id.len() + r.value.estimated_size(),
             ));
+        }
+        // Published before the local copy changes, so a view rebuilt on that change sees it.
+        if refused != before {
+            self.status.send_modify(|s| s.refused = refused);
         }
         drop(local);
         let total = all.len();

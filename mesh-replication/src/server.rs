@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::auth::{Authorizer, Op};
+use crate::auth::{Authorizer, DeniedKind, Op};
 use crate::frame::{self, FrameError, Request, Response};
 use crate::store::{Store, StoreError};
 use crate::table::{Scope, TableName, TableRegistry};
@@ -38,19 +38,32 @@ impl std::fmt::Debug for ReplicationServer {
     }
 }
 
-/// Settings of the framed server side.
+/// Settings of the framed server side. Start from [`ServeConfig::default`] and change fields.
+///
+/// Before its token is checked, a connection holds for its request at most one
+/// [`frame::READ_CHUNK`] more than the bytes it has sent of it (so at most `max_frame` plus
+/// that), for at most `frame_timeout`; between requests, at most a chunk for the read and one
+/// for the answer. A listener serves at most `max_connections` connections.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServeConfig {
-    /// Largest frame read or written.
+    /// Largest frame read or written; a request announcing more is refused on its header.
     pub max_frame: usize,
-    /// A connection with no request for this long is closed.
+    /// A connection with no request for this long is closed (the wait for the first byte of
+    /// each request).
     pub idle_timeout: Duration,
+    /// Once the first byte of a request has arrived, the rest of it (header and payload) must
+    /// arrive within this, or the connection is cut ([`FrameError::TooSlow`]).
+    pub frame_timeout: Duration,
     /// Time allowed to write one answer.
     pub write_timeout: Duration,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
     /// Target size of one listing chunk, in bytes.
     pub chunk_bytes: usize,
+    /// Most connections one listener ([`ReplicationServer::spawn_tcp`]) serves at once, TLS
+    /// handshakes included; a connection over the limit is closed at once, unread.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -58,9 +71,11 @@ impl Default for ServeConfig {
         Self {
             max_frame: frame::DEFAULT_MAX_FRAME,
             idle_timeout: Duration::from_secs(600),
+            frame_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             chunk_bytes: 1 << 20,
+            max_connections: 512,
         }
     }
 }
@@ -134,13 +149,8 @@ impl ReplicationServer {
     pub async fn list(&self, req: ListRequest) -> Result<CompleteListing, RemoteError> {
         self.check_global(&req.table)?;
         self.authorizer
-            .authorize(
-                &req.token,
-                Op::Replicate {
-                    table: req.table.clone(),
-                },
-            )
-            .map_err(|d| remote(RemoteErrorKind::Denied, d.reason))?;
+            .authorize(&req.token, Op::Replicate { table: &req.table })
+            .map_err(denied)?;
         if req.min_index > Index::ZERO {
             self.store
                 .wait_table(&req.table, req.min_index, req.wait.min(self.max_wait))
@@ -154,43 +164,55 @@ impl ReplicationServer {
         })
     }
 
-    /// Applies a forwarded write: every table must be global and writable with the token.
+    /// Applies a forwarded write. Every operation of the transaction is checked on its own
+    /// (its table is global, and the token may make exactly this change with exactly this
+    /// value); one refusal refuses the whole transaction and nothing is written.
     pub async fn apply(&self, req: ApplyRequest) -> Result<Index, RemoteError> {
-        let mut seen: Vec<&TableName> = Vec::new();
         for op in &req.ops {
-            if seen.contains(&op.table()) {
-                continue;
-            }
             self.check_global(op.table())?;
             self.authorizer
-                .authorize(
-                    &req.token,
-                    Op::Write {
-                        table: op.table().clone(),
-                        id: op.id().to_owned(),
-                    },
-                )
-                .map_err(|d| remote(RemoteErrorKind::Denied, d.reason))?;
-            seen.push(op.table());
+                .authorize(&req.token, Op::Write(op))
+                .map_err(denied)?;
         }
         self.store.txn(req.ops).await.map_err(store_error)
     }
 
     /// Serves framed requests on one stream until the peer closes it, it idles out, or an
     /// error occurs. Requests are answered one after the other.
+    ///
+    /// Each request must start within `cfg.idle_timeout` and, once started, arrive whole within
+    /// `cfg.frame_timeout` ([`FrameError::TooSlow`] otherwise); its buffer grows with the bytes
+    /// received, not with the length it announces.
     pub async fn serve_stream<S>(&self, mut stream: S, cfg: &ServeConfig) -> Result<(), FrameError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        // A new connection is opened to send a request at once: its first request must start
+        // within the frame deadline, so a silent connection holds a slot for seconds, not for
+        // the idle time-out that a pooled connection between requests gets.
+        let mut timeouts = frame::FrameTimeouts {
+            idle: cfg.frame_timeout.min(cfg.idle_timeout),
+            frame: cfg.frame_timeout,
+        };
         let mut buf = Vec::new();
         let mut out = Vec::new();
         loop {
-            match frame::read_frame(&mut stream, &mut buf, cfg.max_frame, cfg.idle_timeout).await {
+            // Hold no large answer buffer while the peer idles.
+            if out.capacity() > frame::READ_CHUNK {
+                out = Vec::new();
+            }
+            match frame::read_frame_timed(&mut stream, &mut buf, cfg.max_frame, timeouts).await {
                 Ok(()) => {}
                 Err(FrameError::Closed) => return Ok(()),
                 Err(e) => return Err(e),
             }
-            let req = match Request::decode(&buf) {
+            timeouts.idle = cfg.idle_timeout;
+            let decoded = Request::decode(&buf);
+            // The request is decoded: hold no large payload while it is handled.
+            if buf.capacity() > frame::READ_CHUNK {
+                buf = Vec::new();
+            }
+            let req = match decoded {
                 Ok(r) => r,
                 Err(e) => {
                     out.clear();
@@ -262,6 +284,10 @@ impl ReplicationServer {
 
     /// Accepts connections on `listener` and serves each one, over mTLS when `tls` is given
     /// (the config should require client certificates), in plain TCP otherwise.
+    ///
+    /// At most `cfg.max_connections` are served at once; one more is closed as soon as it is
+    /// accepted, without reading from it, and logged (at most once a second, with the number
+    /// closed since the last log) while the others are served on.
     pub fn spawn_tcp(
         self: Arc<Self>,
         listener: TcpListener,
@@ -271,9 +297,14 @@ impl ReplicationServer {
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            cfg.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let cfg = Arc::new(cfg);
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
+            let mut last_refusal_log: Option<tokio::time::Instant> = None;
+            let mut refused_unlogged = 0u64;
             loop {
                 let accepted = tokio::select! {
                     _ = stopped.changed() => break,
@@ -288,12 +319,31 @@ impl ReplicationServer {
                         continue;
                     }
                 };
+                // A slot is held until the connection's task ends (or is aborted at shutdown).
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(tcp);
+                    let now = tokio::time::Instant::now();
+                    if last_refusal_log.is_some_and(|t| now - t < Duration::from_secs(1)) {
+                        refused_unlogged += 1;
+                    } else {
+                        warn!(
+                            %peer,
+                            max_connections = cfg.max_connections,
+                            also_closed = refused_unlogged,
+                            "replication listener at its connection limit: connection closed unread"
+                        );
+                        last_refusal_log = Some(now);
+                        refused_unlogged = 0;
+                    }
+                    continue;
+                };
                 // Small answers (forwarded writes) must not wait for Nagle.
                 let _ = tcp.set_nodelay(true);
                 let server = self.clone();
                 let cfg = cfg.clone();
                 let acceptor = acceptor.clone();
                 conns.spawn(async move {
+                    let _slot = slot;
                     let res = match acceptor {
                         None => server.serve_stream(tcp, &cfg).await,
                         Some(acc) => {
@@ -329,6 +379,14 @@ async fn write_all<S: AsyncWrite + Unpin>(
         Ok(r) => r.map_err(FrameError::Io),
         Err(_) => Err(FrameError::TimedOut(timeout)),
     }
+}
+
+fn denied(d: crate::auth::Denied) -> RemoteError {
+    let kind = match d.kind {
+        DeniedKind::Invalid => RemoteErrorKind::InvalidRequest,
+        _ => RemoteErrorKind::Denied,
+    };
+    remote(kind, d.to_string())
 }
 
 fn store_error(e: StoreError) -> RemoteError {

@@ -24,20 +24,13 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::level::AccessLevel;
 use super::rules::{Family, Grant, MatchKind, Rules, SingleRule};
-
-/// Longest rules text accepted, in bytes.
-pub const MAX_RULES_LEN: usize = 4 * 1024 * 1024;
-
-/// A 1-based line and column (in characters) in rules text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Position {
-    /// Line, from 1.
-    pub line: usize,
-    /// Column, from 1, counted in characters.
-    pub column: usize,
-}
+// The error types live with `Rules` (whose methods return them too), so that this module
+// depends on `rules` and not the other way round; they are re-exported from here as before.
+pub use super::rules::{MAX_RULES_LEN, Position, RulesError};
 
 impl Position {
+    /// The position of byte `offset` in `text`. Scans the text up to `offset`: call it only
+    /// when an error is reported, never per item (that made parsing quadratic).
     fn at(text: &str, offset: usize) -> Self {
         let offset = offset.min(text.len());
         let before = text.get(..offset).unwrap_or(text);
@@ -48,140 +41,23 @@ impl Position {
     }
 }
 
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.line, self.column)
+/// Turns the byte offsets kept in the raw document into positions, lazily: only an error
+/// pays for one (a single scan of the text), so parsing stays linear in the text.
+#[derive(Clone, Copy)]
+struct Locate<'a>(&'a str);
+
+impl Locate<'_> {
+    fn at(self, offset: Option<usize>) -> Option<Position> {
+        offset.map(|o| Position::at(self.0, o))
     }
 }
 
-/// Renders ` at L:C` or nothing.
-struct At(Option<Position>);
-
-impl fmt::Display for At {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(p) => write!(f, " at {p}"),
-            None => Ok(()),
-        }
+impl Rules {
+    /// Parses rules text: JSON when the first non-blank character is `{`, else HCL.
+    /// See [`crate::acl::parse_rules`].
+    pub fn parse(text: &str) -> Result<Self, RulesError> {
+        parse_rules(text)
     }
-}
-
-/// Renders ` for block "name"` or nothing.
-struct For<'a>(&'a str, Option<&'a str>);
-
-impl fmt::Display for For<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.1 {
-            Some(n) => write!(f, " for {} {:?}", self.0, n),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Why rules text was refused. Messages start like Consul's (`Failed to parse ACL rules: ...`,
-/// `Invalid service policy: ...`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RulesError {
-    /// Malformed HCL or JSON.
-    #[error("Failed to parse ACL rules: {message}{}", At(*position))]
-    Syntax {
-        /// What is wrong.
-        message: String,
-        /// Where (always set for HCL; set for JSON when the JSON parser knows it).
-        position: Option<Position>,
-    },
-    /// The text is longer than [`MAX_RULES_LEN`].
-    #[error("Failed to parse ACL rules: rules text is {len} bytes, the limit is {MAX_RULES_LEN}")]
-    TooLong {
-        /// The length seen.
-        len: usize,
-    },
-    /// A single-valued rule or a block attribute was set twice.
-    #[error(
-        "Failed to parse ACL rules: The argument {key:?}{} was already set. Each argument can only be defined once",
-        At(*position)
-    )]
-    DuplicateKey {
-        /// The key set twice.
-        key: String,
-        /// Where the second occurrence is.
-        position: Option<Position>,
-    },
-    /// The same block and name appears twice (`service "web"` twice).
-    #[error("Failed to parse ACL rules: {block} {name:?}{} is defined more than once", At(*position))]
-    DuplicateRule {
-        /// The block name (`service_prefix`).
-        block: String,
-        /// The repeated name.
-        name: String,
-        /// Where the second occurrence is.
-        position: Option<Position>,
-    },
-    /// A top-level key that is no ACL resource (Consul ignores these; mesh refuses them).
-    #[error("Failed to parse ACL rules: unknown rule {key:?}{}", At(*position))]
-    UnknownKey {
-        /// The key.
-        key: String,
-        /// Where it is.
-        position: Option<Position>,
-    },
-    /// An attribute a block does not have (only `policy`, plus `intentions` for services).
-    #[error("Failed to parse ACL rules: unknown attribute {attribute:?} in {block} {name:?}{}", At(*position))]
-    UnknownAttribute {
-        /// The block name.
-        block: String,
-        /// The block's label.
-        name: String,
-        /// The unknown attribute.
-        attribute: String,
-        /// Where it is.
-        position: Option<Position>,
-    },
-    /// A value of the wrong shape (a block where a string is needed, a number, a list...).
-    #[error("Failed to parse ACL rules: {key:?} must be {expected}, found {found}{}", At(*position))]
-    WrongType {
-        /// The key whose value is wrong.
-        key: String,
-        /// What is needed.
-        expected: &'static str,
-        /// What was found.
-        found: &'static str,
-        /// Where it is.
-        position: Option<Position>,
-    },
-    /// A block without exactly one name label (`service { ... }`, `service "a" "b" { ... }`).
-    #[error("Failed to parse ACL rules: block {block:?} needs exactly one name, found {labels}{}", At(*position))]
-    BadLabels {
-        /// The block name.
-        block: String,
-        /// How many labels it had.
-        labels: usize,
-        /// Where it is.
-        position: Option<Position>,
-    },
-    /// A level that is not valid for the rule (`Invalid service policy: "nope" ...`).
-    #[error("Invalid {rule} policy: {value:?}{}{}", For(rule, name.as_deref()), At(*position))]
-    InvalidLevel {
-        /// The rule (`service`, `service_prefix intentions`, `acl`).
-        rule: String,
-        /// The block's name, for named rules.
-        name: Option<String>,
-        /// The refused value.
-        value: String,
-        /// Where it is.
-        position: Option<Position>,
-    },
-    /// A block without its `policy` attribute.
-    #[error("Invalid {block} policy: missing \"policy\" for {block} {name:?}{}", At(*position))]
-    MissingPolicy {
-        /// The block name.
-        block: String,
-        /// The block's label.
-        name: String,
-        /// Where the block is.
-        position: Option<Position>,
-    },
 }
 
 /// Parses rules text: JSON when the first non-blank character is `{`, else HCL. Empty text is
@@ -203,7 +79,7 @@ pub fn parse_hcl(text: &str) -> Result<Rules, RulesError> {
         return Err(RulesError::TooLong { len: text.len() });
     }
     let items = HclParser::new(text).document()?;
-    build(items)
+    build(Locate(text), items)
 }
 
 /// Parses JSON rules text: one object, or several objects one after another (their union).
@@ -242,7 +118,8 @@ pub fn parse_json(text: &str) -> Result<Rules, RulesError> {
             position: None,
         });
     }
-    build(items)
+    // JSON items carry no offsets: serde_json reports positions of syntax errors only.
+    build(Locate(text), items)
 }
 
 fn json_message(e: &serde_json::Error) -> String {
@@ -272,11 +149,13 @@ impl RawValue {
     }
 }
 
+/// Items keep the byte offset where they start (`None` for JSON), not a [`Position`]:
+/// [`Locate`] turns it into one only for an error.
 #[derive(Debug)]
 struct RawAttr {
     key: String,
     value: RawValue,
-    pos: Option<Position>,
+    at: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -286,11 +165,11 @@ enum RawItem {
         ident: String,
         labels: Vec<String>,
         attrs: Vec<RawAttr>,
-        pos: Option<Position>,
+        at: Option<usize>,
     },
 }
 
-fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
+fn build(loc: Locate<'_>, items: Vec<RawItem>) -> Result<Rules, RulesError> {
     let mut rules = Rules::new();
     for item in items {
         match item {
@@ -301,12 +180,12 @@ fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
                             key: attr.key,
                             expected: "a block with a name",
                             found: attr.value.kind(),
-                            position: attr.pos,
+                            position: loc.at(attr.at),
                         });
                     }
                     return Err(RulesError::UnknownKey {
                         key: attr.key,
-                        position: attr.pos,
+                        position: loc.at(attr.at),
                     });
                 };
                 let RawValue::Str(value) = attr.value else {
@@ -314,7 +193,7 @@ fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
                         key: attr.key,
                         expected: "a string",
                         found: attr.value.kind(),
-                        position: attr.pos,
+                        position: loc.at(attr.at),
                     });
                 };
                 if value.is_empty() {
@@ -322,7 +201,7 @@ fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
                     if rules.single(single).is_some() {
                         return Err(RulesError::DuplicateKey {
                             key: attr.key,
-                            position: attr.pos,
+                            position: loc.at(attr.at),
                         });
                     }
                     continue;
@@ -333,12 +212,12 @@ fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
                         rule: single.as_str().to_owned(),
                         name: None,
                         value: value.clone(),
-                        position: attr.pos,
+                        position: loc.at(attr.at),
                     })?;
                 rules.set_single(single, level).map_err(|e| match e {
                     RulesError::DuplicateKey { key, .. } => RulesError::DuplicateKey {
                         key,
-                        position: attr.pos,
+                        position: loc.at(attr.at),
                     },
                     other => other,
                 })?;
@@ -347,7 +226,7 @@ fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
                 ident,
                 labels,
                 attrs,
-                pos,
+                at,
             } => {
                 let Some((family, kind)) = Family::from_block_name(&ident) else {
                     if SingleRule::from_name(&ident).is_some() {
@@ -355,22 +234,24 @@ fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
                             key: ident,
                             expected: "a string",
                             found: "a block",
-                            position: pos,
+                            position: loc.at(at),
                         });
                     }
                     return Err(RulesError::UnknownKey {
                         key: ident,
-                        position: pos,
+                        position: loc.at(at),
                     });
                 };
                 let [name] =
                     <[String; 1]>::try_from(labels).map_err(|l| RulesError::BadLabels {
                         block: ident.clone(),
                         labels: l.len(),
-                        position: pos,
+                        position: loc.at(at),
                     })?;
-                let grant = block_grant(family, kind, &name, attrs, pos)?;
-                rules.add_at(family, kind, name, grant, pos)?;
+                let grant = block_grant(loc, family, kind, &name, attrs, at)?;
+                rules
+                    .add(family, kind, name, grant)
+                    .map_err(|e| e.located(loc.at(at)))?;
             }
         }
     }
@@ -378,15 +259,16 @@ fn build(items: Vec<RawItem>) -> Result<Rules, RulesError> {
 }
 
 fn block_grant(
+    loc: Locate<'_>,
     family: Family,
     kind: MatchKind,
     name: &str,
     attrs: Vec<RawAttr>,
-    pos: Option<Position>,
+    at: Option<usize>,
 ) -> Result<Grant, RulesError> {
     let block = family.block_name(kind);
-    let mut policy: Option<(String, Option<Position>)> = None;
-    let mut intentions: Option<(String, Option<Position>)> = None;
+    let mut policy: Option<(String, Option<usize>)> = None;
+    let mut intentions: Option<(String, Option<usize>)> = None;
     for attr in attrs {
         let slot = match attr.key.as_str() {
             "policy" => &mut policy,
@@ -396,14 +278,14 @@ fn block_grant(
                     block: block.to_owned(),
                     name: name.to_owned(),
                     attribute: attr.key,
-                    position: attr.pos,
+                    position: loc.at(attr.at),
                 });
             }
         };
         if slot.is_some() {
             return Err(RulesError::DuplicateKey {
                 key: attr.key,
-                position: attr.pos,
+                position: loc.at(attr.at),
             });
         }
         let RawValue::Str(v) = attr.value else {
@@ -411,16 +293,16 @@ fn block_grant(
                 key: attr.key,
                 expected: "a string",
                 found: attr.value.kind(),
-                position: attr.pos,
+                position: loc.at(attr.at),
             });
         };
-        *slot = Some((v, attr.pos));
+        *slot = Some((v, attr.at));
     }
-    let Some((policy_text, policy_pos)) = policy else {
+    let Some((policy_text, policy_at)) = policy else {
         return Err(RulesError::MissingPolicy {
             block: block.to_owned(),
             name: name.to_owned(),
-            position: pos,
+            position: loc.at(at),
         });
     };
     let policy = AccessLevel::parse(&policy_text)
@@ -429,7 +311,7 @@ fn block_grant(
             rule: block.to_owned(),
             name: Some(name.to_owned()),
             value: policy_text.clone(),
-            position: policy_pos,
+            position: loc.at(policy_at),
         })?;
     let intentions = match intentions {
         None => None,
@@ -441,7 +323,7 @@ fn block_grant(
                     rule: format!("{block} intentions"),
                     name: Some(name.to_owned()),
                     value: t.clone(),
-                    position: p,
+                    position: loc.at(p),
                 })?,
         ),
     };
@@ -523,12 +405,12 @@ fn json_items(key: String, value: JsonNode, out: &mut Vec<RawItem>) -> Result<()
         JsonNode::Str(s) => out.push(RawItem::Attr(RawAttr {
             key,
             value: RawValue::Str(s),
-            pos: None,
+            at: None,
         })),
         JsonNode::Other(k) => out.push(RawItem::Attr(RawAttr {
             key,
             value: RawValue::Other(k),
-            pos: None,
+            at: None,
         })),
         JsonNode::Object(entries) => {
             if Family::from_block_name(&key).is_none() {
@@ -563,14 +445,14 @@ fn json_items(key: String, value: JsonNode, out: &mut Vec<RawItem>) -> Result<()
                             JsonNode::Str(s) => RawValue::Str(s),
                             other => RawValue::Other(other.kind()),
                         },
-                        pos: None,
+                        at: None,
                     })
                     .collect();
                 out.push(RawItem::Block {
                     ident: key.clone(),
                     labels: vec![name],
                     attrs,
-                    pos: None,
+                    at: None,
                 });
             }
         }
@@ -623,8 +505,9 @@ impl<'a> HclParser<'a> {
         }
     }
 
+    /// The position of `offset`, for an error (see [`Locate`]).
     fn position(&self, offset: usize) -> Option<Position> {
-        Some(Position::at(self.text, offset))
+        Locate(self.text).at(Some(offset))
     }
 
     fn syntax(&self, offset: usize, message: impl Into<String>) -> RulesError {
@@ -663,7 +546,7 @@ impl<'a> HclParser<'a> {
                     return Ok(RawItem::Attr(RawAttr {
                         key,
                         value,
-                        pos: self.position(key_at),
+                        at: Some(key_at),
                     }));
                 }
                 Tok::Ident(l) | Tok::Str(l) => labels.push(l),
@@ -673,7 +556,7 @@ impl<'a> HclParser<'a> {
                         ident: key,
                         labels,
                         attrs,
-                        pos: self.position(key_at),
+                        at: Some(key_at),
                     });
                 }
                 other => {
@@ -719,7 +602,7 @@ impl<'a> HclParser<'a> {
                     attrs.push(RawAttr {
                         key,
                         value,
-                        pos: self.position(at),
+                        at: Some(at),
                     });
                 }
                 Tok::Eof => return Err(self.syntax(at, "unclosed block: expected '}'")),
@@ -748,7 +631,7 @@ impl<'a> HclParser<'a> {
                 "a string"
             },
             found,
-            position: Some(Position::at(self.text, key_at)),
+            position: self.position(key_at),
         };
         match tok {
             Tok::Str(s) => Ok(RawValue::Str(s)),
@@ -1008,6 +891,276 @@ mod tests {
         assert!(matches!(
             parse_rules("{\"acl\":\"read\",\"acl\":\"read\"}"),
             Err(RulesError::DuplicateKey { .. })
+        ));
+    }
+
+    /// Error messages, positions included, exactly as they were before positions became lazy
+    /// (recorded from the eager implementation).
+    #[test]
+    fn error_messages_and_positions_are_stable() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "acl = \"read\"\nacl = \"write\"",
+                "Failed to parse ACL rules: The argument \"acl\" at 2:1 was already set. Each argument can only be defined once",
+            ),
+            (
+                "acl = \"\"\nacl = \"read\"\n  acl = \"\"",
+                "Failed to parse ACL rules: The argument \"acl\" at 3:3 was already set. Each argument can only be defined once",
+            ),
+            (
+                "service \"web\" {\n  policy = \"read\"\n  policy = \"write\"\n}",
+                "Failed to parse ACL rules: The argument \"policy\" at 3:3 was already set. Each argument can only be defined once",
+            ),
+            (
+                "service \"web\" { policy = \"read\" }\n\n  service \"web\" { policy = \"write\" }",
+                "Failed to parse ACL rules: service \"web\" at 3:3 is defined more than once",
+            ),
+            (
+                "servce \"web\" { policy = \"read\" }",
+                "Failed to parse ACL rules: unknown rule \"servce\" at 1:1",
+            ),
+            (
+                "# héllo wörld\n  bogus = \"x\"",
+                "Failed to parse ACL rules: unknown rule \"bogus\" at 2:3",
+            ),
+            (
+                "node \"n\" {\n\tpolicy = \"read\"\n\tintentions = \"read\"\n}",
+                "Failed to parse ACL rules: unknown attribute \"intentions\" in node \"n\" at 3:2",
+            ),
+            (
+                "node \"n\" { policy = \"read\" colour = \"blue\" }",
+                "Failed to parse ACL rules: unknown attribute \"colour\" in node \"n\" at 1:28",
+            ),
+            (
+                "service = \"web\"",
+                "Failed to parse ACL rules: \"service\" must be a block with a name, found a string at 1:1",
+            ),
+            (
+                "acl { policy = \"read\" }",
+                "Failed to parse ACL rules: \"acl\" must be a string, found a block at 1:1",
+            ),
+            (
+                "acl = 1",
+                "Failed to parse ACL rules: \"acl\" must be a string, found a number at 1:1",
+            ),
+            (
+                "x\n  acl = [\"read\"]",
+                "Failed to parse ACL rules: expected '=' or '{' after \"x\", found '=' at 2:7",
+            ),
+            (
+                "acl = { a = \"b\" }",
+                "Failed to parse ACL rules: \"acl\" must be a string, found an object at 1:1",
+            ),
+            (
+                "service \"web\" { policy = true }",
+                "Failed to parse ACL rules: \"policy\" must be a string, found a boolean at 1:17",
+            ),
+            (
+                "service \"web\" { policy = 12 }",
+                "Failed to parse ACL rules: \"policy\" must be a string, found a number at 1:17",
+            ),
+            (
+                "service \"web\" { sub { } }",
+                "Failed to parse ACL rules: \"sub\" must be a string, found a block at 1:17",
+            ),
+            (
+                "service \"a\" \"b\" { policy = \"read\" }",
+                "Failed to parse ACL rules: block \"service\" needs exactly one name, found 2 at 1:1",
+            ),
+            (
+                "service { policy = \"read\" }",
+                "Failed to parse ACL rules: block \"service\" needs exactly one name, found 0 at 1:1",
+            ),
+            (
+                "operator = \"nope\"",
+                "Invalid operator policy: \"nope\" at 1:1",
+            ),
+            (
+                "operator = \"list\"",
+                "Invalid operator policy: \"list\" at 1:1",
+            ),
+            (
+                "service \"é\" {\n  policy = \"nope\"\n}",
+                "Invalid service policy: \"nope\" for service \"é\" at 2:3",
+            ),
+            (
+                "service \"web\" { policy = \"list\" }",
+                "Invalid service policy: \"list\" for service \"web\" at 1:17",
+            ),
+            (
+                "key_prefix \"\" { policy = \"lst\" }",
+                "Invalid key_prefix policy: \"lst\" for key_prefix \"\" at 1:17",
+            ),
+            (
+                "service \"web\" {\n policy = \"read\"\n intentions = \"list\"\n}",
+                "Invalid service intentions policy: \"list\" for service intentions \"web\" at 3:2",
+            ),
+            (
+                "service \"web\" {\n intentions = \"read\"\n}",
+                "Invalid service policy: missing \"policy\" for service \"web\" at 1:1",
+            ),
+            (
+                "/* a\nb */ service \"web\" {\n policy = \"read\"\n",
+                "Failed to parse ACL rules: unclosed block: expected '}' at 4:1",
+            ),
+            (
+                "acl = \"read",
+                "Failed to parse ACL rules: unterminated string at 1:7",
+            ),
+            (
+                "acl = \"re\nad\"",
+                "Failed to parse ACL rules: newline in string at 1:10",
+            ),
+            (
+                "acl = <<EOF\nread\nEOF",
+                "Failed to parse ACL rules: heredoc strings are not supported in ACL rules at 1:7",
+            ),
+            (
+                "/* open",
+                "Failed to parse ACL rules: unterminated comment at 1:1",
+            ),
+            (
+                "acl = \"\\q\"",
+                "Failed to parse ACL rules: invalid escape \\q at 1:8",
+            ),
+            (
+                "acl = \"\\u12\"",
+                "Failed to parse ACL rules: invalid unicode escape at 1:8",
+            ),
+            (
+                "acl = \"\\uD800\"",
+                "Failed to parse ACL rules: invalid unicode escape at 1:8",
+            ),
+            (
+                "acl = \"read\" }",
+                "Failed to parse ACL rules: expected a rule name, found '}' at 1:14",
+            ),
+            (
+                "acl \"read\"",
+                "Failed to parse ACL rules: expected '=' or '{' after \"acl\", found end of input at 1:11",
+            ),
+            (
+                "acl = = \"read\"",
+                "Failed to parse ACL rules: expected a value, found '=' at 1:7",
+            ),
+            (
+                "service \"web\" { = }",
+                "Failed to parse ACL rules: expected an attribute name or '}', found '=' at 1:17",
+            ),
+            (
+                "service \"web\" { policy = }",
+                "Failed to parse ACL rules: expected a value, found '}' at 1:26",
+            ),
+            (
+                "service \"web\" { policy \"x\" }",
+                "Failed to parse ACL rules: expected '=' after \"policy\", found a string at 1:24",
+            ),
+            (
+                "  ;",
+                "Failed to parse ACL rules: unexpected character ';' at 1:3",
+            ),
+            (
+                "é = \"read\"",
+                "Failed to parse ACL rules: unexpected character 'é' at 1:1",
+            ),
+            (
+                "service \"web\" { policy = \"read\" }, service \"api\" { policy = \"write\", intentions = \"deny\" } ,acl=\"read\"\n  key \"k\" { policy = \"deny\" } key \"k\" { policy = \"read\" }",
+                "Failed to parse ACL rules: key \"k\" at 2:31 is defined more than once",
+            ),
+            (
+                "service \"éé\" { policy = \"read\" bogus = \"1\" }",
+                "Failed to parse ACL rules: unknown attribute \"bogus\" in service \"éé\" at 1:32",
+            ),
+            (
+                "key \"ü\" { policy = \"read\" }\r\nkey \"ü\" { policy = \"read\" }",
+                "Failed to parse ACL rules: key \"ü\" at 2:1 is defined more than once",
+            ),
+            (
+                "{\"acl\": \"read\",\n \"acl\": \"write\"}",
+                "Failed to parse ACL rules: The argument \"acl\" was already set. Each argument can only be defined once",
+            ),
+            ("{\"acl\": \"nope\"}", "Invalid acl policy: \"nope\""),
+            (
+                "{\"service\": {\"web\": {\"policy\": \"read\", \"bogus\": \"x\"}}}",
+                "Failed to parse ACL rules: unknown attribute \"bogus\" in service \"web\"",
+            ),
+            (
+                "{\"service\": {\"web\": {\"policy\": \"read\"}}}\n{\"service\": {\"web\": {\"policy\": \"write\"}}}",
+                "Failed to parse ACL rules: service \"web\" is defined more than once",
+            ),
+            (
+                "{\"acl\": \"read\"\n  \"x\"}",
+                "Failed to parse ACL rules: expected `,` or `}` at 2:3",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = match parse_rules(text) {
+                Ok(r) => format!("OK {}", r.to_json()),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(&got, want, "{text:?}");
+        }
+    }
+
+    fn hcl_services(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("service \"svc-{i}\" {{ policy = \"read\" }}\n"))
+            .collect()
+    }
+
+    fn json_services(n: usize) -> String {
+        let body: Vec<String> = (0..n)
+            .map(|i| format!("\"svc-{i}\": {{\"policy\": \"read\"}}"))
+            .collect();
+        format!("{{\"service\": {{\n{}\n}}}}", body.join(",\n"))
+    }
+
+    /// 100,000 rules (about 4 MB, the size limit) parse, every rule kept. Positions used to be
+    /// computed by rescanning the text for every item, which took minutes here.
+    #[test]
+    fn a_100k_rule_policy_parses() {
+        let n = 100_000;
+        let hcl = hcl_services(n);
+        assert!(hcl.len() <= MAX_RULES_LEN);
+        let r = parse_rules(&hcl).unwrap();
+        assert_eq!(r.named_len(), n);
+        let g = r
+            .get(Family::Service, MatchKind::Exact, "svc-99999")
+            .unwrap();
+        assert_eq!(g.policy, AccessLevel::Read);
+        let json = json_services(n);
+        assert!(json.len() <= MAX_RULES_LEN);
+        let j = parse_rules(&json).unwrap();
+        assert_eq!(j, r);
+    }
+
+    /// An error after many rules still names its exact line and column.
+    #[test]
+    fn errors_late_in_a_large_policy_have_exact_positions() {
+        let n = 20_000;
+        let mut hcl = hcl_services(n);
+        hcl.push_str("service \"svc-7\" {\n  policy = \"write\"\n}\n");
+        assert_eq!(
+            parse_rules(&hcl).unwrap_err().to_string(),
+            format!(
+                "Failed to parse ACL rules: service \"svc-7\" at {}:1 is defined more than once",
+                n + 1
+            )
+        );
+        let mut hcl = hcl_services(n);
+        hcl.push_str("  service \"ü\" { policy = \"read\" bogus = \"x\" }\n");
+        assert_eq!(
+            parse_rules(&hcl).unwrap_err().to_string(),
+            format!(
+                "Failed to parse ACL rules: unknown attribute \"bogus\" in service \"ü\" at {}:33",
+                n + 1
+            )
+        );
+        let mut hcl = hcl_services(n);
+        hcl.push_str("acl = \"read\"\n\nacl = \"write\"");
+        assert!(matches!(
+            parse_rules(&hcl),
+            Err(RulesError::DuplicateKey { position: Some(Position { line, column: 1 }), .. }) if line == n + 3
         ));
     }
 }

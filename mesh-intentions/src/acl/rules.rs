@@ -1,10 +1,184 @@
-//! The rules of one ACL policy: a validated, order-free set.
+//! The rules of one ACL policy: a validated, order-free set, and why rules are refused.
+//!
+//! Nothing here reads rules text: `parse` builds [`Rules`] from text (and adds
+//! [`Rules::parse`]), depending on this module and not the other way round.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use super::level::AccessLevel;
-use super::parse::{Position, RulesError};
+
+/// Longest rules text accepted, in bytes (see [`crate::acl::parse_rules`]).
+pub const MAX_RULES_LEN: usize = 4 * 1024 * 1024;
+
+/// A 1-based line and column (in characters) in rules text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1, counted in characters.
+    pub column: usize,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Renders ` at L:C` or nothing.
+struct At(Option<Position>);
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, " at {p}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Renders ` for block "name"` or nothing.
+struct For<'a>(&'a str, Option<&'a str>);
+
+impl fmt::Display for For<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(n) => write!(f, " for {} {:?}", self.0, n),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why rules text was refused. Messages start like Consul's (`Failed to parse ACL rules: ...`,
+/// `Invalid service policy: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RulesError {
+    /// Malformed HCL or JSON.
+    #[error("Failed to parse ACL rules: {message}{}", At(*position))]
+    Syntax {
+        /// What is wrong.
+        message: String,
+        /// Where (always set for HCL; set for JSON when the JSON parser knows it).
+        position: Option<Position>,
+    },
+    /// The text is longer than [`MAX_RULES_LEN`].
+    #[error("Failed to parse ACL rules: rules text is {len} bytes, the limit is {MAX_RULES_LEN}")]
+    TooLong {
+        /// The length seen.
+        len: usize,
+    },
+    /// A single-valued rule or a block attribute was set twice.
+    #[error(
+        "Failed to parse ACL rules: The argument {key:?}{} was already set. Each argument can only be defined once",
+        At(*position)
+    )]
+    DuplicateKey {
+        /// The key set twice.
+        key: String,
+        /// Where the second occurrence is.
+        position: Option<Position>,
+    },
+    /// The same block and name appears twice (`service "web"` twice).
+    #[error("Failed to parse ACL rules: {block} {name:?}{} is defined more than once", At(*position))]
+    DuplicateRule {
+        /// The block name (`service_prefix`).
+        block: String,
+        /// The repeated name.
+        name: String,
+        /// Where the second occurrence is.
+        position: Option<Position>,
+    },
+    /// A top-level key that is no ACL resource (Consul ignores these; mesh refuses them).
+    #[error("Failed to parse ACL rules: unknown rule {key:?}{}", At(*position))]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// Where it is.
+        position: Option<Position>,
+    },
+    /// An attribute a block does not have (only `policy`, plus `intentions` for services).
+    #[error("Failed to parse ACL rules: unknown attribute {attribute:?} in {block} {name:?}{}", At(*position))]
+    UnknownAttribute {
+        /// The block name.
+        block: String,
+        /// The block's label.
+        name: String,
+        /// The unknown attribute.
+        attribute: String,
+        /// Where it is.
+        position: Option<Position>,
+    },
+    /// A value of the wrong shape (a block where a string is needed, a number, a list...).
+    #[error("Failed to parse ACL rules: {key:?} must be {expected}, found {found}{}", At(*position))]
+    WrongType {
+        /// The key whose value is wrong.
+        key: String,
+        /// What is needed.
+        expected: &'static str,
+        /// What was found.
+        found: &'static str,
+        /// Where it is.
+        position: Option<Position>,
+    },
+    /// A block without exactly one name label (`service { ... }`, `service "a" "b" { ... }`).
+    #[error("Failed to parse ACL rules: block {block:?} needs exactly one name, found {labels}{}", At(*position))]
+    BadLabels {
+        /// The block name.
+        block: String,
+        /// How many labels it had.
+        labels: usize,
+        /// Where it is.
+        position: Option<Position>,
+    },
+    /// A level that is not valid for the rule (`Invalid service policy: "nope" ...`).
+    #[error("Invalid {rule} policy: {value:?}{}{}", For(rule, name.as_deref()), At(*position))]
+    InvalidLevel {
+        /// The rule (`service`, `service_prefix intentions`, `acl`).
+        rule: String,
+        /// The block's name, for named rules.
+        name: Option<String>,
+        /// The refused value.
+        value: String,
+        /// Where it is.
+        position: Option<Position>,
+    },
+    /// A block without its `policy` attribute.
+    #[error("Invalid {block} policy: missing \"policy\" for {block} {name:?}{}", At(*position))]
+    MissingPolicy {
+        /// The block name.
+        block: String,
+        /// The block's label.
+        name: String,
+        /// Where the block is.
+        position: Option<Position>,
+    },
+}
+
+impl RulesError {
+    /// Sets the position of an error that has none yet (the parser locates the errors that
+    /// [`Rules::add`] and [`Rules::set_single`] report without one).
+    pub(crate) fn located(mut self, at: Option<Position>) -> Self {
+        match &mut self {
+            Self::Syntax { position, .. }
+            | Self::DuplicateKey { position, .. }
+            | Self::DuplicateRule { position, .. }
+            | Self::UnknownKey { position, .. }
+            | Self::UnknownAttribute { position, .. }
+            | Self::WrongType { position, .. }
+            | Self::BadLabels { position, .. }
+            | Self::InvalidLevel { position, .. }
+            | Self::MissingPolicy { position, .. } => {
+                if position.is_none() {
+                    *position = at;
+                }
+            }
+            Self::TooLong { .. } => {}
+        }
+        self
+    }
+}
 
 /// A rule family keyed by a name or prefix (`service "web"`, `key_prefix "app/"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,12 +361,6 @@ impl Rules {
         Self::default()
     }
 
-    /// Parses rules text: JSON when the first non-blank character is `{`, else HCL.
-    /// See [`crate::acl::parse_rules`].
-    pub fn parse(text: &str) -> Result<Self, RulesError> {
-        super::parse::parse_rules(text)
-    }
-
     /// Whether no rule is set.
     pub fn is_empty(&self) -> bool {
         self.single.iter().all(Option::is_none) && self.named.is_empty()
@@ -239,24 +407,14 @@ impl Rules {
         name: impl Into<String>,
         grant: Grant,
     ) -> Result<(), RulesError> {
-        self.add_at(family, kind, name.into(), grant, None)
-    }
-
-    pub(crate) fn add_at(
-        &mut self,
-        family: Family,
-        kind: MatchKind,
-        name: String,
-        grant: Grant,
-        position: Option<Position>,
-    ) -> Result<(), RulesError> {
+        let name = name.into();
         let block = family.block_name(kind);
         if grant.policy == AccessLevel::List && !family.allows_list() {
             return Err(RulesError::InvalidLevel {
                 rule: block.to_owned(),
                 name: Some(name),
                 value: grant.policy.as_str().to_owned(),
-                position,
+                position: None,
             });
         }
         if let Some(i) = grant.intentions {
@@ -265,7 +423,7 @@ impl Rules {
                     block: block.to_owned(),
                     name,
                     attribute: "intentions".to_owned(),
-                    position,
+                    position: None,
                 });
             }
             if i == AccessLevel::List {
@@ -273,7 +431,7 @@ impl Rules {
                     rule: format!("{block} intentions"),
                     name: Some(name),
                     value: i.as_str().to_owned(),
-                    position,
+                    position: None,
                 });
             }
         }
@@ -281,7 +439,7 @@ impl Rules {
             std::collections::btree_map::Entry::Occupied(e) => Err(RulesError::DuplicateRule {
                 block: block.to_owned(),
                 name: e.key().2.clone(),
-                position,
+                position: None,
             }),
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(grant);

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{
     Action, DEFAULT_NAMESPACE, Intention, IntentionError, MAX_DESCRIPTION_LEN, Permission,
-    SOURCE_TYPE_CONSUL, WILDCARD, check_meta, check_wildcards, ns_or_default, precedence,
+    SOURCE_TYPE_CONSUL, WILDCARD, check_meta, check_name, check_wildcards, ns_or_default,
+    precedence,
 };
 
 /// The config entry kind.
@@ -178,6 +179,9 @@ pub enum SourceProblem {
     NameRequired,
     /// A wildcard rule on the name or namespace.
     Wildcard(IntentionError),
+    /// A name that is neither `*` nor a valid service name
+    /// ([`IntentionError::InvalidName`]).
+    InvalidName(IntentionError),
     /// `*` in the partition.
     PartitionWildcard,
     /// `*` in the peer.
@@ -218,7 +222,7 @@ impl fmt::Display for SourceProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NameRequired => f.write_str(".Name is required"),
-            Self::Wildcard(e) => write!(f, ".{e}"),
+            Self::Wildcard(e) | Self::InvalidName(e) => write!(f, ".{e}"),
             Self::PartitionWildcard => {
                 f.write_str(".Partition: cannot use wildcard '*' in partition")
             }
@@ -276,6 +280,10 @@ pub enum EntryError {
     /// Wildcard rule on the destination.
     #[error("Name: {0}")]
     NameWildcard(String),
+    /// A destination that is neither `*` nor a valid service name
+    /// ([`IntentionError::InvalidName`], field `Name`).
+    #[error("{0}")]
+    InvalidName(IntentionError),
     /// A JWT provider without a name.
     #[error("JWT provider name is required")]
     JwtProviderName,
@@ -340,7 +348,9 @@ impl ServiceIntentionsEntry {
     }
 
     /// Consul's `Validate` (`legacy_write` for writes through the legacy intentions API):
-    /// the first problem, in Consul's order (§6.3).
+    /// the first problem, in Consul's order (§6.3). Stricter than Consul: the entry's name and
+    /// each source's name must be `*` or a valid service name, else the entry could never
+    /// match ([`EntryError::InvalidName`], [`SourceProblem::InvalidName`]).
     pub fn validate(&self, legacy_write: bool) -> Result<(), EntryError> {
         if !self.kind.is_empty() && self.kind != SERVICE_INTENTIONS_KIND {
             return Err(EntryError::Kind(self.kind.clone()));
@@ -352,6 +362,11 @@ impl ServiceIntentionsEntry {
             return Err(EntryError::NameWildcard(
                 "wildcard character '*' cannot be used with partial values".to_owned(),
             ));
+        }
+        let mut name_errors = Vec::new();
+        check_name("Name", &self.name, &mut name_errors);
+        if let Some(e) = name_errors.into_iter().next() {
+            return Err(EntryError::InvalidName(e));
         }
         if let Some(jwt) = &self.jwt
             && jwt.providers.iter().any(|p| p.name.is_empty())
@@ -413,6 +428,11 @@ impl ServiceIntentionsEntry {
         );
         if let Some(e) = w.into_iter().next() {
             return Err(SourceProblem::Wildcard(e));
+        }
+        let mut n = Vec::new();
+        check_name("Name", &src.name, &mut n);
+        if let Some(e) = n.into_iter().next() {
+            return Err(SourceProblem::InvalidName(e));
         }
         if src.partition.contains('*') {
             return Err(SourceProblem::PartitionWildcard);
@@ -652,11 +672,41 @@ mod tests {
                 r#"{"Kind":"proxy-defaults","Name":"d"}"#,
                 "invalid config entry kind",
             ),
+            (
+                r#"{"Name":"DB","Sources":[{"Name":"a","Action":"allow"}]}"#,
+                "Name: \"DB\" is not a valid service name (must start with a lower-case letter or a digit), so the intention could never match",
+            ),
+            (
+                r#"{"Name":"db","Sources":[{"Name":"web","Action":"allow"},{"Name":"a/b","Action":"allow"}]}"#,
+                "Sources[1].Name: \"a/b\" is not a valid service name",
+            ),
+            (
+                r#"{"Name":"db","Sources":[{"Name":"Web","Peer":"p","Action":"allow"}]}"#,
+                "Sources[0].Name: \"Web\"",
+            ),
         ];
         for (json, want) in cases {
             let err = entry(json).validate(false).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
+        // Typed: the field and the value, for callers that do not parse messages.
+        let err = entry(r#"{"Name":"db","Sources":[{"Name":"a/b","Action":"allow"}]}"#)
+            .validate(false)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            EntryError::Source {
+                index: 0,
+                problem: SourceProblem::InvalidName(IntentionError::InvalidName { field: "Name", ref value, .. }),
+            } if value == "a/b"
+        ));
+        assert!(matches!(
+            entry(r#"{"Name":"DB","Sources":[{"Name":"*","Action":"allow"}]}"#).validate(false),
+            Err(EntryError::InvalidName(IntentionError::InvalidName {
+                field: "Name",
+                ..
+            }))
+        ));
         assert_eq!(
             ServiceIntentionsEntry::from_json("null"),
             Err(EntryError::Nil)

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use mesh_core::{NameErrorReason, ServiceName};
 use serde::{Deserialize, Serialize};
 
 /// The wildcard value of a name or namespace.
@@ -293,6 +294,20 @@ pub enum IntentionError {
     /// Source type not `consul`.
     #[error("SourceType must be set to 'consul'")]
     BadSourceType,
+    /// A source or destination name that is neither `*` nor a valid service name
+    /// ([`mesh_core::ServiceName`]: `WEB`, `a/b`, `web.1`...). Every service in mesh has a
+    /// valid name, so such an intention could never match; Consul accepts it, mesh refuses it.
+    #[error(
+        "{field}: {value:?} is not a valid service name ({reason}), so the intention could never match"
+    )]
+    InvalidName {
+        /// The field (`SourceName`, `DestinationName`, or `Name` in a config entry).
+        field: &'static str,
+        /// The name, as given.
+        value: String,
+        /// The rule of [`mesh_core::ServiceName`] it breaks.
+        reason: NameErrorReason,
+    },
 }
 
 /// All errors of one validation, rendered like Consul's multi-error
@@ -328,6 +343,22 @@ pub(crate) fn check_wildcards(
     }
     if ns.1 == WILDCARD && name.1 != WILDCARD {
         errors.push(IntentionError::ExactAfterWildcardNamespace(name.0));
+    }
+}
+
+/// Checks that a source or destination name could match a service: `*` or a valid
+/// [`ServiceName`]. An empty name or one holding `*` is left to the `Missing` and wildcard
+/// checks, so each problem is reported once.
+pub(crate) fn check_name(field: &'static str, value: &str, errors: &mut Vec<IntentionError>) {
+    if value.is_empty() || value.contains('*') {
+        return;
+    }
+    if let Err(e) = ServiceName::new(value) {
+        errors.push(IntentionError::InvalidName {
+            field,
+            value: e.value,
+            reason: e.reason,
+        });
     }
 }
 
@@ -375,6 +406,8 @@ impl Intention {
 
     /// Fills empty namespaces with `default` and an empty source type with `consul`, then
     /// recomputes the precedence (Consul's `FillPartitionAndNamespace` + `UpdatePrecedence`).
+    /// Names are left as given: `WEB` is not lower-cased into `web` (a different intention
+    /// than the one written) but refused by [`Intention::validate`].
     pub fn normalize(&mut self) {
         for ns in [&mut self.source_ns, &mut self.destination_ns] {
             if ns.is_empty() {
@@ -413,7 +446,8 @@ impl Intention {
     }
 
     /// Validates a legacy (`/v1/connect/intentions`) intention, collecting every error
-    /// (Consul's `Intention.Validate`).
+    /// (Consul's `Intention.Validate`). Stricter than Consul: a source or destination name
+    /// must be `*` or a valid service name ([`IntentionError::InvalidName`]).
     pub fn validate(&self) -> Result<(), IntentionErrors> {
         let mut errors = Vec::new();
         for (field, v) in [
@@ -436,6 +470,8 @@ impl Intention {
             ("DestinationName", &self.destination_name),
             &mut errors,
         );
+        check_name("SourceName", &self.source_name, &mut errors);
+        check_name("DestinationName", &self.destination_name, &mut errors);
         if self.description.len() > MAX_DESCRIPTION_LEN {
             errors.push(IntentionError::DescriptionTooLong);
         }
@@ -767,6 +803,84 @@ mod tests {
         Intention::new("web", "db", Action::Deny)
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn validate_refuses_names_that_can_never_match() {
+        let err = Intention::new("WEB", "a/b", Action::Allow)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.0,
+            vec![
+                IntentionError::InvalidName {
+                    field: "SourceName",
+                    value: "WEB".into(),
+                    reason: NameErrorReason::BadStart,
+                },
+                IntentionError::InvalidName {
+                    field: "DestinationName",
+                    value: "a/b".into(),
+                    reason: NameErrorReason::BadChar,
+                },
+            ]
+        );
+        assert_eq!(
+            err.0[1].to_string(),
+            "DestinationName: \"a/b\" is not a valid service name (may only hold a-z, 0-9, '-' and '_'), so the intention could never match"
+        );
+        for (src, dst) in [
+            ("web", "Db"),
+            ("-web", "db"),
+            ("web", &"a".repeat(64)),
+            ("web.1", "db"),
+            ("web", "db "),
+        ] {
+            let err = Intention::new(src, dst, Action::Deny)
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(err.0.as_slice(), [IntentionError::InvalidName { .. }]),
+                "{src} -> {dst}: {err}"
+            );
+        }
+        // The wildcard and every valid service name pass.
+        for (src, dst) in [("*", "*"), ("web_2", "db-1"), ("0", &"a".repeat(63))] {
+            Intention::new(src, dst, Action::Deny).validate().unwrap();
+        }
+        // A partial wildcard or an empty name is reported once, by its own rule.
+        let mut i = Intention::new("we*", "db", Action::Allow);
+        i.destination_name.clear();
+        assert_eq!(
+            i.validate().unwrap_err().0,
+            vec![
+                IntentionError::Missing("DestinationName"),
+                IntentionError::PartialWildcard("SourceName"),
+            ]
+        );
+        // Through the legacy API too.
+        assert!(matches!(
+            validate_legacy_apply(
+                LegacyOp::Create,
+                &Intention::new("WEB", "db", Action::Allow),
+                None
+            ),
+            Err(LegacyApplyError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn normalize_does_not_rewrite_names() {
+        // Refused, not silently lower-cased into a different intention.
+        let mut i = Intention::new("WEB", "Db", Action::Allow);
+        i.source_ns.clear();
+        i.normalize();
+        assert_eq!(
+            (i.source_name.as_str(), i.destination_name.as_str()),
+            ("WEB", "Db")
+        );
+        assert_eq!(i.source_ns, DEFAULT_NAMESPACE);
+        assert_eq!(i.validate().unwrap_err().0.len(), 2);
     }
 
     #[test]

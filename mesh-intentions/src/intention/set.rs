@@ -1,6 +1,6 @@
 //! An immutable, indexed snapshot of all intentions, and the decision for a connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::acl::{Authorizer, DefaultPolicy, Reason};
@@ -97,7 +97,11 @@ impl IntentionDefault {
 
 /// What decided a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IntentionReason<'a> {
+    /// The destination fails closed: a stored intention for it could not be read, so no
+    /// connection to it is allowed until that record is fixed or deleted.
+    FailClosed,
     /// An L4 intention matched.
     L4(&'a Intention),
     /// An L7 intention matched; for a connection-level check it counts as deny (§9.4).
@@ -126,7 +130,7 @@ impl<'a> IntentionDecision<'a> {
     pub fn intention(&self) -> Option<&'a Intention> {
         match self.reason {
             IntentionReason::L4(i) | IntentionReason::L7(i) => Some(i),
-            IntentionReason::Default(_) => None,
+            IntentionReason::Default(_) | IntentionReason::FailClosed => None,
         }
     }
 }
@@ -138,6 +142,9 @@ impl fmt::Display for IntentionDecision<'_> {
         match self.reason {
             IntentionReason::L4(i) => write!(f, "Matched L4 intention: {i}"),
             IntentionReason::L7(i) => write!(f, "Matched L7 intention: {i}"),
+            IntentionReason::FailClosed => {
+                f.write_str("Denied: a stored intention for this destination is invalid")
+            }
             IntentionReason::Default(d) => match d.source {
                 DefaultSource::DefaultIntentionPolicy => f.write_str("Default intention policy"),
                 _ => f.write_str("Default behavior configured by ACLs"),
@@ -290,6 +297,8 @@ pub struct IntentionSet {
     wild_dest: DestIndex,
     by_src: HashMap<Box<str>, Vec<u32>>,
     wild_src: Vec<u32>,
+    /// Destinations that deny every connection (`*`: all of them).
+    closed: HashSet<Box<str>>,
 }
 
 impl Default for IntentionSet {
@@ -300,6 +309,7 @@ impl Default for IntentionSet {
             wild_dest: DestIndex::new(),
             by_src: HashMap::new(),
             wild_src: Vec::new(),
+            closed: HashSet::new(),
         }
     }
 }
@@ -398,6 +408,23 @@ impl IntentionSet {
         Ok(set)
     }
 
+    /// Makes each destination of `destinations` deny every connection, whatever the
+    /// intentions say (`*` closes every destination). A control plane that finds a stored
+    /// intention it cannot read closes its destination instead of guessing what it said.
+    pub fn with_closed_destinations<S: AsRef<str>>(
+        mut self,
+        destinations: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.closed
+            .extend(destinations.into_iter().map(|d| d.as_ref().into()));
+        self
+    }
+
+    /// The destinations that fail closed.
+    pub fn closed_destinations(&self) -> impl Iterator<Item = &str> + '_ {
+        self.closed.iter().map(AsRef::as_ref)
+    }
+
     /// How many intentions the set holds.
     pub fn len(&self) -> usize {
         self.all.len()
@@ -431,6 +458,14 @@ impl IntentionSet {
         destination: &str,
         default: IntentionDefault,
     ) -> IntentionDecision<'_> {
+        if !self.closed.is_empty()
+            && (self.closed.contains(destination) || self.closed.contains(WILDCARD))
+        {
+            return IntentionDecision {
+                allowed: false,
+                reason: IntentionReason::FailClosed,
+            };
+        }
         match self.best(source, peer, destination) {
             Some(ixn) if ixn.has_permissions() => IntentionDecision {
                 allowed: false,

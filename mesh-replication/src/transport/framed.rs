@@ -203,7 +203,9 @@ impl<C: Connector> FramedTransport<C> {
                         TransportError::Disconnected(std::io::ErrorKind::UnexpectedEof.into())
                     }
                     (FrameError::Io(e), false) => TransportError::Disconnected(e),
-                    (FrameError::TimedOut(d), _) => TransportError::TimedOut(d),
+                    (FrameError::TimedOut(d) | FrameError::TooSlow(d), _) => {
+                        TransportError::TimedOut(d)
+                    }
                     (e, _) => TransportError::Malformed(e),
                 });
             }
@@ -255,7 +257,7 @@ impl<C: Connector> FramedTransport<C> {
                     TransportError::Disconnected(std::io::ErrorKind::UnexpectedEof.into())
                 }
                 FrameError::Io(e) => TransportError::Disconnected(e),
-                FrameError::TimedOut(d) => TransportError::TimedOut(d),
+                FrameError::TimedOut(d) | FrameError::TooSlow(d) => TransportError::TimedOut(d),
                 e => TransportError::Malformed(e),
             })?;
         match Response::decode(&buf)? {

@@ -84,7 +84,7 @@ impl TestAcl {
 }
 
 impl Authorizer for TestAcl {
-    fn authorize(&self, token: &SecretToken, op: Op) -> Result<(), Denied> {
+    fn authorize(&self, token: &SecretToken, op: Op<'_>) -> Result<(), Denied> {
         let acl = op.table().as_str().starts_with("acl-");
         let need = match (&op, acl) {
             (_, true) => "acl:write",
