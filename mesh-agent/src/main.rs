@@ -1,0 +1,5 @@
+//! The `mesh` command.
+
+fn main() {
+    std::process::exit(mesh_agent::cli::main(std::env::args_os().collect()));
+}
