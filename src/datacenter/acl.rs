@@ -1,0 +1,372 @@
+//! ACL policies, roles and tokens: create, read, update, delete.
+
+use super::*;
+
+impl Datacenter {
+    /// Resolves a token secret to its authorizer. The empty secret is the anonymous token.
+    pub fn authorizer(&self, secret: &str) -> Result<Authorizer, Error> {
+        self.inner.authorizer(secret)
+    }
+
+    /// Creates a policy from rules text (HCL or JSON; several JSON objects one after another
+    /// are read as their union). Needs `acl:write`. Names are unique: the policy and its name
+    /// are written in one transaction that fails if the name is taken, so of two concurrent
+    /// creations with one name exactly one succeeds.
+    pub async fn acl_policy_create(
+        &self,
+        token: &str,
+        name: &str,
+        description: &str,
+        rules: &str,
+    ) -> Result<PolicyRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        check_acl_name("policy", name)?;
+        // Parse now so a bad policy is refused with its position, before anything is written.
+        let record = PolicyRecord {
+            id: ids::uuid()?,
+            name: name.to_owned(),
+            description: description.to_owned(),
+            rules: rules.to_owned(),
+            datacenters: Vec::new(),
+        };
+        record.to_policy()?;
+        let ops = vec![
+            upsert_cas(
+                tables::ACL_POLICIES,
+                &record.id,
+                json(&record)?,
+                Index::ZERO,
+            ),
+            name_claim(tables::ACL_POLICY_NAMES, name, &record.id)?,
+        ];
+        self.global_txn(token, tables::ACL_POLICIES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
+        tracing::info!(policy = %record.id, name, "ACL policy created");
+        Ok(record)
+    }
+
+    /// Creates a policy from a rules file on disk (`-rules @file`).
+    pub async fn acl_policy_create_from_file(
+        &self,
+        token: &str,
+        name: &str,
+        description: &str,
+        path: &std::path::Path,
+    ) -> Result<PolicyRecord, Error> {
+        let rules = std::fs::read_to_string(path)?;
+        self.acl_policy_create(token, name, description, &rules)
+            .await
+    }
+
+    /// A policy by id, as stored.
+    pub async fn acl_policy_read(&self, id: &str) -> Result<PolicyRecord, Error> {
+        self.stored(tables::ACL_POLICIES, id, "policy").await
+    }
+
+    /// A policy by name, as stored.
+    pub async fn acl_policy_read_by_name(&self, name: &str) -> Result<PolicyRecord, Error> {
+        match self.name_owner(tables::ACL_POLICY_NAMES, name).await? {
+            Some(id) => self.acl_policy_read(&id).await,
+            None => Err(Error::NotFound(format!("policy {name:?}"))),
+        }
+    }
+
+    /// Replaces a policy's name, description and rules. Needs `acl:write`. The built-in
+    /// policies cannot be changed. A new name must be free, as on creation.
+    pub async fn acl_policy_update(
+        &self,
+        token: &str,
+        id: &str,
+        name: &str,
+        description: &str,
+        rules: &str,
+    ) -> Result<PolicyRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        check_acl_name("policy", name)?;
+        let old = self.acl_policy_read(id).await?;
+        let record = PolicyRecord {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            rules: rules.to_owned(),
+            datacenters: old.datacenters.clone(),
+        };
+        record.to_policy()?;
+        let mut ops = vec![upsert(tables::ACL_POLICIES, id, json(&record)?)];
+        if old.name != name {
+            ops.push(name_claim(tables::ACL_POLICY_NAMES, name, id)?);
+            ops.push(delete(tables::ACL_POLICY_NAMES, &old.name));
+        }
+        self.global_txn(token, tables::ACL_POLICIES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
+        Ok(record)
+    }
+
+    /// Deletes a policy; tokens and roles that link it lose its rules at once. Needs
+    /// `acl:write`. The built-in policies cannot be deleted.
+    pub async fn acl_policy_delete(&self, token: &str, id: &str) -> Result<(), Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_policy_read(id).await?;
+        let mut ops = vec![delete(tables::ACL_POLICIES, id)];
+        if self.name_owner(tables::ACL_POLICY_NAMES, &old.name).await? == Some(id.to_owned()) {
+            ops.push(delete(tables::ACL_POLICY_NAMES, &old.name));
+        }
+        self.global_txn(token, tables::ACL_POLICIES, ops).await?;
+        tracing::info!(policy = %id, name = %old.name, "ACL policy deleted");
+        Ok(())
+    }
+
+    /// Creates a role linking policies by name. Needs `acl:write`. Names are unique, as for
+    /// policies.
+    pub async fn acl_role_create(
+        &self,
+        token: &str,
+        name: &str,
+        policy_names: &[&str],
+        service_identities: &[&str],
+    ) -> Result<RoleRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        check_acl_name("role", name)?;
+        let record = self.role_record(ids::uuid()?, name, policy_names, service_identities)?;
+        let ops = vec![
+            upsert_cas(tables::ACL_ROLES, &record.id, json(&record)?, Index::ZERO),
+            name_claim(tables::ACL_ROLE_NAMES, name, &record.id)?,
+        ];
+        self.global_txn(token, tables::ACL_ROLES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
+        Ok(record)
+    }
+
+    /// A role by id, as stored.
+    pub async fn acl_role_read(&self, id: &str) -> Result<RoleRecord, Error> {
+        self.stored(tables::ACL_ROLES, id, "role").await
+    }
+
+    /// Replaces a role's name, policies and service identities. Needs `acl:write`.
+    pub async fn acl_role_update(
+        &self,
+        token: &str,
+        id: &str,
+        name: &str,
+        policy_names: &[&str],
+        service_identities: &[&str],
+    ) -> Result<RoleRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        check_acl_name("role", name)?;
+        let old = self.acl_role_read(id).await?;
+        let record = self.role_record(id.to_owned(), name, policy_names, service_identities)?;
+        let mut ops = vec![upsert(tables::ACL_ROLES, id, json(&record)?)];
+        if old.name != name {
+            ops.push(name_claim(tables::ACL_ROLE_NAMES, name, id)?);
+            ops.push(delete(tables::ACL_ROLE_NAMES, &old.name));
+        }
+        self.global_txn(token, tables::ACL_ROLES, ops)
+            .await
+            .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
+        Ok(record)
+    }
+
+    /// Deletes a role. Needs `acl:write`.
+    pub async fn acl_role_delete(&self, token: &str, id: &str) -> Result<(), Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_role_read(id).await?;
+        let mut ops = vec![delete(tables::ACL_ROLES, id)];
+        if self.name_owner(tables::ACL_ROLE_NAMES, &old.name).await? == Some(id.to_owned()) {
+            ops.push(delete(tables::ACL_ROLE_NAMES, &old.name));
+        }
+        self.global_txn(token, tables::ACL_ROLES, ops).await?;
+        Ok(())
+    }
+
+    fn role_record(
+        &self,
+        id: String,
+        name: &str,
+        policy_names: &[&str],
+        service_identities: &[&str],
+    ) -> Result<RoleRecord, Error> {
+        let snap = self.inner.acl.load();
+        let record = RoleRecord {
+            id,
+            name: name.to_owned(),
+            description: String::new(),
+            policies: policy_ids(&snap, policy_names.iter().copied())?,
+            service_identities: service_identities
+                .iter()
+                .map(|s| ServiceIdentityRecord {
+                    service_name: (*s).to_owned(),
+                    datacenters: Vec::new(),
+                })
+                .collect(),
+            node_identities: Vec::new(),
+        };
+        record.to_role()?;
+        Ok(record)
+    }
+
+    /// Creates a token; the returned record holds its secret. Needs `acl:write`. A local token
+    /// stays in this datacenter; a global one is written in the primary and replicated.
+    pub async fn acl_token_create(
+        &self,
+        token: &str,
+        spec: TokenSpec,
+    ) -> Result<TokenRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        let record = self.token_record(ids::uuid()?, ids::uuid()?, spec)?;
+        self.store_token(token, &record, Some(Index::ZERO)).await?;
+        tracing::info!(accessor = %record.accessor_id, local = record.local, "ACL token created");
+        Ok(record)
+    }
+
+    /// A token by accessor id, as stored (global or local to this datacenter).
+    pub async fn acl_token_read(&self, accessor: &str) -> Result<TokenRecord, Error> {
+        let global = table(tables::ACL_TOKENS);
+        let local = table(tables::ACL_LOCAL_TOKENS);
+        for t in [&global, &local] {
+            if let Some(rec) = self.inner.store.get(t, accessor).await? {
+                return decode::<TokenRecord>(&rec).ok_or_else(|| {
+                    Error::invalid_msg(format!("stored token {accessor} does not decode"))
+                });
+            }
+        }
+        Err(Error::NotFound(format!("token {accessor:?}")))
+    }
+
+    /// Replaces a token's description, policies, roles and service identities; its secret and
+    /// its locality stay. Needs `acl:write`.
+    pub async fn acl_token_update(
+        &self,
+        token: &str,
+        accessor: &str,
+        spec: TokenSpec,
+    ) -> Result<TokenRecord, Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_token_read(accessor).await?;
+        if spec.local != old.local {
+            return Err(Error::invalid_msg(
+                "a token's locality cannot change: create a new token",
+            ));
+        }
+        let mut record = self.token_record(old.accessor_id.clone(), old.secret_id.clone(), spec)?;
+        record.expiration_time = old.expiration_time;
+        self.store_token(token, &record, None).await?;
+        Ok(record)
+    }
+
+    /// Deletes a token: its secret is refused here at once and in every other datacenter
+    /// once the deletion has replicated there. Needs `acl:write`.
+    pub async fn acl_token_delete(&self, token: &str, accessor: &str) -> Result<(), Error> {
+        self.require(token, acl_write(), None)?;
+        let old = self.acl_token_read(accessor).await?;
+        if old.local {
+            self.inner
+                .store
+                .delete(&table(tables::ACL_LOCAL_TOKENS), accessor, None)
+                .await?;
+            self.inner.rebuild_acl().await?;
+        } else {
+            self.delete_global(token, tables::ACL_TOKENS, accessor)
+                .await?;
+        }
+        tracing::info!(accessor, "ACL token deleted");
+        Ok(())
+    }
+
+    fn token_record(
+        &self,
+        accessor_id: String,
+        secret_id: String,
+        spec: TokenSpec,
+    ) -> Result<TokenRecord, Error> {
+        let snap = self.inner.acl.load();
+        let roles = spec
+            .role_names
+            .iter()
+            .map(|n| {
+                snap.role_by_name(n)
+                    .map(|r| r.id().to_string())
+                    .ok_or_else(|| Error::NotFound(format!("role {n:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let record = TokenRecord {
+            accessor_id,
+            secret_id,
+            description: spec.description,
+            policies: policy_ids(&snap, spec.policy_names.iter().map(String::as_str))?,
+            roles,
+            service_identities: spec
+                .service_identities
+                .iter()
+                .map(|s| ServiceIdentityRecord {
+                    service_name: s.clone(),
+                    datacenters: Vec::new(),
+                })
+                .collect(),
+            node_identities: Vec::new(),
+            local: spec.local,
+            expiration_time: None,
+        };
+        record.to_token()?;
+        Ok(record)
+    }
+
+    async fn store_token(
+        &self,
+        token: &str,
+        record: &TokenRecord,
+        cas: Option<Index>,
+    ) -> Result<(), Error> {
+        if record.local {
+            let op = TxnOp::Upsert {
+                table: table(tables::ACL_LOCAL_TOKENS),
+                id: record.accessor_id.clone(),
+                value: json(record)?,
+                cas,
+            };
+            // The same checks a global write gets, made here: the table is local.
+            authz::decode(&op).map_err(refused)?;
+            self.inner.store.txn(vec![op]).await?;
+            self.inner.rebuild_acl().await?;
+        } else {
+            self.write_global(
+                token,
+                tables::ACL_TOKENS,
+                &record.accessor_id,
+                json(record)?,
+                cas,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn stored<T: for<'de> Deserialize<'de>>(
+        &self,
+        t: &'static str,
+        id: &str,
+        what: &str,
+    ) -> Result<T, Error> {
+        let rec = self
+            .inner
+            .store
+            .get(&table(t), id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("{what} {id:?}")))?;
+        decode(&rec)
+            .ok_or_else(|| Error::invalid_msg(format!("stored {what} {id} does not decode")))
+    }
+
+    /// The id that holds `name` in a unique-name index.
+    async fn name_owner(&self, t: &'static str, name: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .inner
+            .store
+            .get(&table(t), name)
+            .await?
+            .and_then(|r| decode::<NameIndexRecord>(&r))
+            .map(|r| r.id))
+    }
+}

@@ -1,0 +1,299 @@
+//! The Connect CA of a datacenter: roots, leaf signing, rotation.
+
+use super::*;
+
+impl Datacenter {
+    /// The CA, when Connect is on.
+    pub fn ca(&self) -> Result<&Ca, Error> {
+        self.inner.ca.get().ok_or(Error::ConnectDisabled)
+    }
+
+    /// The trust domain, once the CA knows it.
+    pub fn trust_domain(&self) -> Option<TrustDomain> {
+        self.inner.ca.get().map(|ca| ca.trust_domain().clone())
+    }
+
+    /// The current roots list.
+    pub fn roots(&self) -> Result<Arc<RootsView>, Error> {
+        Ok(self.ca()?.roots())
+    }
+
+    /// A watch of the roots list (follows rotations; in a secondary, the primary's roots
+    /// with this datacenter's intermediate).
+    pub fn subscribe_roots(&self) -> Result<watch::Receiver<Arc<RootsView>>, Error> {
+        Ok(self.ca()?.subscribe_roots())
+    }
+
+    /// The mesh roots as rustls trusts them.
+    pub fn trust_bundle(&self) -> Result<TrustBundle, Error> {
+        Ok(TrustBundle::from_roots(self.roots()?.as_ref())?)
+    }
+
+    /// Signs a leaf CSR (PEM). A service identity needs `service:write` on the service; a mesh
+    /// gateway identity `mesh:write`; anything else is refused.
+    pub async fn sign_leaf(&self, token: &str, csr_pem: &str) -> Result<IssuedLeaf, Error> {
+        Ok(self.sign_leaf_typed(token, csr_pem).await?)
+    }
+
+    /// [`Datacenter::sign_leaf`] with the CA's own error type (what a leaf manager expects).
+    pub(crate) async fn sign_leaf_typed(
+        &self,
+        token: &str,
+        csr_pem: &str,
+    ) -> Result<IssuedLeaf, mesh_ca::SignError> {
+        let ca = self.ca().map_err(|_| mesh_ca::SignError::NotInitialized)?;
+        let authz = self.authorizer(token).map_err(|e| e.to_string());
+        let check = move |id: &SpiffeId| -> Result<(), mesh_ca::Refusal> {
+            let authz = authz
+                .as_ref()
+                .map_err(|e| mesh_ca::Refusal::new(e.clone()))?;
+            let (d, what, name) = match id {
+                SpiffeId::Service(s) => (
+                    authz.service_write(s.service().as_str()),
+                    "service:write",
+                    s.service().to_string(),
+                ),
+                SpiffeId::MeshGateway(_) => (authz.mesh_write(), "mesh:write", String::new()),
+                _ => {
+                    return Err(mesh_ca::Refusal::new(
+                        "only service and mesh-gateway identities are signed here",
+                    ));
+                }
+            };
+            if d.is_allowed() {
+                Ok(())
+            } else {
+                Err(mesh_ca::Refusal::new(format!(
+                    "token lacks permission '{what}' on {name:?} (decided by {})",
+                    d.decided_by()
+                )))
+            }
+        };
+        ca.sign_leaf_pem(csr_pem, &check).await
+    }
+
+    /// Rotates the CA root (primary only). Needs `operator:write`.
+    pub async fn ca_rotate(&self, token: &str) -> Result<(), Error> {
+        self.require(token, operator_write(), None)?;
+        if !self.is_primary() {
+            return Err(Error::Config(
+                "roots rotate in the primary datacenter".into(),
+            ));
+        }
+        let ca = self.ca()?;
+        ca.rotate().await?;
+        self.save_ca_state(ca).await?;
+        Ok(())
+    }
+
+    pub(super) async fn start_primary_ca(&self) -> Result<Ca, Error> {
+        let inner = &self.inner;
+        let opts =
+            CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
+        let existing = inner.store.get(&table(tables::CA_STATE), "state").await?;
+        let ca = match existing.as_ref().and_then(|r| r.value.as_json()) {
+            Some(v) => Ca::load(opts, CaState::from_json(&v.to_string())?)?,
+            None => Ca::bootstrap_primary(opts).await?,
+        };
+        self.save_ca_state(&ca).await?;
+        self.spawn_intermediate_signer(ca.clone());
+        tracing::info!(trust_domain = %ca.trust_domain(), "CA ready (primary)");
+        Ok(ca)
+    }
+
+    pub(super) async fn start_secondary_ca(&self) -> Result<Ca, Error> {
+        let inner = &self.inner;
+        let opts =
+            CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
+        let existing = inner.store.get(&table(tables::CA_STATE), "state").await?;
+        // A weak handle: the renewal task must not keep the datacenter alive.
+        let signer = Arc::new(ReplicatedSigner {
+            dc: Arc::downgrade(&self.inner),
+        });
+        let ca = match existing.as_ref().and_then(|r| r.value.as_json()) {
+            Some(v) => Ca::load(opts, CaState::from_json(&v.to_string())?)?,
+            None => Ca::init_secondary(opts, signer.as_ref()).await?,
+        };
+        self.save_ca_state(&ca).await?;
+        let renew = ca.clone();
+        let task = tokio::spawn(async move {
+            renew.run_secondary(signer, Duration::from_secs(3600)).await;
+        });
+        inner.push_task(task);
+        tracing::info!(trust_domain = %ca.trust_domain(), "CA ready (secondary intermediate signed by the primary)");
+        Ok(ca)
+    }
+
+    pub(super) async fn save_ca_state(&self, ca: &Ca) -> Result<(), Error> {
+        let state = ca.export_state().to_json()?;
+        let value = serde_json::from_str(&state).map_err(Error::invalid)?;
+        self.write_local(tables::CA_STATE, "state", Value::json(value), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Primary: publishes every roots list to the global table secondaries replicate.
+    pub(super) fn spawn_roots_publisher(&self, ca: Ca) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut rx = ca.subscribe_roots();
+        let task = tokio::spawn(async move {
+            loop {
+                let view = rx.borrow_and_update().clone();
+                {
+                    let Some(inner) = weak.upgrade() else { return };
+                    match serde_json::to_value(view.as_ref()) {
+                        Ok(v) => {
+                            if let Err(e) = inner
+                                .store
+                                .upsert(&table(tables::CA_ROOTS), "roots", Value::json(v), None)
+                                .await
+                            {
+                                tracing::warn!(error = %e, "publishing CA roots failed");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "encoding CA roots failed"),
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.inner.push_task(task);
+    }
+
+    /// Primary: signs every pending intermediate request that arrives through replication.
+    fn spawn_intermediate_signer(&self, ca: Ca) {
+        let store = self.inner.store.clone();
+        let task = tokio::spawn(async move {
+            let t = table(tables::CA_INTERMEDIATES);
+            loop {
+                let listing = match store.list(&t).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading intermediate requests failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                for rec in &listing.records {
+                    let Some(mut req) = decode::<IntermediateRecord>(rec) else {
+                        continue;
+                    };
+                    if req.cert.is_some() || req.error.is_some() {
+                        continue;
+                    }
+                    match ca.sign_intermediate(&req.csr).await {
+                        Ok(cert) => req.cert = Some(cert),
+                        Err(e) => {
+                            tracing::warn!(datacenter = %rec.id, error = %e, "intermediate request refused");
+                            req.error = Some(e.to_string());
+                        }
+                    }
+                    let Ok(v) = serde_json::to_value(&req) else {
+                        continue;
+                    };
+                    // CAS on the request's index: a newer request from the same datacenter wins.
+                    if let Err(e) = store
+                        .upsert(&t, &rec.id, Value::json(v), Some(rec.modify_index))
+                        .await
+                    {
+                        tracing::debug!(datacenter = %rec.id, error = %e, "intermediate answer superseded");
+                    }
+                }
+                if let Err(e) = store.wait_table(&t, listing.index, WATCH_WAIT).await {
+                    tracing::warn!(error = %e, "waiting for intermediate requests failed");
+                }
+            }
+        });
+        self.inner.push_task(task);
+    }
+}
+
+/// The secondary's side of intermediate signing: the request is a forwarded write to the
+/// primary, the answer comes back by replication.
+struct ReplicatedSigner {
+    dc: std::sync::Weak<Inner>,
+}
+
+impl ReplicatedSigner {
+    fn dc(&self) -> Result<Datacenter, SignerError> {
+        self.dc
+            .upgrade()
+            .map(|inner| Datacenter { inner })
+            .ok_or_else(|| "the datacenter has stopped".into())
+    }
+}
+
+#[async_trait::async_trait]
+impl IntermediateSigner for ReplicatedSigner {
+    async fn primary_roots(&self) -> Result<RootsView, SignerError> {
+        let store = self.dc()?.inner.store.clone();
+        let t = table(tables::CA_ROOTS);
+        let mut seen = Index::ZERO;
+        loop {
+            if let Some(rec) = store.get(&t, "roots").await.map_err(signer_err)?
+                && let Some(v) = rec.value.as_json()
+            {
+                return serde_json::from_value(v.clone()).map_err(signer_err);
+            }
+            seen = store
+                .wait_table(&t, seen, WATCH_WAIT)
+                .await
+                .map_err(signer_err)?;
+        }
+    }
+
+    async fn sign_intermediate(&self, csr_pem: &str) -> Result<String, SignerError> {
+        let dc = &self.dc()?;
+        let token = dc
+            .inner
+            .config
+            .acl
+            .tokens
+            .replication
+            .clone()
+            .unwrap_or_default();
+        let req = IntermediateRecord {
+            csr: csr_pem.to_owned(),
+            cert: None,
+            error: None,
+        };
+        let value = serde_json::to_value(&req).map_err(signer_err)?;
+        dc.write_global(
+            &token,
+            tables::CA_INTERMEDIATES,
+            dc.name().as_str(),
+            Value::json(value),
+            None,
+        )
+        .await
+        .map_err(signer_err)?;
+        let store = &dc.inner.store;
+        let t = table(tables::CA_INTERMEDIATES);
+        let mut seen = Index::ZERO;
+        loop {
+            if let Some(rec) = store
+                .get(&t, dc.name().as_str())
+                .await
+                .map_err(signer_err)?
+                && let Some(ans) = decode::<IntermediateRecord>(&rec).filter(|a| a.csr == csr_pem)
+            {
+                if let Some(cert) = ans.cert {
+                    return Ok(cert);
+                }
+                if let Some(e) = ans.error {
+                    return Err(format!("primary refused the intermediate: {e}").into());
+                }
+            }
+            seen = store
+                .wait_table(&t, seen, WATCH_WAIT)
+                .await
+                .map_err(signer_err)?;
+        }
+    }
+}
+
+fn signer_err(e: impl std::fmt::Display) -> SignerError {
+    e.to_string().into()
+}

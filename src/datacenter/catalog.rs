@@ -1,0 +1,352 @@
+//! The local catalog: service, sidecar and mesh-gateway registrations and the addresses
+//! the data plane routes to.
+
+use super::*;
+
+impl Datacenter {
+    /// Registers a service from Consul's JSON (`socat.json`, `web.json`), and its sidecar
+    /// when it has a `connect.sidecar_service` stanza (port picked from 21000-21255 when none
+    /// is given). Needs `service:write` on the service (and on its sidecar). The token is the
+    /// call's, or the registration's own `token` when the call has none.
+    pub async fn register_service(
+        &self,
+        token: &str,
+        definition_json: &str,
+    ) -> Result<Registered, Error> {
+        let def = ServiceDefinition::from_json(definition_json).map_err(Error::invalid)?;
+        def.validate().map_err(Error::invalid)?;
+        let token = if token.is_empty() {
+            def.token
+                .as_ref()
+                .map(TokenSecret::expose_secret)
+                .unwrap_or("")
+        } else {
+            token
+        };
+        let name = def
+            .name
+            .clone()
+            .ok_or_else(|| Error::invalid_msg("service registration has no name"))?;
+        let id = def
+            .instance_id()
+            .ok_or_else(|| Error::invalid_msg("service registration has no ID or name"))?;
+        self.require_registration(token, &def, &id).await?;
+        let mut service = def.clone();
+        service.token = None;
+        let mut ops = Vec::new();
+        let sidecar =
+            match sidecar_from_service(&def, def.token.as_ref()).map_err(Error::invalid)? {
+                None => None,
+                Some(mut sc) => {
+                    // The sidecar is a registration of its own: its name, the instance id it
+                    // takes, and the service it proxies (the parent) are all checked.
+                    let sc_id = sc.id().clone();
+                    self.require_registration(token, sc.service(), &sc_id)
+                        .await?;
+                    let listing = self.inner.store.list(&table(tables::CATALOG)).await?;
+                    let ports: Vec<(String, u16)> = listing
+                        .records
+                        .iter()
+                        .filter_map(|r| {
+                            decode::<CatalogEntry>(r).map(|e| (r.id.clone(), e.service.port))
+                        })
+                        .collect();
+                    sc.assign_port(
+                        &SidecarPortRange::default(),
+                        ports.iter().map(|(i, p)| (i.as_str(), *p)),
+                    )
+                    .map_err(Error::invalid)?;
+                    sc.ensure_default_checks();
+                    let sc_id = sc.id().clone();
+                    let (sc_def, _checks, _token) = sc.into_parts();
+                    let entry = CatalogEntry {
+                        lan: lan_addr(&sc_def),
+                        service: sc_def,
+                        down: false,
+                    };
+                    ops.push(upsert(tables::CATALOG, sc_id.as_str(), json(&entry)?));
+                    Some(entry)
+                }
+            };
+        service.connect = None;
+        let entry = CatalogEntry {
+            lan: lan_addr(&service),
+            service,
+            down: false,
+        };
+        ops.push(upsert(tables::CATALOG, id.as_str(), json(&entry)?));
+        self.inner.store.txn(ops).await?;
+        if let Some(sc) = &sidecar
+            && let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan)
+        {
+            {
+                let ep = ServiceEndpoint {
+                    datacenter: self.name().clone(),
+                    service: name.clone(),
+                    address,
+                };
+                let ep_id = self.global_id(name.as_str(), sc_id.as_str());
+                self.publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                    .await?;
+            }
+        }
+        tracing::info!(service = %name, id = %id, sidecar = sidecar.is_some(), "service registered");
+        Ok(Registered {
+            id,
+            service: entry,
+            sidecar,
+        })
+    }
+
+    /// What registering `def` under `id` needs, as Consul defines it: `service:write` on the
+    /// registration's name; when `id` is already registered, `service:write` on the service
+    /// that holds it (a token may not take over another service's instance); for a
+    /// `connect-proxy`, `service:write` on the service it proxies (a token may not divert
+    /// another service's traffic).
+    async fn require_registration(
+        &self,
+        token: &str,
+        def: &ServiceDefinition,
+        id: &ServiceInstanceId,
+    ) -> Result<(), Error> {
+        let name = def
+            .name
+            .as_ref()
+            .ok_or_else(|| Error::invalid_msg("service registration has no name"))?;
+        self.require(token, service_write(), Some(name.as_str()))?;
+        if let Some(rec) = self
+            .inner
+            .store
+            .get(&table(tables::CATALOG), id.as_str())
+            .await?
+        {
+            // An entry that does not decode belongs to nobody we can name: only a token
+            // with write on every service may replace it.
+            let owner = decode::<CatalogEntry>(&rec)
+                .and_then(|e| e.name().map(|n| n.as_str().to_owned()))
+                .unwrap_or_else(|| "*".to_owned());
+            if owner != name.as_str() {
+                self.require(token, service_write(), Some(&owner))?;
+            }
+        }
+        if def.kind == ServiceKind::ConnectProxy {
+            let dest = def
+                .proxy
+                .as_ref()
+                .and_then(|p| p.destination_service_name.as_ref())
+                .ok_or_else(|| {
+                    Error::invalid_msg("a connect-proxy registration names its destination service")
+                })?;
+            self.require(token, service_write(), Some(dest.as_str()))?;
+        }
+        Ok(())
+    }
+
+    /// Registers a mesh gateway instance with its LAN and WAN addresses; other datacenters
+    /// learn its WAN address through the primary. Needs `service:write` on the gateway's name.
+    pub async fn register_mesh_gateway(
+        &self,
+        token: &str,
+        name: &ServiceName,
+        id: &str,
+        lan: SocketAddr,
+        wan: SocketAddr,
+    ) -> Result<FederationGateway, Error> {
+        self.require(token, service_write(), Some(name.as_str()))?;
+        let mut def = MeshGatewayRegistration::new(
+            Some(name.clone()),
+            Some(host_port(lan)),
+            Some(host_port(wan)),
+        )
+        .map_err(Error::invalid)?
+        .into_definition();
+        def.id = Some(ServiceInstanceId::new(id).map_err(Error::invalid)?);
+        let instance = ServiceInstanceId::new(id).map_err(Error::invalid)?;
+        self.require_registration(token, &def, &instance).await?;
+        let reg = MeshGatewayRegistration::from_definition(def).map_err(Error::invalid)?;
+        let entry = CatalogEntry {
+            lan: Some(lan),
+            service: reg.into_definition(),
+            down: false,
+        };
+        self.write_local(tables::CATALOG, id, json(&entry)?, None)
+            .await?;
+        let fed = FederationGateway {
+            datacenter: self.name().clone(),
+            service: name.clone(),
+            id: id.to_owned(),
+            wan,
+            lan,
+        };
+        let fed_id = self.global_id(name.as_str(), id);
+        self.publish_global(token, tables::FEDERATION, &fed_id, Some(json(&fed)?))
+            .await?;
+        tracing::info!(gateway = %name, id, %lan, %wan, "mesh gateway registered");
+        Ok(fed)
+    }
+
+    /// Removes an instance from the local catalog (and a gateway from the federation).
+    pub async fn deregister(&self, token: &str, id: &str) -> Result<(), Error> {
+        let Some(rec) = self.inner.store.get(&table(tables::CATALOG), id).await? else {
+            return Err(Error::NotFound(format!("service instance {id:?}")));
+        };
+        let entry: CatalogEntry =
+            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
+        let name = entry
+            .name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
+        self.require(token, service_write(), Some(&name))?;
+        self.inner
+            .store
+            .delete(&table(tables::CATALOG), id, None)
+            .await?;
+        match entry.service.kind {
+            ServiceKind::MeshGateway => {
+                let fed_id = self.global_id(&name, id);
+                self.publish_global(token, tables::FEDERATION, &fed_id, None)
+                    .await?
+            }
+            ServiceKind::ConnectProxy => {
+                let dest = entry
+                    .service
+                    .proxy
+                    .as_ref()
+                    .and_then(|p| p.destination_service_name.as_ref())
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_default();
+                let ep_id = self.global_id(&dest, id);
+                self.publish_global(token, tables::ENDPOINTS, &ep_id, None)
+                    .await?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Moves an instance to `addr` (a sidecar bound elsewhere than registered). Needs
+    /// `service:write` on the instance's service.
+    pub async fn set_instance_address(
+        &self,
+        token: &str,
+        id: &str,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        let Some(rec) = self.inner.store.get(&table(tables::CATALOG), id).await? else {
+            return Err(Error::NotFound(format!("service instance {id:?}")));
+        };
+        let mut entry: CatalogEntry =
+            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
+        let name = entry
+            .name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
+        self.require(token, service_write(), Some(&name))?;
+        entry.lan = Some(addr);
+        entry.service.port = addr.port();
+        self.inner
+            .store
+            .upsert(
+                &table(tables::CATALOG),
+                id,
+                json(&entry)?,
+                Some(rec.modify_index),
+            )
+            .await?;
+        let dest = entry
+            .service
+            .proxy
+            .as_ref()
+            .and_then(|p| p.destination_service_name.clone());
+        if let (ServiceKind::ConnectProxy, Some(service)) = (entry.service.kind, dest) {
+            let ep = ServiceEndpoint {
+                datacenter: self.name().clone(),
+                service,
+                address: addr,
+            };
+            let ep_id = self.global_id(ep.service.as_str(), id);
+            self.publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every instance of the local catalog.
+    pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, Error> {
+        let listing = self.inner.store.list(&table(tables::CATALOG)).await?;
+        Ok(listing.records.iter().filter_map(decode).collect())
+    }
+
+    /// The LAN addresses of the sidecars of `service` in this datacenter (where mTLS
+    /// connections to the service land).
+    pub async fn sidecar_addresses(&self, service: &ServiceName) -> Result<Vec<SocketAddr>, Error> {
+        Ok(self
+            .catalog()
+            .await?
+            .into_iter()
+            .filter(|e| {
+                !e.down
+                    && e.service.kind == ServiceKind::ConnectProxy
+                    && e.service
+                        .proxy
+                        .as_ref()
+                        .and_then(|p| p.destination_service_name.as_ref())
+                        == Some(service)
+            })
+            .filter_map(|e| e.lan)
+            .collect())
+    }
+
+    /// The sidecar addresses of `service` in another datacenter (for mesh-gateway mode `none`).
+    pub async fn remote_endpoints(
+        &self,
+        datacenter: &DatacenterName,
+        service: &ServiceName,
+    ) -> Result<Vec<SocketAddr>, Error> {
+        let listing = self.inner.store.list(&table(tables::ENDPOINTS)).await?;
+        Ok(listing
+            .records
+            .iter()
+            .filter_map(decode::<ServiceEndpoint>)
+            .filter(|e| &e.datacenter == datacenter && &e.service == service)
+            .map(|e| e.address)
+            .collect())
+    }
+
+    /// The mesh gateways of every datacenter, as the federation table knows them.
+    pub async fn federation(&self) -> Result<Vec<FederationGateway>, Error> {
+        let listing = self.inner.store.list(&table(tables::FEDERATION)).await?;
+        Ok(listing.records.iter().filter_map(decode).collect())
+    }
+
+    /// Blocks until the catalog or the federation table changes past `after`, or `timeout`.
+    pub async fn wait_routing_change(
+        &self,
+        after: Index,
+        timeout: Duration,
+    ) -> Result<Index, Error> {
+        let cat = table(tables::CATALOG);
+        let fed = table(tables::FEDERATION);
+        let store = &self.inner.store;
+        let current = store.table_index(&cat).max(store.table_index(&fed));
+        if current > after {
+            return Ok(current);
+        }
+        tokio::select! {
+            r = store.wait_table(&cat, after, timeout) => r?,
+            r = store.wait_table(&fed, after, timeout) => r?,
+        };
+        Ok(store.table_index(&cat).max(store.table_index(&fed)))
+    }
+}
+
+/// A registered service, with the sidecar derived from it.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The instance id.
+    pub id: ServiceInstanceId,
+    /// The catalog entry of the service.
+    pub service: CatalogEntry,
+    /// The catalog entry of its sidecar, if it has one.
+    pub sidecar: Option<CatalogEntry>,
+}

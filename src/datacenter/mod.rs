@@ -1,0 +1,937 @@
+//! A datacenter's control plane: state, ACLs, intentions, config entries, catalog, CA and
+//! replication, behind one API whose every call is authorized by a token.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mesh_ca::tls::TrustBundle;
+use mesh_ca::{Ca, CaOptions, CaState, IntermediateSigner, IssuedLeaf, RootsView, SignerError};
+use mesh_core::catalog::{
+    MeshGatewayRegistration, ServiceDefinition, ServiceInstanceId, ServiceKind, SidecarPortRange,
+    TokenSecret, sidecar_from_service,
+};
+use mesh_core::{
+    ConfigEntry, Datacenter as DatacenterName, Index, ServiceName, SpiffeId, TrustDomain,
+};
+use mesh_intentions::acl::{
+    Access, Authorizer, AuthorizerContext, GLOBAL_MANAGEMENT_POLICY_ID, Permission, Policy,
+    Resource,
+};
+use mesh_intentions::intention::{
+    Action, Intention, IntentionDefault, IntentionSet, SharedIntentions, can_read, can_write,
+};
+use mesh_replication::store::{DurableStore, MemoryStore, Store};
+use mesh_replication::{
+    Forwarder, InProcessTransport, Record, Replicas, ReplicationServer, ReplicationStatus,
+    ReplicatorConfig, SecretToken, Transport, TxnOp, Value,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::acl::{
+    AclRecords, AclSnapshot, NameIndexRecord, PolicyRecord, RoleRecord, ServiceIdentityRecord,
+    TokenRecord,
+};
+use crate::authz;
+use crate::catalog::{CatalogEntry, FederationGateway, ServiceEndpoint};
+use crate::config::{DatacenterConfig, Storage};
+use crate::replication::AclReplicationAuthorizer;
+use crate::tables::{self, table};
+use crate::{Error, ids};
+
+mod acl;
+mod ca;
+mod catalog;
+
+pub use catalog::Registered;
+mod config_entries;
+mod intentions;
+
+/// How long a write made through the primary may take to replicate back before the call
+/// reports it (the write itself is done by then).
+const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the primary may hold a replication query: short, so that a secondary notices a
+/// broken link (and reports its staleness) within seconds.
+const REPLICATION_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a watcher's blocking query is held before it is renewed.
+const WATCH_WAIT: Duration = Duration::from_secs(60);
+
+/// What a token may be created with.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSpec {
+    /// Free text.
+    pub description: String,
+    /// Names of the policies to link.
+    pub policy_names: Vec<String>,
+    /// Names of the roles to link.
+    pub role_names: Vec<String>,
+    /// Service identities (service names) valid in every datacenter.
+    pub service_identities: Vec<String>,
+    /// Keep the token in this datacenter only.
+    pub local: bool,
+}
+
+/// The answer to "may this client reach this service?" with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Authorization {
+    /// Whether the connection is allowed.
+    pub authorized: bool,
+    /// What decided: the matched intention or the default.
+    pub reason: String,
+}
+
+/// A record of the intermediate exchange between a secondary and the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct IntermediateRecord {
+    pub(crate) csr: String,
+    #[serde(default)]
+    pub(crate) cert: Option<String>,
+    #[serde(default)]
+    pub(crate) error: Option<String>,
+}
+
+/// One datacenter. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct Datacenter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DatacenterConfig,
+    store: Arc<dyn Store>,
+    forwarder: Forwarder,
+    replicas: Option<Replicas>,
+    server: Arc<ReplicationServer>,
+    acl: Arc<ArcSwap<AclSnapshot>>,
+    intentions: Arc<SharedIntentions>,
+    /// Serialises rebuilds of the ACL and intention views: two rebuilds racing could
+    /// otherwise publish an older view after a newer one.
+    rebuild: tokio::sync::Mutex<()>,
+    /// Background publications of global records (by `<table>/<id>`) waiting for the primary;
+    /// a newer publication or a removal of the same record replaces the pending one.
+    pending: Mutex<std::collections::HashMap<String, JoinHandle<()>>>,
+    ca: std::sync::OnceLock<Ca>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Datacenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datacenter")
+            .field("name", &self.inner.config.name)
+            .field("primary", &self.inner.config.is_primary())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.get_mut() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+        if let Ok(pending) = self.pending.get_mut() {
+            for (_, t) in pending.drain() {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain maps).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Datacenter {
+    /// Starts the primary datacenter: opens its state, bootstraps ACLs (the global-management
+    /// policy and the `initial_management` token) and, with Connect on, the CA root.
+    pub async fn start_primary(config: DatacenterConfig) -> Result<Self, Error> {
+        if !config.is_primary() {
+            return Err(Error::Config(format!(
+                "{} is not the primary datacenter ({}): use start_secondary",
+                config.name, config.primary_datacenter
+            )));
+        }
+        Self::start(config, None).await
+    }
+
+    /// Starts a secondary datacenter that replicates from, and forwards writes to, the primary
+    /// through `primary`. With Connect on, it waits until the primary has signed its
+    /// intermediate.
+    pub async fn start_secondary(
+        config: DatacenterConfig,
+        primary: Arc<dyn Transport>,
+    ) -> Result<Self, Error> {
+        if config.is_primary() {
+            return Err(Error::Config(format!(
+                "{} is the primary datacenter: use start_primary",
+                config.name
+            )));
+        }
+        Self::start(config, Some(primary)).await
+    }
+
+    /// An in-process link to this datacenter's replication server, for a secondary in the
+    /// same process.
+    pub fn in_process_link(&self) -> Arc<dyn Transport> {
+        Arc::new(InProcessTransport::new(self.inner.server.clone()))
+    }
+
+    /// The server that answers secondaries (serve it over TCP with
+    /// [`ReplicationServer::spawn_tcp`]).
+    pub fn replication_server(&self) -> Arc<ReplicationServer> {
+        self.inner.server.clone()
+    }
+
+    async fn start(
+        config: DatacenterConfig,
+        primary: Option<Arc<dyn Transport>>,
+    ) -> Result<Self, Error> {
+        let store: Arc<dyn Store> = match &config.storage {
+            Storage::Memory => Arc::new(MemoryStore::new()),
+            Storage::Dir(dir) => {
+                create_private_dir(dir)?;
+                Arc::new(DurableStore::open(dir.join("state.redb")).await?)
+            }
+        };
+        let registry = tables::registry();
+        let acl = Arc::new(ArcSwap::from_pointee(AclSnapshot::default()));
+        let repl_authz = Arc::new(AclReplicationAuthorizer::new(
+            acl.clone(),
+            config.acl.clone(),
+            config.name.clone(),
+        ));
+        let server = Arc::new(ReplicationServer::new(
+            registry.clone(),
+            store.clone(),
+            repl_authz.clone(),
+        ));
+        let (forwarder, replicas) = match &primary {
+            None => (
+                Forwarder::primary(registry.clone(), store.clone(), repl_authz),
+                None,
+            ),
+            Some(link) => {
+                let token =
+                    SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
+                let mut rc = ReplicatorConfig::new(token);
+                rc.wait = REPLICATION_WAIT;
+                rc.check = Some(Arc::new(ReplicatedRecordCheck));
+                let replicas = Replicas::spawn(&registry, store.clone(), link.clone(), rc);
+                (
+                    Forwarder::secondary(registry.clone(), store.clone(), repl_authz, link.clone()),
+                    Some(replicas),
+                )
+            }
+        };
+        let inner = Inner {
+            config,
+            store,
+            forwarder,
+            replicas,
+            server,
+            acl,
+            intentions: Arc::new(SharedIntentions::default()),
+            rebuild: tokio::sync::Mutex::new(()),
+            pending: Mutex::new(std::collections::HashMap::new()),
+            ca: std::sync::OnceLock::new(),
+            tasks: Mutex::new(Vec::new()),
+        };
+        inner.rebuild_acl().await?;
+        inner.rebuild_intentions().await?;
+        if inner.config.is_primary() {
+            inner.bootstrap_acl().await?;
+        }
+        let dc = Datacenter {
+            inner: Arc::new(inner),
+        };
+        dc.spawn_watchers();
+        if dc.inner.config.connect.enabled {
+            let ca = if dc.inner.config.is_primary() {
+                dc.start_primary_ca().await?
+            } else {
+                dc.start_secondary_ca().await?
+            };
+            // Set once, here, before the handle is returned.
+            let _ = dc.inner.ca.set(ca.clone());
+            if dc.is_primary() {
+                dc.spawn_roots_publisher(ca);
+            }
+        }
+        tracing::info!(
+            datacenter = %dc.inner.config.name,
+            primary = dc.inner.config.is_primary(),
+            connect = dc.inner.config.connect.enabled,
+            acl = dc.inner.config.acl.enabled,
+            "datacenter started"
+        );
+        Ok(dc)
+    }
+
+    /// This datacenter's name.
+    pub fn name(&self) -> &DatacenterName {
+        &self.inner.config.name
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &DatacenterConfig {
+        &self.inner.config
+    }
+
+    /// Whether this is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.inner.config.is_primary()
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The replication status of every global table (empty in the primary).
+    pub fn replication_status(&self) -> Vec<ReplicationStatus> {
+        self.inner
+            .replicas
+            .as_ref()
+            .map(Replicas::statuses)
+            .unwrap_or_default()
+    }
+
+    // ---- internals -------------------------------------------------------------------
+
+    fn require(&self, token: &str, perm: Permission, name: Option<&str>) -> Result<(), Error> {
+        let authz = self.authorizer(token)?;
+        let d = authz
+            .check(
+                perm.resource,
+                perm.access,
+                name.unwrap_or(""),
+                AuthorizerContext::default(),
+            )
+            .map_err(Error::invalid)?;
+        authz
+            .require(d, perm, name)
+            .map(|_| ())
+            .map_err(Error::from)
+    }
+
+    async fn write_global(
+        &self,
+        token: &str,
+        t: &'static str,
+        id: &str,
+        value: Value,
+        cas: Option<Index>,
+    ) -> Result<Index, Error> {
+        self.global_txn(
+            token,
+            t,
+            vec![TxnOp::Upsert {
+                table: table(t),
+                id: id.to_owned(),
+                value,
+                cas,
+            }],
+        )
+        .await
+    }
+
+    /// Publishes (`Some`) or removes (`None`) a global record that describes a local object (a
+    /// gateway, a sidecar). Local registration must not depend on the primary: when the
+    /// primary cannot be reached the change is made in the background, retried with backoff
+    /// until it lands; a later change of the same record replaces a pending one, so an older
+    /// value never lands after a newer one. A refusal by the primary is returned as is.
+    async fn publish_global(
+        &self,
+        token: &str,
+        t: &'static str,
+        id: &str,
+        value: Option<Value>,
+    ) -> Result<(), Error> {
+        let key = format!("{t}/{id}");
+        if let Some(old) = lock(&self.inner.pending).remove(&key) {
+            old.abort();
+        }
+        match self.apply_global(token, t, id, value.clone()).await {
+            Ok(()) => Ok(()),
+            // Only a primary that did not answer is waited for; an answer (a refusal, an
+            // invalid record) is the caller's to see.
+            Err(Error::Forward(mesh_replication::WriteError::Forward(e)))
+                if !matches!(e, mesh_replication::TransportError::Remote(_)) =>
+            {
+                tracing::warn!(table = t, id, error = %e, "primary unreachable; publishing in the background");
+                let weak = Arc::downgrade(&self.inner);
+                let (token, id) = (token.to_owned(), id.to_owned());
+                let task = tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(200);
+                    loop {
+                        tokio::time::sleep(delay).await;
+                        let Some(inner) = weak.upgrade() else { return };
+                        let dc = Datacenter { inner };
+                        match dc.apply_global(&token, t, &id, value.clone()).await {
+                            Ok(()) => {
+                                tracing::info!(
+                                    table = t,
+                                    id,
+                                    "published after the primary came back"
+                                );
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::debug!(table = t, id, error = %e, "publishing still failing")
+                            }
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                });
+                lock(&self.inner.pending).insert(key, task);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn apply_global(
+        &self,
+        token: &str,
+        t: &'static str,
+        id: &str,
+        value: Option<Value>,
+    ) -> Result<(), Error> {
+        match value {
+            Some(v) => self.write_global(token, t, id, v, None).await.map(|_| ()),
+            None => self.delete_global(token, t, id).await,
+        }
+    }
+
+    /// The id of a global record about a local instance: `<datacenter>/<service>/<instance>`,
+    /// so the primary can check `service:write` on the service it names.
+    fn global_id(&self, service: &str, instance: &str) -> String {
+        authz::instance_record_id(self.name().as_str(), service, instance)
+    }
+
+    async fn delete_global(&self, token: &str, t: &'static str, id: &str) -> Result<(), Error> {
+        self.global_txn(
+            token,
+            t,
+            vec![TxnOp::Delete {
+                table: table(t),
+                id: id.to_owned(),
+                cas: None,
+            }],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn global_txn(
+        &self,
+        token: &str,
+        t: &'static str,
+        ops: Vec<TxnOp>,
+    ) -> Result<Index, Error> {
+        let receipt = self
+            .inner
+            .forwarder
+            .write(&SecretToken::new(token), ops)
+            .await?;
+        if receipt.forwarded
+            && let Some(replicas) = &self.inner.replicas
+        {
+            replicas
+                .wait_for_index(&table(t), receipt.index, READ_YOUR_WRITES_TIMEOUT)
+                .await?;
+        }
+        // Local views (ACL, intentions) follow the table; make the caller's next call see it.
+        self.inner.refresh(t).await?;
+        Ok(receipt.index)
+    }
+
+    async fn write_local(
+        &self,
+        t: &'static str,
+        id: &str,
+        value: Value,
+        cas: Option<Index>,
+    ) -> Result<Index, Error> {
+        Ok(self.inner.store.upsert(&table(t), id, value, cas).await?)
+    }
+
+    fn spawn_watchers(&self) {
+        // A record the primary holds but this datacenter refused changes no local table:
+        // follow the replicator's list of refusals too.
+        if let Some(replicas) = &self.inner.replicas
+            && let Some(handle) = replicas.get(&table(tables::INTENTIONS))
+        {
+            let mut rx = handle.subscribe();
+            let weak = Arc::downgrade(&self.inner);
+            let task = tokio::spawn(async move {
+                let mut seen = rx.borrow_and_update().refused.clone();
+                while rx.changed().await.is_ok() {
+                    let now = rx.borrow_and_update().refused.clone();
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    let Some(inner) = weak.upgrade() else { return };
+                    if let Err(e) = inner.refresh(tables::INTENTIONS).await {
+                        tracing::warn!(error = %e, "intention rebuild failed");
+                    }
+                }
+            });
+            self.inner.push_task(task);
+        }
+        for t in [
+            tables::ACL_POLICIES,
+            tables::ACL_POLICY_NAMES,
+            tables::ACL_ROLES,
+            tables::ACL_ROLE_NAMES,
+            tables::ACL_TOKENS,
+            tables::ACL_LOCAL_TOKENS,
+            tables::INTENTIONS,
+        ] {
+            let weak = Arc::downgrade(&self.inner);
+            let store = self.inner.store.clone();
+            let task = tokio::spawn(async move {
+                let name = table(t);
+                let mut seen = Index::ZERO;
+                loop {
+                    let idx = match store.wait_table(&name, seen, WATCH_WAIT).await {
+                        Ok(i) => i,
+                        Err(e) => {
+                            tracing::warn!(table = t, error = %e, "watch failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    if idx <= seen {
+                        continue;
+                    }
+                    seen = idx;
+                    let Some(inner) = weak.upgrade() else { return };
+                    if let Err(e) = inner.refresh(t).await {
+                        tracing::warn!(table = t, error = %e, "rebuild failed");
+                    }
+                }
+            });
+            self.inner.push_task(task);
+        }
+    }
+}
+
+/// What a secondary accepts from the primary: every record decodes and validates as a write
+/// would (the CA tables, written by the primary's CA itself, decode as what they are).
+struct ReplicatedRecordCheck;
+
+impl mesh_replication::RecordCheck for ReplicatedRecordCheck {
+    fn check(
+        &self,
+        t: &mesh_replication::TableName,
+        id: &str,
+        value: &Value,
+    ) -> Result<(), String> {
+        let v = || {
+            value
+                .as_json()
+                .ok_or_else(|| "value is not JSON".to_owned())
+        };
+        match t.as_str() {
+            tables::CA_ROOTS => serde_json::from_value::<RootsView>(v()?.clone())
+                .map(|_| ())
+                .map_err(|e| format!("roots do not decode: {e}")),
+            tables::CA_INTERMEDIATES => serde_json::from_value::<IntermediateRecord>(v()?.clone())
+                .map(|_| ())
+                .map_err(|e| format!("intermediate record does not decode: {e}")),
+            other => authz::decode_record(other, id, Some(value))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Inner {
+    fn push_task(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    fn authorizer(&self, secret: &str) -> Result<Authorizer, Error> {
+        if !self.config.acl.enabled {
+            return Ok(Authorizer::acls_disabled());
+        }
+        let snap = self.acl.load();
+        let token = snap.token(secret).ok_or(Error::AclNotFound)?;
+        if token.is_expired(crate::acl::now()) {
+            return Err(Error::AclNotFound);
+        }
+        Ok(snap.authorizer(&token, self.config.acl.default_policy, &self.config.name))
+    }
+
+    async fn refresh(&self, t: &str) -> Result<(), Error> {
+        match t {
+            tables::ACL_POLICIES
+            | tables::ACL_POLICY_NAMES
+            | tables::ACL_ROLES
+            | tables::ACL_ROLE_NAMES
+            | tables::ACL_TOKENS
+            | tables::ACL_LOCAL_TOKENS => self.rebuild_acl().await,
+            tables::INTENTIONS => self.rebuild_intentions().await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn rebuild_acl(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.rebuild.lock().await;
+        let s = &self.store;
+        let policies = s.list(&table(tables::ACL_POLICIES)).await?;
+        let policy_names = s.list(&table(tables::ACL_POLICY_NAMES)).await?;
+        let roles = s.list(&table(tables::ACL_ROLES)).await?;
+        let role_names = s.list(&table(tables::ACL_ROLE_NAMES)).await?;
+        let global = s.list(&table(tables::ACL_TOKENS)).await?;
+        let local = s.list(&table(tables::ACL_LOCAL_TOKENS)).await?;
+        let prev = self.acl.load_full();
+        let snap = AclSnapshot::rebuild(
+            &prev,
+            AclRecords {
+                policies: &policies.records,
+                policy_names: &policy_names.records,
+                roles: &roles.records,
+                role_names: &role_names.records,
+                global_tokens: &global.records,
+                local_tokens: &local.records,
+            },
+        );
+        self.acl.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// Rebuilds the intention view. Never fails as a whole: a stored intention that does not
+    /// decode, validate or sit under its own id is left out, logged, and its destination
+    /// fails closed (every connection to it is refused) until the record is fixed or deleted;
+    /// a record whose destination cannot be told closes every destination.
+    async fn rebuild_intentions(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.rebuild.lock().await;
+        let listing = self.store.list(&table(tables::INTENTIONS)).await?;
+        let mut good = Vec::with_capacity(listing.records.len());
+        let mut closed: Vec<String> = Vec::new();
+        for rec in &listing.records {
+            match authz::decode_record(tables::INTENTIONS, &rec.id, Some(&rec.value)) {
+                Ok(authz::Write::Intention {
+                    value: Some(ixn), ..
+                }) => good.push(*ixn),
+                Ok(_) => closed.push("*".into()),
+                Err(e) => {
+                    let dest = rec.id.split_once('/').map_or("*", |(d, _)| d).to_owned();
+                    tracing::error!(
+                        id = %rec.id,
+                        error = %e,
+                        destination = %dest,
+                        "stored intention is invalid: connections to its destination are refused"
+                    );
+                    closed.push(dest);
+                }
+            }
+        }
+        if let Some(replicas) = &self.replicas {
+            for (id, reason) in replicas.refused(&table(tables::INTENTIONS)) {
+                let dest = id.split_once('/').map_or("*", |(d, _)| d).to_owned();
+                tracing::error!(%id, %reason, destination = %dest, "replicated intention refused: connections to its destination are refused");
+                closed.push(dest);
+            }
+        }
+        let set = match IntentionSet::build(good) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::error!(error = %e, "intentions do not index: every connection is refused");
+                closed.push("*".into());
+                IntentionSet::empty()
+            }
+        };
+        self.intentions.store(set.with_closed_destinations(closed));
+        Ok(())
+    }
+
+    /// Primary: gives every stored policy and role whose name the unique-name index does
+    /// not hold yet (state written before the index existed) its entry. Idempotent; of two
+    /// objects with one name, the one with the smallest id keeps it.
+    async fn index_names(&self) -> Result<(), Error> {
+        for (objects, index) in [
+            (tables::ACL_POLICIES, tables::ACL_POLICY_NAMES),
+            (tables::ACL_ROLES, tables::ACL_ROLE_NAMES),
+        ] {
+            let listing = self.store.list(&table(objects)).await?;
+            let mut claimed = std::collections::HashSet::new();
+            let mut named: Vec<(String, String)> = listing
+                .records
+                .iter()
+                .filter_map(|r| {
+                    let v = r.value.as_json()?;
+                    let name = v.get("Name")?.as_str()?.to_owned();
+                    Some((name, r.id.clone()))
+                })
+                .collect();
+            named.sort();
+            for (name, id) in named {
+                if !claimed.insert(name.clone()) {
+                    tracing::warn!(table = objects, %name, %id, "a second object holds this name; it keeps it only by id");
+                    continue;
+                }
+                let t = table(index);
+                if self.store.get(&t, &name).await?.is_none() {
+                    self.store
+                        .upsert(&t, &name, json(&NameIndexRecord { id })?, Some(Index::ZERO))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The global-management policy and the initial management token (primary only).
+    async fn bootstrap_acl(&self) -> Result<(), Error> {
+        if !self.config.acl.enabled {
+            return Ok(());
+        }
+        let builtin = Policy::global_management();
+        let policies = table(tables::ACL_POLICIES);
+        if self
+            .store
+            .get(&policies, GLOBAL_MANAGEMENT_POLICY_ID)
+            .await?
+            .is_none()
+        {
+            let rec = PolicyRecord {
+                id: GLOBAL_MANAGEMENT_POLICY_ID.to_owned(),
+                name: builtin.name().to_owned(),
+                description: builtin.description().to_owned(),
+                rules: builtin.rules().to_json(),
+                datacenters: Vec::new(),
+            };
+            self.store
+                .upsert(&policies, &rec.id, json(&rec)?, Some(Index::ZERO))
+                .await?;
+        }
+        self.index_names().await?;
+        if let Some(secret) = &self.config.acl.tokens.initial_management
+            && self.acl.load().token(secret).is_none()
+        {
+            {
+                let rec = TokenRecord {
+                    accessor_id: ids::uuid()?,
+                    secret_id: secret.clone(),
+                    description: "Initial Management Token".into(),
+                    policies: vec![GLOBAL_MANAGEMENT_POLICY_ID.to_owned()],
+                    roles: Vec::new(),
+                    service_identities: Vec::new(),
+                    node_identities: Vec::new(),
+                    local: false,
+                    expiration_time: None,
+                };
+                self.store
+                    .upsert(
+                        &table(tables::ACL_TOKENS),
+                        &rec.accessor_id,
+                        json(&rec)?,
+                        Some(Index::ZERO),
+                    )
+                    .await?;
+            }
+        }
+        self.rebuild_acl().await
+    }
+}
+
+/// The intention check shared by the API and the data plane.
+pub(crate) fn authorize_with(
+    intentions: &SharedIntentions,
+    default: IntentionDefault,
+    trust_domain: Option<&TrustDomain>,
+    client: &SpiffeId,
+    target: &ServiceName,
+) -> Authorization {
+    let Some(svc) = client.as_service() else {
+        return Authorization {
+            authorized: false,
+            reason: "ClientCertURI not a valid Service identifier".into(),
+        };
+    };
+    if trust_domain.is_some_and(|td| svc.trust_domain() != td) {
+        return Authorization {
+            authorized: false,
+            reason: format!(
+                "client trust domain {} is not this mesh's",
+                svc.trust_domain()
+            ),
+        };
+    }
+    let set = intentions.load();
+    let d = set.decide(svc.service().as_str(), target.as_str(), default);
+    Authorization {
+        authorized: d.is_allowed(),
+        reason: d.to_string(),
+    }
+}
+
+fn policy_ids<'a>(
+    snap: &AclSnapshot,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, Error> {
+    names
+        .map(|n| {
+            snap.policy_by_name(n)
+                .map(|p| p.id().to_string())
+                .ok_or_else(|| Error::NotFound(format!("policy {n:?}")))
+        })
+        .collect()
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Value, Error> {
+    Ok(Value::json(
+        serde_json::to_value(v).map_err(Error::invalid)?,
+    ))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(rec: &Record) -> Option<T> {
+    let v = rec.value.as_json()?;
+    match serde_json::from_value(v.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(id = %rec.id, error = %e, "record does not decode; skipped");
+            None
+        }
+    }
+}
+
+/// A policy or role name: Consul's rule, 1-128 of `[A-Za-z0-9_-]`.
+fn check_acl_name(what: &str, name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_msg(format!(
+            "invalid {what} name {name:?}: 1 to 128 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Claims `name` in a unique-name index for `id`: fails if the name is taken.
+fn name_claim(t: &'static str, name: &str, id: &str) -> Result<TxnOp, Error> {
+    Ok(upsert_cas(
+        t,
+        name,
+        json(&NameIndexRecord { id: id.to_owned() })?,
+        Index::ZERO,
+    ))
+}
+
+/// A check-and-set conflict reported as a name conflict.
+fn conflict_as(e: Error, what: String) -> Error {
+    let cas = match &e {
+        Error::Store(mesh_replication::StoreError::CasConflict { .. }) => true,
+        Error::Forward(mesh_replication::WriteError::Local(
+            mesh_replication::StoreError::CasConflict { .. },
+        )) => true,
+        Error::Forward(mesh_replication::WriteError::Forward(
+            mesh_replication::TransportError::Remote(r),
+        )) => r.kind == mesh_replication::RemoteErrorKind::CasConflict,
+        _ => false,
+    };
+    if cas { Error::Conflict(what) } else { e }
+}
+
+/// An operation refused by [`authz`] as an API error.
+fn refused(r: authz::Refusal) -> Error {
+    match r {
+        authz::Refusal::Invalid(m) => Error::invalid_msg(m),
+        authz::Refusal::Denied(m) => Error::Forward(mesh_replication::WriteError::Denied(
+            mesh_replication::Denied::new(m),
+        )),
+    }
+}
+
+fn upsert_cas(t: &'static str, id: &str, value: Value, cas: Index) -> TxnOp {
+    TxnOp::Upsert {
+        table: table(t),
+        id: id.to_owned(),
+        value,
+        cas: Some(cas),
+    }
+}
+
+fn delete(t: &'static str, id: &str) -> TxnOp {
+    TxnOp::Delete {
+        table: table(t),
+        id: id.to_owned(),
+        cas: None,
+    }
+}
+
+fn upsert(t: &'static str, id: &str, value: Value) -> TxnOp {
+    TxnOp::Upsert {
+        table: table(t),
+        id: id.to_owned(),
+        value,
+        cas: None,
+    }
+}
+
+fn lan_addr(def: &ServiceDefinition) -> Option<SocketAddr> {
+    let ip = def
+        .address
+        .as_ref()
+        .and_then(|h| h.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    (def.port != 0).then_some(SocketAddr::new(ip, def.port))
+}
+
+fn host_port(a: SocketAddr) -> mesh_core::catalog::HostPort {
+    mesh_core::catalog::HostPort::new(mesh_core::catalog::Host::Ip(a.ip()), a.port())
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn acl_write() -> Permission {
+    Permission {
+        resource: Resource::Acl,
+        access: Access::Write,
+    }
+}
+fn service_write() -> Permission {
+    Permission {
+        resource: Resource::Service,
+        access: Access::Write,
+    }
+}
+fn mesh_write() -> Permission {
+    Permission {
+        resource: Resource::Mesh,
+        access: Access::Write,
+    }
+}
+fn operator_write() -> Permission {
+    Permission {
+        resource: Resource::Operator,
+        access: Access::Write,
+    }
+}
