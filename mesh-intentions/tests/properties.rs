@@ -74,11 +74,20 @@ proptest! {
         }
     }
 
+    /// Arbitrary text: no parser panics, what one accepts renders to canonical JSON that
+    /// parses back to the same rules, and what one refuses it refuses with a message.
     #[test]
-    fn parsers_never_panic(text in "\\PC{0,200}") {
-        let _ = mesh_intentions::acl::parse_rules(&text);
-        let _ = parse_hcl(&text);
-        let _ = parse_json(&text);
+    fn parsers_accept_only_what_round_trips_and_explain_refusals(text in "\\PC{0,200}") {
+        for parsed in [
+            mesh_intentions::acl::parse_rules(&text),
+            parse_hcl(&text),
+            parse_json(&text),
+        ] {
+            match parsed {
+                Ok(rules) => prop_assert_eq!(parse_json(&rules.to_json()).unwrap(), rules),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
     }
 }
 
