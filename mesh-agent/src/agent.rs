@@ -1,19 +1,538 @@
-//! A running `mesh agent`.
+//! A running `mesh agent`: one server of its datacenter.
 //!
-//! Placeholder contract (being written): `run(config)`.
+//! It starts the datacenter from the configuration (the primary, or a secondary that reaches
+//! its primary's server port through `retry_join_wan`), serves the replication protocol on
+//! the server port and the HTTP API on the HTTP (and HTTPS) port, registers the services its
+//! configuration files define, re-reads them on `mesh reload` or SIGHUP, and stops on SIGINT
+//! or SIGTERM.
 
-use crate::config::AgentConfig;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Why the agent stopped or could not start.
+use mesh::replication_engine::{
+    FramedTransport, ListRequest, RemoteErrorKind, ReplicationServer, SecretToken, ServeConfig,
+    TcpConnector, Transport, TransportError,
+};
+use mesh::{Datacenter, DatacenterConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::http::{AgentInfo, ApiState, HttpConfig};
+use crate::metrics::Metrics;
+
+/// How long a secondary may take to reach its primary and get its intermediate signed before
+/// start-up fails.
+const SECONDARY_START: Duration = Duration::from_secs(30);
+/// How long the first probe of the primary may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the agent stopped or could not start. Each variant names what failed and why.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
-    /// Anything.
+    /// The configuration is unusable.
+    #[error("configuration")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what})")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The datacenter could not start.
+    #[error("starting datacenter {datacenter}")]
+    Start {
+        /// The datacenter.
+        datacenter: String,
+        /// The cause.
+        #[source]
+        source: mesh::Error,
+    },
+    /// A secondary has no way to reach its primary.
+    #[error(
+        "datacenter {0} is a secondary (primary_datacenter differs) but no primary server is \
+         configured: set retry_join_wan to the primary's server address (host:port)"
+    )]
+    NoPrimary(String),
+    /// The primary refused this secondary's replication token.
+    #[error("the primary at {addr} refused the replication token: {message}")]
+    ReplicationToken {
+        /// The primary's address.
+        addr: String,
+        /// What the primary said.
+        message: String,
+    },
+    /// The primary could not be reached.
+    #[error("cannot reach the primary's server at {addr}")]
+    PrimaryUnreachable {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: TransportError,
+    },
+    /// Start-up took too long.
+    #[error("{0}")]
+    Timeout(String),
+    /// A TLS file could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Anything else at run time.
     #[error("{0}")]
     Other(String),
 }
 
-/// Runs the agent until SIGINT/SIGTERM.
-pub async fn run(_config: AgentConfig) -> Result<(), AgentError> {
-    Err(AgentError::Other("not implemented yet".into()))
+/// Where the agent's configuration comes from, so that a reload re-reads the same files.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// `-config-file` arguments, in order.
+    pub files: Vec<PathBuf>,
+    /// `-config-dir` arguments, in order.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Runs the agent until SIGINT/SIGTERM, with configuration read once from `config` (no
+/// reload of files: see [`run_from`]).
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    run_with(config, None).await
+}
+
+/// Reads the configuration from `sources` and runs the agent until SIGINT/SIGTERM; `mesh
+/// reload` and SIGHUP re-read the same sources.
+pub async fn run_from(sources: ConfigSources) -> Result<(), AgentError> {
+    let config = AgentConfig::load(&sources.files, &sources.dirs)?;
+    run_with(config, Some(sources)).await
+}
+
+async fn run_with(config: AgentConfig, sources: Option<ConfigSources>) -> Result<(), AgentError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let running = start(config, sources, stop_rx).await?;
+    tracing::info!(
+        datacenter = %running.dc.name(),
+        http = ?running.http_addr,
+        server = %running.server_addr,
+        "agent running"
+    );
+    wait_for_signal(running.clone()).await;
+    tracing::info!("agent stopping");
+    stop_tx.send_replace(true);
+    running.stopped().await;
+    Ok(())
+}
+
+/// A started agent: its datacenter and the addresses it serves on.
+#[derive(Clone)]
+pub struct Running {
+    /// The datacenter this agent serves.
+    pub dc: Datacenter,
+    /// The HTTP API address, if served.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// The HTTPS API address, if served.
+    pub https_addr: Option<std::net::SocketAddr>,
+    /// The replication (server) address.
+    pub server_addr: std::net::SocketAddr,
+    services: Arc<Services>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("dc", &self.dc)
+            .field("http_addr", &self.http_addr)
+            .field("server_addr", &self.server_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Re-reads the configuration sources and brings the registered services in line with
+    /// them (the guide's `consul reload`).
+    pub async fn reload(&self) -> Result<(), String> {
+        self.services.reload(&self.dc).await
+    }
+
+    async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        for t in tasks {
+            // Each listener task ends once the stop signal is seen; a join error would only
+            // mean it panicked, and it is over either way.
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// Starts every part of the agent and returns once it serves. `stop` ends the listeners.
+pub async fn start(
+    config: AgentConfig,
+    sources: Option<ConfigSources>,
+    stop: watch::Receiver<bool>,
+) -> Result<Running, AgentError> {
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "configuration");
+    }
+    let dc_config = config.datacenter_config()?;
+    let server_addr = config.server_addr;
+    let server_listener =
+        TcpListener::bind(server_addr)
+            .await
+            .map_err(|source| AgentError::Bind {
+                what: "server (replication)",
+                addr: server_addr,
+                source,
+            })?;
+    let server_addr = server_listener
+        .local_addr()
+        .map_err(|e| AgentError::Other(e.to_string()))?;
+    let dc = if config.is_primary() {
+        Datacenter::start_primary(dc_config)
+            .await
+            .map_err(|source| AgentError::Start {
+                datacenter: config.datacenter.to_string(),
+                source,
+            })?
+    } else {
+        start_secondary(&config, dc_config).await?
+    };
+
+    let mut tasks = Vec::new();
+    // The replication protocol: secondaries pull from here and forward writes to it.
+    let server = dc.replication_server();
+    let handle =
+        ReplicationServer::spawn_tcp(server, server_listener, None, ServeConfig::default())
+            .map_err(|e| AgentError::Other(format!("replication listener: {e}")))?;
+    tracing::warn!(
+        addr = %server_addr,
+        "the server port speaks plain TCP: run it only on a network you trust"
+    );
+    {
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            handle.shutdown().await;
+        }));
+    }
+
+    let services = Arc::new(Services {
+        sources,
+        token: config
+            .acl
+            .tokens
+            .default
+            .clone()
+            .or_else(|| config.acl.tokens.agent.clone()),
+        registered: Mutex::new(BTreeMap::new()),
+    });
+    services.apply(&dc, &config).await;
+
+    let metrics = Arc::new(Metrics::new());
+    let running_services = services.clone();
+    let reload_dc = dc.clone();
+    let mut http_config = HttpConfig::default();
+    if let Some(n) = config.limits.http_max_conns {
+        http_config.max_connections = n;
+    }
+    if let Some(n) = config.limits.http_max_blocking_queries {
+        http_config.max_blocking_queries = n;
+    }
+    let mut state =
+        ApiState::new(dc.clone(), http_config, metrics).with_reload(Arc::new(move || {
+            let services = running_services.clone();
+            let dc = reload_dc.clone();
+            Box::pin(async move { services.reload(&dc).await })
+        }));
+    if let Some(t) = &config.acl.tokens.default {
+        state = state.with_default_token(t.clone());
+    }
+
+    // Bound before the agent describes itself, so that it reports the ports it really has.
+    let http_listener = match config.http_addr {
+        Some(addr) => Some(bind(addr, "HTTP API").await?),
+        None => None,
+    };
+    let https_listener = match config.https_addr {
+        Some(addr) => Some((https_config(&config)?, bind(addr, "HTTPS API").await?)),
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let https_addr = https_listener
+        .as_ref()
+        .and_then(|(_, l)| l.local_addr().ok());
+    let info = AgentInfo {
+        node_name: config.node_name.clone(),
+        advertise_addr: config.advertise_addr.unwrap_or(config.bind_addr),
+        server_addr,
+        http_addr,
+        https_addr,
+        config: serde_json::json!({
+            "Datacenter": config.datacenter.as_str(),
+            "PrimaryDatacenter": config.primary_datacenter.as_str(),
+            "NodeName": config.node_name,
+            "Server": true,
+            "ACLsEnabled": config.acl.enabled,
+            "ConnectEnabled": config.connect_enabled,
+        }),
+        ..AgentInfo::default()
+    };
+    let state = state.with_agent_info(info);
+    let listeners = http_listener
+        .map(|l| (None, l, "HTTP API"))
+        .into_iter()
+        .chain(https_listener.map(|(tls, l)| (Some(tls), l, "HTTPS API")));
+    for (tls, l, what) in listeners {
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::http::serve(l, tls, state, shutdown).await {
+                tracing::error!(error = %e, "{what} stopped");
+            }
+        }));
+    }
+    Ok(Running {
+        dc,
+        http_addr,
+        https_addr,
+        server_addr,
+        services,
+        tasks: Arc::new(Mutex::new(tasks)),
+    })
+}
+
+/// A secondary: probes the primary first, so that an unreachable primary or a refused
+/// replication token fails start-up within seconds with its cause, then starts.
+async fn start_secondary(
+    config: &AgentConfig,
+    dc_config: DatacenterConfig,
+) -> Result<Datacenter, AgentError> {
+    let name = config.datacenter.to_string();
+    let addr_text = config
+        .retry_join_wan
+        .first()
+        .cloned()
+        .ok_or_else(|| AgentError::NoPrimary(name.clone()))?;
+    let addr = resolve(&addr_text).await?;
+    let transport: Arc<dyn Transport> = Arc::new(FramedTransport::new(TcpConnector::new(addr)));
+    let token = config.acl.tokens.replication.clone().unwrap_or_default();
+    let probe = transport.list(ListRequest {
+        token: SecretToken::new(token),
+        table: mesh::tables::table(mesh::tables::ACL_POLICIES),
+        min_index: mesh::core::Index::ZERO,
+        wait: Duration::ZERO,
+    });
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Err(_) => {
+            return Err(AgentError::Timeout(format!(
+                "the primary's server at {addr_text} did not answer within {PROBE_TIMEOUT:?}"
+            )));
+        }
+        Ok(Err(TransportError::Remote(r))) if r.kind == RemoteErrorKind::Denied => {
+            return Err(AgentError::ReplicationToken {
+                addr: addr_text,
+                message: r.message,
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(AgentError::PrimaryUnreachable {
+                addr: addr_text,
+                source,
+            });
+        }
+        Ok(Ok(_)) => {}
+    }
+    match tokio::time::timeout(
+        SECONDARY_START,
+        Datacenter::start_secondary(dc_config, transport),
+    )
+    .await
+    {
+        Ok(Ok(dc)) => Ok(dc),
+        Ok(Err(source)) => Err(AgentError::Start {
+            datacenter: name,
+            source,
+        }),
+        Err(_) => Err(AgentError::Timeout(format!(
+            "secondary {name} did not finish starting within {SECONDARY_START:?} (waiting for the \
+             primary at {addr_text} to sign its intermediate: does the replication token hold \
+             operator:write?)"
+        ))),
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { what, addr, source })
+}
+
+async fn resolve(addr: &str) -> Result<std::net::SocketAddr, AgentError> {
+    // Consul's default server port when none is given.
+    let with_port = if addr.contains(':') {
+        addr.to_owned()
+    } else {
+        format!("{addr}:8300")
+    };
+    tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|e| AgentError::Other(format!("resolving {addr}: {e}")))?
+        .next()
+        .ok_or_else(|| AgentError::Other(format!("{addr} resolves to no address")))
+}
+
+fn https_config(config: &AgentConfig) -> Result<Arc<rustls::ServerConfig>, AgentError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Err(AgentError::Tls(
+            "ports.https is set: tls.defaults.cert_file and key_file are needed".into(),
+        ));
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|e| AgentError::Tls(format!("reading {}: {e}", p.display())))
+    };
+    let certs = rustls::pki_types::pem::PemObject::pem_slice_iter(&read(cert)?)
+        .collect::<Result<Vec<rustls::pki_types::CertificateDer<'static>>, _>>()
+        .map_err(|e| AgentError::Tls(format!("{}: {e}", cert.display())))?;
+    let key_der = <rustls::pki_types::PrivateKeyDer<'static> as rustls::pki_types::pem::PemObject>::from_pem_slice(&read(key)?)
+        .map_err(|e| AgentError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AgentError::Tls(e.to_string()))?;
+    let builder = if config.tls.verify_incoming {
+        let Some(ca) = &config.tls.ca_file else {
+            return Err(AgentError::Tls(
+                "verify_incoming needs tls.defaults.ca_file".into(),
+            ));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&read(ca)?) {
+            let c: rustls::pki_types::CertificateDer<'static> =
+                c.map_err(|e| AgentError::Tls(format!("{}: {e}", ca.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| AgentError::Tls(format!("{}: {e}", ca.display())))?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| AgentError::Tls(e.to_string()))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key_der)
+        .map_err(|e| AgentError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The services the configuration defines, and which of them this agent registered.
+struct Services {
+    sources: Option<ConfigSources>,
+    /// The token for a registration that carries none.
+    token: Option<String>,
+    /// Instance id -> the definition text it was registered from.
+    registered: Mutex<BTreeMap<String, String>>,
+}
+
+impl Services {
+    async fn reload(&self, dc: &Datacenter) -> Result<(), String> {
+        let Some(sources) = &self.sources else {
+            return Err("this agent was started without configuration files to re-read".into());
+        };
+        let config =
+            AgentConfig::load(&sources.files, &sources.dirs).map_err(|e| crate::error_chain(&e))?;
+        self.apply(dc, &config).await;
+        Ok(())
+    }
+
+    /// Registers what the configuration defines and is not registered as written, and
+    /// deregisters what an earlier configuration registered and this one no longer defines.
+    async fn apply(&self, dc: &Datacenter, config: &AgentConfig) {
+        let mut registered = self.registered.lock().await;
+        let mut seen = BTreeMap::new();
+        for source in &config.services {
+            let has_token = serde_json::from_str::<serde_json::Value>(&source.json)
+                .ok()
+                .is_some_and(|v| {
+                    let inner = v.get("service").or_else(|| v.get("Service")).unwrap_or(&v);
+                    inner.get("token").or_else(|| inner.get("Token")).is_some()
+                });
+            let token = if has_token {
+                ""
+            } else {
+                self.token.as_deref().unwrap_or("")
+            };
+            let id = match dc.register_service(token, &source.json).await {
+                Ok(r) => r.id.to_string(),
+                Err(e) => {
+                    tracing::error!(
+                        file = %source.file.display(),
+                        error = %crate::error_chain(&e),
+                        "service from the configuration not registered"
+                    );
+                    continue;
+                }
+            };
+            tracing::info!(file = %source.file.display(), %id, "service registered from the configuration");
+            seen.insert(id, source.json.clone());
+        }
+        for (id, json) in registered.iter() {
+            if seen.contains_key(id) {
+                continue;
+            }
+            let token = self.token.as_deref().unwrap_or("");
+            match dc.deregister(token, id).await {
+                Ok(()) => {
+                    tracing::info!(%id, "service no longer in the configuration: deregistered")
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %crate::error_chain(&e), json = json.len(), "deregistering a removed service failed")
+                }
+            }
+        }
+        *registered = seen;
+    }
+}
+
+async fn wait_for_signal(running: Running) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => {
+                    match running.reload().await {
+                        Ok(()) => tracing::info!("configuration reloaded (SIGHUP)"),
+                        Err(e) => tracing::error!(error = %e, "reload failed"),
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = running;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

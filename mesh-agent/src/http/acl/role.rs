@@ -1,0 +1,258 @@
+//! `/v1/acl/role*` and `/v1/acl/roles` (spec §2.5).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use mesh::Error;
+use mesh::acl::RoleRecord;
+use mesh::replication_engine::{TxnOp, Value};
+use mesh::tables::{self, table};
+use serde_json::json;
+
+use super::checks::{check_role_name, node_identities, refuse_templated, service_identities};
+use super::shapes::{Names, RoleIn, role_json};
+use super::{Lookup, ROLE_TABLES, Res, enabled};
+use crate::http::ApiState;
+use crate::http::blocking;
+use crate::http::ctx::Ctx;
+use crate::http::decode;
+use crate::http::error::{ApiError, go_quote};
+use crate::http::raw::{
+    self, authorizer, decode as decode_rec, require_acl_read, require_acl_write,
+};
+use crate::http::reply;
+use crate::http::util::uuid_v4;
+
+pub(crate) async fn role_missing_id() -> ApiError {
+    ApiError::bad_request("Missing role ID")
+}
+
+pub(crate) async fn role_missing_name() -> ApiError {
+    ApiError::bad_request("Missing role Name")
+}
+
+/// `GET /v1/acl/roles[?policy=]`.
+pub(crate) async fn role_list(State(s): State<ApiState>, ctx: Ctx) -> Res {
+    enabled(&s)?;
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_read(&s, &authz)?;
+    let policy = ctx.param("policy").filter(|p| !p.is_empty());
+    let (list, index) = blocking::query(&s, &ctx, ROLE_TABLES, || async {
+        let names = Names::load(&s).await?;
+        let recs = raw::list(&s, tables::ACL_ROLES).await?.records;
+        Ok(recs
+            .iter()
+            .filter_map(|r| decode_rec::<RoleRecord>(r).map(|role| (r, role)))
+            .filter(|(_, role)| policy.is_none_or(|p| role.policies.iter().any(|x| x == p)))
+            .map(|(r, role)| role_json(r, &role, &names))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(reply::meta(reply::json(&ctx, &list), index))
+}
+
+async fn role_answer(s: &ApiState, ctx: &Ctx, lookup: Lookup<'_>) -> Res {
+    enabled(s)?;
+    let authz = authorizer(s, ctx)?;
+    require_acl_read(s, &authz)?;
+    let (found, index) = blocking::query(s, ctx, ROLE_TABLES, || async {
+        let names = Names::load(s).await?;
+        let id = match lookup {
+            Lookup::Id(id) => Some(id.to_owned()),
+            Lookup::Name(name) => names
+                .roles
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(i, _)| i.clone()),
+        };
+        let Some(id) = id else { return Ok(None) };
+        Ok(raw::record(s, tables::ACL_ROLES, &id)
+            .await?
+            .and_then(|r| decode_rec::<RoleRecord>(&r).map(|role| role_json(&r, &role, &names))))
+    })
+    .await?;
+    match found {
+        Some(r) => Ok(reply::meta(reply::json(ctx, &r), index)),
+        None => Err(ApiError::not_found(
+            "Requested role does not exist: ACL not found",
+        )),
+    }
+}
+
+/// `GET /v1/acl/role/:id`.
+pub(crate) async fn role_read(State(s): State<ApiState>, ctx: Ctx, Path(id): Path<String>) -> Res {
+    role_answer(&s, &ctx, Lookup::Id(&id)).await
+}
+
+/// `GET /v1/acl/role/name/:name`.
+pub(crate) async fn role_read_by_name(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Res {
+    role_answer(&s, &ctx, Lookup::Name(&name)).await
+}
+
+fn role_write_error(e: Error, name: &str) -> ApiError {
+    match e {
+        Error::Conflict(_) => ApiError::server(format!(
+            "Invalid Role: A Role with Name {} already exists",
+            go_quote(name)
+        )),
+        e => e.into(),
+    }
+}
+
+async fn role_write(s: &ApiState, ctx: &Ctx, id: Option<&str>, r: RoleIn) -> Res {
+    let authz = authorizer(s, ctx)?;
+    require_acl_write(s, &authz)?;
+    check_role_name(&r.name)?;
+    refuse_templated(&r.templated_policies)?;
+    let names = Names::load(s).await?;
+    let policies = Names::resolve(&names.policies, &r.policies, "policy")?;
+    let sis = service_identities(&r.service_identities)?;
+    let nis = node_identities(&r.node_identities, "role")?;
+    let old = match id {
+        Some(id) => Some(
+            raw::record(s, tables::ACL_ROLES, id)
+                .await?
+                .ok_or_else(|| ApiError::server(format!("cannot find role {id}")))?,
+        ),
+        None => None,
+    };
+    let fits =
+        r.description.is_empty() && nis.is_empty() && sis.iter().all(|s| s.datacenters.is_empty());
+    let policy_names: Vec<&str> = policies.iter().map(|(_, n)| n.as_str()).collect();
+    let si_names: Vec<&str> = sis.iter().map(|s| s.service_name.as_str()).collect();
+    let role_id = if fits {
+        match id {
+            None => {
+                s.dc()
+                    .acl_role_create(&ctx.token, &r.name, &policy_names, &si_names)
+                    .await
+                    .map_err(|e| role_write_error(e, &r.name))?
+                    .id
+            }
+            Some(id) => {
+                s.dc()
+                    .acl_role_update(&ctx.token, id, &r.name, &policy_names, &si_names)
+                    .await
+                    .map_err(|e| role_write_error(e, &r.name))?
+                    .id
+            }
+        }
+    } else {
+        // The datacenter's role API has no description or node identities yet: write the
+        // role and its unique name as one checked transaction, as the API itself does.
+        let role_id = match id {
+            Some(id) => id.to_owned(),
+            None => uuid_v4(),
+        };
+        let record = RoleRecord {
+            id: role_id.clone(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            policies: policies.iter().map(|(i, _)| i.clone()).collect(),
+            service_identities: sis,
+            node_identities: nis,
+        };
+        record.to_role()?;
+        let value = serde_json::to_value(&record).map_err(|e| ApiError::server(e.to_string()))?;
+        let mut ops = vec![TxnOp::Upsert {
+            table: table(tables::ACL_ROLES),
+            id: role_id.clone(),
+            value: Value::json(value),
+            cas: Some(
+                old.as_ref()
+                    .map_or(mesh::core::Index::ZERO, |o| o.modify_index),
+            ),
+        }];
+        let old_name = old
+            .as_ref()
+            .and_then(decode_rec::<RoleRecord>)
+            .map(|o| o.name);
+        if old_name.as_deref() != Some(r.name.as_str()) {
+            ops.push(TxnOp::Upsert {
+                table: table(tables::ACL_ROLE_NAMES),
+                id: r.name.clone(),
+                value: Value::json(json!({"ID": role_id})),
+                cas: Some(mesh::core::Index::ZERO),
+            });
+            if let Some(n) = old_name {
+                ops.push(TxnOp::Delete {
+                    table: table(tables::ACL_ROLE_NAMES),
+                    id: n,
+                    cas: None,
+                });
+            }
+        }
+        raw::apply(s, &ctx.token, ops, "this role write")
+            .await
+            .map_err(|e| {
+                if e.status == StatusCode::CONFLICT {
+                    ApiError::server(format!(
+                        "Invalid Role: A Role with Name {} already exists",
+                        go_quote(&r.name)
+                    ))
+                } else {
+                    e
+                }
+            })?;
+        role_id
+    };
+    let names = Names::load(s).await?;
+    let rec = raw::record(s, tables::ACL_ROLES, &role_id)
+        .await?
+        .ok_or_else(|| ApiError::server(format!("cannot find role {role_id}")))?;
+    let role = decode_rec::<RoleRecord>(&rec)
+        .ok_or_else(|| ApiError::server(format!("stored role {role_id} does not decode")))?;
+    Ok(reply::json(ctx, &role_json(&rec, &role, &names)))
+}
+
+/// `PUT /v1/acl/role`.
+pub(crate) async fn role_create(State(s): State<ApiState>, ctx: Ctx, body: Bytes) -> Res {
+    enabled(&s)?;
+    let r: RoleIn = decode::typed(&body, &decode::ROLE, "Role decoding failed")?;
+    if !r.id.is_empty() {
+        return Err(ApiError::bad_request(
+            "Role ID in URL and payload do not match",
+        ));
+    }
+    role_write(&s, &ctx, None, r).await
+}
+
+/// `PUT /v1/acl/role/:id`.
+pub(crate) async fn role_update(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Res {
+    enabled(&s)?;
+    let r: RoleIn = decode::typed(&body, &decode::ROLE, "Role decoding failed")?;
+    if !r.id.is_empty() && r.id != id {
+        return Err(ApiError::bad_request(
+            "Role ID in URL and payload do not match",
+        ));
+    }
+    role_write(&s, &ctx, Some(&id), r).await
+}
+
+/// `DELETE /v1/acl/role/:id`.
+pub(crate) async fn role_delete(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Res {
+    enabled(&s)?;
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_write(&s, &authz)?;
+    if raw::record(&s, tables::ACL_ROLES, &id).await?.is_none() {
+        return Err(ApiError::not_found("Cannot find role to delete"));
+    }
+    match s.dc().acl_role_delete(&ctx.token, &id).await {
+        Ok(()) => Ok(reply::json(&ctx, &true)),
+        Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find role to delete")),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,521 @@
+//! `/v1/acl/token*` and `/v1/acl/tokens` (spec §2.4).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use mesh::acl::{NodeIdentityRecord, ServiceIdentityRecord, TokenRecord};
+use mesh::replication_engine::{TxnOp, Value};
+use mesh::tables::{self, table};
+use mesh::{Error, TokenSpec};
+
+use super::checks::{node_identities, refuse_templated, service_identities};
+use super::shapes::{Names, TokenIn, all_tokens, anonymous, stored_token, token_json};
+use super::{Res, TOKEN_TABLES, enabled};
+use crate::http::ApiState;
+use crate::http::blocking;
+use crate::http::ctx::{ANONYMOUS_ACCESSOR, Ctx};
+use crate::http::decode;
+use crate::http::error::{ApiError, go_quote};
+use crate::http::raw::{self, authorizer, require_acl_read, require_acl_write};
+use crate::http::reply;
+use crate::http::util::{
+    RESERVED_ID_PREFIX, ZERO_TIME, go_duration, is_uuid, now_unix, parse_go_duration,
+    parse_rfc3339, uuid_v4,
+};
+
+pub(crate) async fn token_missing_id() -> ApiError {
+    ApiError::bad_request("Missing token AccessorID")
+}
+
+fn token_not_found() -> ApiError {
+    ApiError::forbidden("token does not exist: ACL not found")
+}
+
+/// `GET /v1/acl/tokens[?policy=&role=&servicename=&authmethod=]`.
+pub(crate) async fn token_list(State(s): State<ApiState>, ctx: Ctx) -> Res {
+    enabled(&s)?;
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_read(&s, &authz)?;
+    if ctx.param("authmethod-ns").is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::bad_request(
+            "Invalid query parameter: \"authmethod-ns\" - Namespaces are a Consul Enterprise feature",
+        ));
+    }
+    let show = authz.acl_write().is_allowed();
+    let policy = ctx.param("policy").filter(|v| !v.is_empty());
+    let role = ctx.param("role").filter(|v| !v.is_empty());
+    let service = ctx.param("servicename").filter(|v| !v.is_empty());
+    let method = ctx.param("authmethod").filter(|v| !v.is_empty());
+    let (list, index) = blocking::query(&s, &ctx, TOKEN_TABLES, || async {
+        let names = Names::load(&s).await?;
+        let mut tokens = all_tokens(&s).await?;
+        tokens.sort_by(|a, b| a.1.accessor_id.cmp(&b.1.accessor_id));
+        let anon = anonymous();
+        let mut out = Vec::new();
+        let all = tokens
+            .iter()
+            .map(|(r, t)| (Some(r), t))
+            .chain(std::iter::once((None, &anon)));
+        for (rec, t) in all {
+            if method.is_some() {
+                continue;
+            }
+            if policy.is_some_and(|p| !t.policies.iter().any(|x| x == p)) {
+                continue;
+            }
+            if role.is_some_and(|r| !t.roles.iter().any(|x| x == r)) {
+                continue;
+            }
+            if service.is_some_and(|sv| !t.service_identities.iter().any(|x| x.service_name == sv))
+            {
+                continue;
+            }
+            out.push(token_json(rec, t, &names, show));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(reply::meta(reply::json(&ctx, &list), index))
+}
+
+/// `GET /v1/acl/token/:accessor`.
+pub(crate) async fn token_read(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    Path(accessor): Path<String>,
+) -> Res {
+    enabled(&s)?;
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_read(&s, &authz)?;
+    let show = authz.acl_write().is_allowed();
+    if accessor == ANONYMOUS_ACCESSOR {
+        let names = Names::load(&s).await?;
+        let index = blocking::tables_index(&s, TOKEN_TABLES);
+        return Ok(reply::meta(
+            reply::json(&ctx, &token_json(None, &anonymous(), &names, show)),
+            index,
+        ));
+    }
+    if !is_uuid(&accessor) {
+        return Err(ApiError::server(
+            "failed acl token lookup: index error: UUID must be 36 characters",
+        ));
+    }
+    let (found, index) = blocking::query(&s, &ctx, TOKEN_TABLES, || async {
+        let names = Names::load(&s).await?;
+        Ok(stored_token(&s, &accessor)
+            .await?
+            .map(|(rec, t)| token_json(Some(&rec), &t, &names, show)))
+    })
+    .await?;
+    match found {
+        Some(t) => Ok(reply::meta(reply::json(&ctx, &t), index)),
+        None => Err(token_not_found()),
+    }
+}
+
+/// `GET /v1/acl/token/self`: the calling token, secret included (the caller holds it).
+pub(crate) async fn token_self(State(s): State<ApiState>, ctx: Ctx) -> Res {
+    enabled(&s)?;
+    if ctx.token.is_empty() || ctx.token == "anonymous" {
+        return Err(ApiError::acl_not_found());
+    }
+    // Resolving it checks that it exists and has not expired.
+    authorizer(&s, &ctx)?;
+    let names = Names::load(&s).await?;
+    let index = blocking::tables_index(&s, TOKEN_TABLES);
+    let found = all_tokens(&s)
+        .await?
+        .into_iter()
+        .find(|(_, t)| t.secret_id == ctx.token);
+    match found {
+        Some((rec, t)) => Ok(reply::meta(
+            reply::json(&ctx, &token_json(Some(&rec), &t, &names, true)),
+            index,
+        )),
+        None => Err(token_not_found()),
+    }
+}
+
+/// What a token create or update asks for, resolved and checked.
+struct TokenPlan {
+    description: String,
+    policies: Vec<(String, String)>,
+    roles: Vec<(String, String)>,
+    service_identities: Vec<ServiceIdentityRecord>,
+    node_identities: Vec<NodeIdentityRecord>,
+    expiration: Option<u64>,
+}
+
+impl TokenPlan {
+    fn resolve(t: &TokenIn, names: &Names) -> Result<Self, ApiError> {
+        refuse_templated(&t.templated_policies)?;
+        if !t.auth_method.is_empty() {
+            return Err(ApiError::server(format!(
+                "Auth method {} not found",
+                go_quote(&t.auth_method)
+            )));
+        }
+        let expiration = expiration(t)?;
+        Ok(Self {
+            description: t.description.clone(),
+            policies: Names::resolve(&names.policies, &t.policies, "policy")?,
+            roles: Names::resolve(&names.roles, &t.roles, "role")?,
+            service_identities: service_identities(&t.service_identities)?,
+            node_identities: node_identities(&t.node_identities, "token")?,
+            expiration,
+        })
+    }
+
+    /// Whether [`mesh::Datacenter`]'s token API can express it.
+    fn fits_spec(&self) -> bool {
+        self.node_identities.is_empty()
+            && self.expiration.is_none()
+            && self
+                .service_identities
+                .iter()
+                .all(|s| s.datacenters.is_empty())
+    }
+
+    fn spec(&self, local: bool) -> TokenSpec {
+        TokenSpec {
+            description: self.description.clone(),
+            policy_names: self.policies.iter().map(|(_, n)| n.clone()).collect(),
+            role_names: self.roles.iter().map(|(_, n)| n.clone()).collect(),
+            service_identities: self
+                .service_identities
+                .iter()
+                .map(|s| s.service_name.clone())
+                .collect(),
+            local,
+        }
+    }
+
+    fn record(&self, accessor: String, secret: String, local: bool) -> TokenRecord {
+        TokenRecord {
+            accessor_id: accessor,
+            secret_id: secret,
+            description: self.description.clone(),
+            policies: self.policies.iter().map(|(i, _)| i.clone()).collect(),
+            roles: self.roles.iter().map(|(i, _)| i.clone()).collect(),
+            service_identities: self.service_identities.clone(),
+            node_identities: self.node_identities.clone(),
+            local,
+            expiration_time: self.expiration,
+        }
+    }
+}
+
+fn expiration(t: &TokenIn) -> Result<Option<u64>, ApiError> {
+    let now = now_unix();
+    let ttl = match &t.expiration_ttl {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => {
+            let ns = n.as_f64().unwrap_or(0.0);
+            if ns <= 0.0 {
+                if ns < 0.0 {
+                    return Err(ApiError::server(format!(
+                        "Token Expiration TTL '{n}ns' should be > 0"
+                    )));
+                }
+                None
+            } else {
+                Some(std::time::Duration::from_secs_f64(ns / 1e9))
+            }
+        }
+        Some(serde_json::Value::String(v)) if v.is_empty() => None,
+        Some(serde_json::Value::String(v)) => match parse_go_duration(v) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "Token decoding failed: time: invalid duration {}",
+                    go_quote(v)
+                )));
+            }
+        },
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Token decoding failed: invalid ExpirationTTL {other}"
+            )));
+        }
+    };
+    let time = match t.expiration_time.as_deref() {
+        None | Some("") | Some(ZERO_TIME) => None,
+        Some(v) => Some(parse_rfc3339(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Token decoding failed: parsing time {} as RFC 3339 failed",
+                go_quote(v)
+            ))
+        })?),
+    };
+    match (ttl, time) {
+        (Some(_), Some(_)) => Err(ApiError::server(
+            "Token Expiration TTL and Expiration Time cannot both be set",
+        )),
+        (Some(d), None) => {
+            if d < std::time::Duration::from_secs(60) {
+                return Err(ApiError::server(format!(
+                    "ExpirationTime cannot be less than 1m0s in the future (was {})",
+                    go_duration(d)
+                )));
+            }
+            Ok(Some(now as u64 + d.as_secs()))
+        }
+        (None, Some(at)) => {
+            if at < now {
+                return Err(ApiError::server(
+                    "ExpirationTime cannot be before CreateTime",
+                ));
+            }
+            if at < now + 60 {
+                return Err(ApiError::server(format!(
+                    "ExpirationTime cannot be less than 1m0s in the future (was {}s)",
+                    at - now
+                )));
+            }
+            Ok(Some(at as u64))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_token_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if !is_uuid(id) {
+        return Err(ApiError::server(format!(
+            "Invalid Token: {what} - not a valid UUID"
+        )));
+    }
+    if id.starts_with(RESERVED_ID_PREFIX) {
+        return Err(ApiError::server(format!(
+            "Invalid Token: {what} - UUIDs with the prefix \"{RESERVED_ID_PREFIX}\" are reserved"
+        )));
+    }
+    Ok(())
+}
+
+async fn answer_token(s: &ApiState, ctx: &Ctx, accessor: &str) -> Res {
+    let names = Names::load(s).await?;
+    let (rec, t) = stored_token(s, accessor)
+        .await?
+        .ok_or_else(|| ApiError::server(format!("Cannot find token {}", go_quote(accessor))))?;
+    Ok(reply::json(ctx, &token_json(Some(&rec), &t, &names, true)))
+}
+
+/// Creates a token from a plan: through the datacenter's API when it can express the plan,
+/// otherwise (chosen IDs, node identities, scoped service identities, expiry) as one checked
+/// write of the token record.
+async fn create_token(
+    s: &ApiState,
+    ctx: &Ctx,
+    plan: &TokenPlan,
+    accessor: &str,
+    secret: &str,
+    local: bool,
+) -> Res {
+    if accessor.is_empty() && secret.is_empty() && plan.fits_spec() {
+        let rec = s
+            .dc()
+            .acl_token_create(&ctx.token, plan.spec(local))
+            .await?;
+        return answer_token(s, ctx, &rec.accessor_id).await;
+    }
+    if local {
+        return Err(ApiError::server(
+            "local tokens with chosen IDs, node identities, scoped service identities or an expiry are not supported by mesh yet",
+        ));
+    }
+    if !accessor.is_empty() {
+        check_token_id("AccessorID", accessor)?;
+        if stored_token(s, accessor).await?.is_some() {
+            return Err(ApiError::server(
+                "Invalid Token: AccessorID is already in use",
+            ));
+        }
+    }
+    if !secret.is_empty() {
+        check_token_id("SecretID", secret)?;
+        if all_tokens(s)
+            .await?
+            .iter()
+            .any(|(_, t)| t.secret_id == secret)
+        {
+            return Err(ApiError::server(
+                "Invalid Token: SecretID is already in use",
+            ));
+        }
+    }
+    let accessor = if accessor.is_empty() {
+        uuid_v4()
+    } else {
+        accessor.to_owned()
+    };
+    let secret = if secret.is_empty() {
+        raw::secret_uuid()?
+    } else {
+        secret.to_owned()
+    };
+    let record = plan.record(accessor.clone(), secret, false);
+    let value = serde_json::to_value(&record).map_err(|e| ApiError::server(e.to_string()))?;
+    raw::apply(
+        s,
+        &ctx.token,
+        vec![TxnOp::Upsert {
+            table: table(tables::ACL_TOKENS),
+            id: accessor.clone(),
+            value: Value::json(value),
+            cas: Some(mesh::core::Index::ZERO),
+        }],
+        "this token creation",
+    )
+    .await?;
+    tracing::info!(accessor = %accessor, "ACL token created");
+    answer_token(s, ctx, &accessor).await
+}
+
+/// `PUT /v1/acl/token`.
+pub(crate) async fn token_create(State(s): State<ApiState>, ctx: Ctx, body: Bytes) -> Res {
+    enabled(&s)?;
+    let t: TokenIn = decode::typed(&body, &decode::TOKEN, "Token decoding failed")?;
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_write(&s, &authz)?;
+    let names = Names::load(&s).await?;
+    let plan = TokenPlan::resolve(&t, &names)?;
+    create_token(
+        &s,
+        &ctx,
+        &plan,
+        &t.accessor_id,
+        &t.secret_id,
+        t.local.unwrap_or(false),
+    )
+    .await
+}
+
+/// `PUT /v1/acl/token/:accessor`.
+pub(crate) async fn token_update(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    Path(accessor): Path<String>,
+    body: Bytes,
+) -> Res {
+    enabled(&s)?;
+    let t: TokenIn = decode::typed(&body, &decode::TOKEN, "Token decoding failed")?;
+    if !t.accessor_id.is_empty() && t.accessor_id != accessor {
+        return Err(ApiError::bad_request(
+            "Token Accessor ID in URL and payload do not match",
+        ));
+    }
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_write(&s, &authz)?;
+    if !is_uuid(&accessor) {
+        return Err(ApiError::server("AccessorID is not a valid UUID"));
+    }
+    let (old_rec, old) = stored_token(&s, &accessor)
+        .await?
+        .ok_or_else(|| ApiError::server(format!("Cannot find token {}", go_quote(&accessor))))?;
+    if !t.secret_id.is_empty() && t.secret_id != old.secret_id {
+        return Err(ApiError::server(
+            "Changing a token's SecretID is not permitted",
+        ));
+    }
+    if t.local.is_some_and(|l| l != old.local) {
+        return Err(ApiError::server(format!(
+            "Cannot toggle local mode of {accessor}"
+        )));
+    }
+    let names = Names::load(&s).await?;
+    let mut plan = TokenPlan::resolve(&t, &names)?;
+    if plan.expiration.is_some() && plan.expiration != old.expiration_time {
+        return Err(ApiError::server(format!(
+            "Cannot change expiration time of {accessor}"
+        )));
+    }
+    plan.expiration = old.expiration_time;
+    let lib_ok = plan.node_identities.is_empty()
+        && plan
+            .service_identities
+            .iter()
+            .all(|s| s.datacenters.is_empty());
+    if lib_ok {
+        s.dc()
+            .acl_token_update(&ctx.token, &accessor, plan.spec(old.local))
+            .await?;
+    } else {
+        if old.local {
+            return Err(ApiError::server(
+                "node identities or scoped service identities on local tokens are not supported by mesh yet",
+            ));
+        }
+        let record = plan.record(accessor.clone(), old.secret_id.clone(), false);
+        let value = serde_json::to_value(&record).map_err(|e| ApiError::server(e.to_string()))?;
+        raw::apply(
+            &s,
+            &ctx.token,
+            vec![TxnOp::Upsert {
+                table: table(tables::ACL_TOKENS),
+                id: accessor.clone(),
+                value: Value::json(value),
+                cas: Some(old_rec.modify_index),
+            }],
+            "this token update",
+        )
+        .await?;
+    }
+    answer_token(&s, &ctx, &accessor).await
+}
+
+/// `PUT /v1/acl/token/:accessor/clone`.
+pub(crate) async fn token_clone(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    Path(accessor): Path<String>,
+    body: Bytes,
+) -> Res {
+    enabled(&s)?;
+    let t: TokenIn = decode::typed(&body, &decode::TOKEN, "Token decoding failed")?;
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_write(&s, &authz)?;
+    let (_, old) = stored_token(&s, &accessor)
+        .await?
+        .ok_or_else(token_not_found)?;
+    let names = Names::load(&s).await?;
+    let pick = |ids: &[String], map: &HashMap<String, String>| -> Vec<(String, String)> {
+        ids.iter()
+            .filter_map(|i| map.get(i).map(|n| (i.clone(), n.clone())))
+            .collect()
+    };
+    let plan = TokenPlan {
+        description: if t.description.is_empty() {
+            old.description.clone()
+        } else {
+            t.description.clone()
+        },
+        policies: pick(&old.policies, &names.policies),
+        roles: pick(&old.roles, &names.roles),
+        service_identities: old.service_identities.clone(),
+        node_identities: old.node_identities.clone(),
+        expiration: old.expiration_time,
+    };
+    create_token(&s, &ctx, &plan, "", "", old.local).await
+}
+
+/// `DELETE /v1/acl/token/:accessor`.
+pub(crate) async fn token_delete(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    Path(accessor): Path<String>,
+) -> Res {
+    enabled(&s)?;
+    let authz = authorizer(&s, &ctx)?;
+    require_acl_write(&s, &authz)?;
+    if stored_token(&s, &accessor).await?.is_none() {
+        return Err(ApiError::not_found("Cannot find token to delete"));
+    }
+    match s.dc().acl_token_delete(&ctx.token, &accessor).await {
+        Ok(()) => Ok(reply::json(&ctx, &true)),
+        Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find token to delete")),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,167 @@
+//! `mesh agent` as a process: start-up that fails fast and says why, a restart on the same
+//! data dir, and `mesh reload` re-reading service files from the config dir.
+
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn wait_exit(agent: &mut Agent, bound: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_secondary_with_a_wrong_replication_token_fails_start_up_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p_http, p_server) = (free_port(), free_port());
+    let primary = start_agent(
+        dir.path(),
+        "primary",
+        &agent_hcl(
+            "primary",
+            &dir.path().join("p"),
+            p_http,
+            p_server,
+            None,
+            None,
+        ),
+        p_http,
+        p_server,
+    );
+    let (s_http, s_server) = (free_port(), free_port());
+    let file = dir.path().join("secondary.hcl");
+    std::fs::write(
+        &file,
+        agent_hcl(
+            "secondary",
+            &dir.path().join("s"),
+            s_http,
+            s_server,
+            Some(primary.server),
+            Some("00000000-0000-4000-8000-000000000000"),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("secondary.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["agent", "-config-file"])
+        .arg(&file)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut secondary = Agent {
+        child,
+        http: ([127, 0, 0, 1], s_http).into(),
+        server: ([127, 0, 0, 1], s_server).into(),
+        log: log.clone(),
+    };
+    // A bound on a hang, not a timing assertion: the agent must exit, not wait forever.
+    let status = wait_exit(&mut secondary, Duration::from_secs(30))
+        .expect("the secondary exits instead of hanging");
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("refused the replication token"), "{text}");
+    assert!(
+        !text.contains("00000000-0000-4000-8000-000000000000"),
+        "the token is not logged: {text}"
+    );
+}
+
+#[test]
+fn a_primary_restarts_on_its_data_dir_and_reload_reads_new_service_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, server) = (free_port(), free_port());
+    let data = dir.path().join("data");
+    let hcl = agent_hcl("primary", &data, http, server, None, None);
+    let mut first = start_agent(dir.path(), "primary", &hcl, http, server);
+    // Stop it (SIGTERM) and start again on the same data dir.
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status();
+    let status =
+        wait_exit(&mut first, Duration::from_secs(30)).expect("the agent stops on SIGTERM");
+    assert!(status.success(), "{:?}", log_lines(&first.log));
+    drop(first);
+    let second = start_agent(dir.path(), "primary-again", &hcl, http, server);
+    let (code, body) = http_get(second.http, "/v1/status/leader").unwrap();
+    assert_eq!(code, 200, "{body}");
+    drop(second);
+
+    // A config dir with one service file; a second file appears, `mesh reload` registers it.
+    let conf = dir.path().join("conf.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("agent.hcl"), &hcl).unwrap();
+    std::fs::write(
+        conf.join("socat.json"),
+        format!(
+            r#"{{"service": {{"name": "socat", "port": 8181, "token": "{MGMT}",
+                "connect": {{"sidecar_service": {{}}}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("dir-agent.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["agent", "-config-dir"])
+        .arg(&conf)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        http: ([127, 0, 0, 1], http).into(),
+        server: ([127, 0, 0, 1], server).into(),
+        log,
+    };
+    let services = |a: &Agent| {
+        let mut s = String::new();
+        for _ in 0..200 {
+            if let Some((200, body)) = http_get(a.http, &format!("/v1/agent/services?token={MGMT}"))
+            {
+                s = body;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    };
+    let before = services(&agent);
+    assert!(before.contains("socat-sidecar-proxy"), "{before}");
+    assert!(!before.contains("\"web\""), "{before}");
+    std::fs::write(
+        conf.join("web.json"),
+        format!(r#"{{"service": {{"name": "web", "port": 8080, "token": "{MGMT}"}}}}"#),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args([
+            "reload",
+            "-http-addr",
+            &agent.http.to_string(),
+            "-token",
+            MGMT,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = services(&agent);
+    assert!(after.contains("\"web\""), "{after}");
+}

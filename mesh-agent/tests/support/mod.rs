@@ -1,0 +1,245 @@
+//! Running `mesh agent` processes for tests, and the Python client py-consul.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // shared by several test crates; failing unwraps fail tests
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The initial management token the test agents start with.
+pub const MGMT: &str = "9c8a51c6-3b51-4e0f-9d6f-5f9a0d1c2e70";
+
+/// A free loopback port (bound and released: another process could take it in between, which
+/// the agent then reports as a bind error).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `mesh agent` child process, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub server: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The configuration of one datacenter's agent, in Consul's HCL.
+pub fn agent_hcl(
+    name: &str,
+    data_dir: &Path,
+    http: u16,
+    server: u16,
+    primary_server: Option<SocketAddr>,
+    replication_token: Option<&str>,
+) -> String {
+    let mut s = format!(
+        r#"datacenter = "{name}"
+primary_datacenter = "primary"
+data_dir = "{}"
+node_name = "{name}-server-1"
+bind_addr = "127.0.0.1"
+client_addr = "127.0.0.1"
+ports {{
+  http = {http}
+  server = {server}
+}}
+acl {{
+  enabled = true
+  default_policy = "deny"
+  enable_token_replication = true
+  tokens {{
+    initial_management = "{MGMT}"
+"#,
+        data_dir.display()
+    );
+    if let Some(t) = replication_token {
+        s.push_str(&format!("    replication = \"{t}\"\n"));
+    }
+    s.push_str("  }\n}\n");
+    // The guide's own snippet, as written.
+    s.push_str("connect {\n\"enabled\": true\n}\n");
+    s.push_str("enable_central_service_config = true\n");
+    if let Some(p) = primary_server {
+        s.push_str(&format!("retry_join_wan = [\"{p}\"]\n"));
+    }
+    s
+}
+
+/// Starts `mesh agent -config-file FILE` (plus `-config-dir DIR` when given) and waits until
+/// its HTTP API answers.
+pub fn start_agent(dir: &Path, name: &str, hcl: &str, http: u16, server: u16) -> Agent {
+    let file = dir.join(format!("{name}.hcl"));
+    std::fs::write(&file, hcl).unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["agent", "-config-file"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut agent = Agent {
+        child,
+        http: SocketAddr::from(([127, 0, 0, 1], http)),
+        server: SocketAddr::from(([127, 0, 0, 1], server)),
+        log,
+    };
+    wait_http(&mut agent);
+    agent
+}
+
+fn wait_http(agent: &mut Agent) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            panic!(
+                "mesh agent exited with {status} before serving:\n{}",
+                std::fs::read_to_string(&agent.log).unwrap_or_default()
+            );
+        }
+        if http_get(agent.http, "/v1/status/leader").is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "mesh agent did not serve HTTP within 60 s:\n{}",
+        std::fs::read_to_string(&agent.log).unwrap_or_default()
+    );
+}
+
+/// A plain HTTP/1.1 GET; the status line and body, or `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// A Python interpreter with py-consul 1.8.0: `MESH_PYTHON` when set (CI makes a venv), else
+/// a venv this test makes under the target directory with `pip install py-consul==1.8.0`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MESH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("py-consul-1.8.0");
+    let py = venv.join("bin/python");
+    let lock = venv.with_extension("lock");
+    // One test process at a time sets the venv up.
+    let _guard = FileLock::take(&lock);
+    if !has_py_consul(&py) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "python3 -m venv failed: install python3 and python3-venv"
+        );
+        let ok = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "py-consul==1.8.0"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "pip install py-consul==1.8.0 failed");
+    }
+    assert!(
+        has_py_consul(&py),
+        "py-consul does not import in {}",
+        venv.display()
+    );
+    py
+}
+
+fn has_py_consul(py: &Path) -> bool {
+    Command::new(py)
+        .args(["-c", "import consul"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A lock file held while the venv is made.
+struct FileLock(PathBuf);
+
+impl FileLock {
+    fn take(path: &Path) -> Self {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(_) => return Self(path.to_owned()),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => panic!("lock {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the py-consul script `phase` with `env`; returns its stdout, panicking with its
+/// output when it fails.
+pub fn run_py(script: &str, phase: &str, env: &[(&str, String)]) -> String {
+    let mut cmd = Command::new(python());
+    cmd.arg(script).arg(phase);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "py-consul phase {phase} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The last line of `text`.
+pub fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or("")
+}
+
+/// Reads lines of a log file (for a failing test's message).
+pub fn log_lines(path: &Path) -> Vec<String> {
+    std::fs::File::open(path)
+        .map(|f| BufReader::new(f).lines().map_while(Result::ok).collect())
+        .unwrap_or_default()
+}
