@@ -52,6 +52,8 @@ pub(crate) enum Write {
     Federation { service: String },
     /// A sidecar endpoint of some datacenter.
     Endpoint { service: String },
+    /// A secondary datacenter announcing itself.
+    Datacenter { name: String },
 }
 
 /// Why a write is refused.
@@ -313,6 +315,18 @@ pub(crate) fn decode_record(
                 service: service.to_owned(),
             })
         }
+        tables::DATACENTERS => {
+            if let Some(v) = value {
+                let rec: crate::catalog::DatacenterRecord = json_value(table, id, v)?;
+                expect_id(table, id, rec.name.as_str())?;
+                if rec.primary {
+                    return Err(invalid(table, id, "only the primary announces the primary"));
+                }
+            }
+            Ok(Write::Datacenter {
+                name: id.to_owned(),
+            })
+        }
         other => Err(Refusal::Invalid(format!(
             "table {other} takes no writes from this API"
         ))),
@@ -439,6 +453,14 @@ pub(crate) fn authorize(authz: &Authorizer, write: &Write) -> Result<(), Refusal
             Access::Write,
             Some(service),
             &format!("mesh gateway {service}"),
+        ),
+        Write::Datacenter { name } => need(
+            authz,
+            authz.operator_write(),
+            Resource::Operator,
+            Access::Write,
+            None,
+            &format!("announce datacenter {name}"),
         ),
         Write::Endpoint { service, .. } => need(
             authz,

@@ -56,3 +56,22 @@ pub struct ServiceEndpoint {
     /// Where it accepts mTLS connections.
     pub address: SocketAddr,
 }
+
+/// A datacenter of the mesh, as every datacenter sees it (record id = its name in the
+/// datacenters table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[non_exhaustive]
+pub struct DatacenterRecord {
+    /// The datacenter's name.
+    pub name: Datacenter,
+    /// Whether it is the primary.
+    pub primary: bool,
+}
+
+impl DatacenterRecord {
+    /// A record for `name`.
+    pub fn new(name: Datacenter, primary: bool) -> Self {
+        Self { name, primary }
+    }
+}

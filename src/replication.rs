@@ -75,7 +75,7 @@ impl Authorizer for AclReplicationAuthorizer {
             tables::INTENTIONS | tables::CONFIG_ENTRIES | tables::ENDPOINTS => {
                 (authz.service_read_all(), "service:read")
             }
-            tables::FEDERATION => (authz.operator_read(), "operator:read"),
+            tables::FEDERATION | tables::DATACENTERS => (authz.operator_read(), "operator:read"),
             other => return Err(Denied::new(format!("table {other} is not served"))),
         };
         if decision.is_allowed() {

@@ -41,6 +41,9 @@ tables! {
     /// Every datacenter's sidecar addresses, keyed `<datacenter>/<service>/<sidecar id>` (global: used
     /// by upstreams in mesh-gateway mode `none` that dial another datacenter directly).
     ENDPOINTS = "endpoints", Global;
+    /// Every datacenter of the mesh, keyed by name (global): the primary writes its own
+    /// record when it starts, a secondary publishes its own through the primary.
+    DATACENTERS = "datacenters", Global;
     /// This datacenter's catalog: service, sidecar and gateway instances (local).
     CATALOG = "catalog", Local;
 }

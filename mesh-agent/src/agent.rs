@@ -70,6 +70,19 @@ pub enum AgentError {
         /// What the primary said.
         message: String,
     },
+    /// The server at the primary's address is not the primary the configuration names.
+    #[error(
+        "primary_datacenter is {configured:?}, but the server at {addr} is {}",
+        match found { Some(f) => format!("the primary of datacenter {f:?}"), None => "not a primary".to_owned() }
+    )]
+    WrongPrimary {
+        /// The address.
+        addr: String,
+        /// `primary_datacenter` as configured.
+        configured: String,
+        /// The primary the server says it is.
+        found: Option<String>,
+    },
     /// The primary could not be reached.
     #[error("cannot reach the primary's server at {addr}")]
     PrimaryUnreachable {
@@ -326,7 +339,7 @@ async fn start_secondary(
     let token = config.acl.tokens.replication.clone().unwrap_or_default();
     let probe = transport.list(ListRequest {
         token: SecretToken::new(token),
-        table: mesh::tables::table(mesh::tables::ACL_POLICIES),
+        table: mesh::tables::table(mesh::tables::DATACENTERS),
         min_index: mesh::core::Index::ZERO,
         wait: Duration::ZERO,
     });
@@ -348,7 +361,25 @@ async fn start_secondary(
                 source,
             });
         }
-        Ok(Ok(_)) => {}
+        Ok(Ok(listing)) => {
+            // The server must be the primary this secondary's configuration names.
+            let primaries: Vec<String> = listing
+                .records
+                .iter()
+                .filter_map(|r| {
+                    let v = r.value.as_json()?;
+                    (v.get("Primary")?.as_bool()?).then(|| r.id.clone())
+                })
+                .collect();
+            let wanted = config.primary_datacenter.as_str();
+            if !primaries.iter().any(|p| p == wanted) {
+                return Err(AgentError::WrongPrimary {
+                    addr: addr_text,
+                    configured: wanted.to_owned(),
+                    found: primaries.first().cloned(),
+                });
+            }
+        }
     }
     match tokio::time::timeout(
         SECONDARY_START,

@@ -81,6 +81,56 @@ fn a_secondary_with_a_wrong_replication_token_fails_start_up_naming_the_cause() 
 }
 
 #[test]
+fn a_secondary_whose_primary_datacenter_does_not_match_fails_start_up_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p_http, p_server) = (free_port(), free_port());
+    let primary = start_agent(
+        dir.path(),
+        "primary",
+        &agent_hcl("primary", &dir.path().join("p"), p_http, p_server, None, None),
+        p_http,
+        p_server,
+    );
+    // A secondary that believes the primary is "elsewhere", pointed at the real primary's
+    // server, with a token that may replicate (management).
+    let (s_http, s_server) = (free_port(), free_port());
+    let hcl = agent_hcl(
+        "secondary",
+        &dir.path().join("s"),
+        s_http,
+        s_server,
+        Some(primary.server),
+        Some(MGMT),
+    )
+    .replace(r#"primary_datacenter = "primary""#, r#"primary_datacenter = "elsewhere""#);
+    let file = dir.path().join("secondary.hcl");
+    std::fs::write(&file, hcl).unwrap();
+    let log = dir.path().join("secondary.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["agent", "-config-file"])
+        .arg(&file)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut secondary = Agent {
+        child,
+        http: ([127, 0, 0, 1], s_http).into(),
+        server: ([127, 0, 0, 1], s_server).into(),
+        log: log.clone(),
+    };
+    let status = wait_exit(&mut secondary, Duration::from_secs(30))
+        .expect("the secondary exits instead of hanging");
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("\"elsewhere\"") && text.contains("the primary of datacenter \"primary\""),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_primary_restarts_on_its_data_dir_and_reload_reads_new_service_files() {
     let dir = tempfile::tempdir().unwrap();
     let (http, server) = (free_port(), free_port());

@@ -254,6 +254,10 @@ impl Datacenter {
             inner: Arc::new(inner),
         };
         dc.spawn_watchers();
+        if let Err(e) = dc.announce().await {
+            // Only `catalog/datacenters` lists depend on it: worth a warning, not a failure.
+            tracing::warn!(error = %e, "announcing this datacenter to the primary failed");
+        }
         if dc.inner.config.connect.enabled {
             let ca = if dc.inner.config.is_primary() {
                 dc.start_primary_ca().await?
@@ -274,6 +278,54 @@ impl Datacenter {
             "datacenter started"
         );
         Ok(dc)
+    }
+
+    /// Every datacenter of the mesh this one knows of (itself included), primary first.
+    pub async fn datacenters(&self) -> Result<Vec<crate::catalog::DatacenterRecord>, Error> {
+        let listing = self.inner.store.list(&table(tables::DATACENTERS)).await?;
+        let mut all: Vec<crate::catalog::DatacenterRecord> =
+            listing.records.iter().filter_map(decode).collect();
+        if !all.iter().any(|d| &d.name == self.name()) {
+            all.push(crate::catalog::DatacenterRecord::new(
+                self.name().clone(),
+                self.is_primary(),
+            ));
+        }
+        all.sort_by(|a, b| b.primary.cmp(&a.primary).then_with(|| a.name.cmp(&b.name)));
+        Ok(all)
+    }
+
+    /// Writes this datacenter's record: the primary in its own store, a secondary through the
+    /// primary (with the replication token; in the background while the primary is away).
+    async fn announce(&self) -> Result<(), Error> {
+        let rec = crate::catalog::DatacenterRecord::new(self.name().clone(), self.is_primary());
+        if self.is_primary() {
+            self.inner
+                .store
+                .upsert(
+                    &table(tables::DATACENTERS),
+                    self.name().as_str(),
+                    json(&rec)?,
+                    None,
+                )
+                .await?;
+            return Ok(());
+        }
+        let token = self
+            .inner
+            .config
+            .acl
+            .tokens
+            .replication
+            .clone()
+            .unwrap_or_default();
+        self.publish_global(
+            &token,
+            tables::DATACENTERS,
+            self.name().as_str(),
+            Some(json(&rec)?),
+        )
+        .await
     }
 
     /// This datacenter's name.

@@ -545,11 +545,15 @@ pub(crate) async fn services(State(s): State<ApiState>, ctx: Ctx) -> Res {
 pub(crate) async fn datacenters(State(s): State<ApiState>, ctx: Ctx) -> Res {
     let own = s.dc().name().as_str().to_owned();
     let mut list = vec![own.clone()];
-    list.extend(
-        s.peers()
-            .keys()
-            .map(|d| d.as_str().to_owned())
-            .filter(|d| *d != own),
-    );
+    let known = s.dc().datacenters().await.map_err(ApiError::from)?;
+    for d in known
+        .iter()
+        .map(|d| d.name.as_str().to_owned())
+        .chain(s.peers().keys().map(|d| d.as_str().to_owned()))
+    {
+        if !list.contains(&d) {
+            list.push(d);
+        }
+    }
     Ok(reply::json(&ctx, &list))
 }

@@ -47,6 +47,10 @@ def guide(primary, secondary, mgmt):
     p = client(primary, mgmt)
     s = client(secondary, mgmt)
 
+    # Both datacenters know each other, the local one first.
+    assert s.catalog.datacenters()[:1] == ["secondary"], s.catalog.datacenters()
+    assert set(p.catalog.datacenters()) == {"primary", "secondary"}, p.catalog.datacenters()
+
     # Tokens for the gateways, from the guide's policy file as written.
     with open(os.path.join(GUIDE, "mesh-gateway-policy.json")) as f:
         p.acl.policy.create("mesh-gateway", rules=f.read())
