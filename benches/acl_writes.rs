@@ -34,20 +34,28 @@ fn setup(rt: &tokio::runtime::Runtime, unrelated_rules: usize) -> Datacenter {
         c.acl.tokens.initial_management = Some(MGMT.into());
         let dc = Datacenter::start_primary(c).await.expect("primary starts");
         if unrelated_rules > 0 {
-            dc.acl_policy_create(MGMT, "big", "", &big_policy(unrelated_rules))
+            dc.acl()
+                .policy_create(&MGMT.into(), "big", "", &big_policy(unrelated_rules))
                 .await
                 .expect("big policy");
-            dc.acl_token_create(
-                MGMT,
-                TokenSpec {
-                    policy_names: vec!["big".into()],
-                    ..TokenSpec::default()
-                },
-            )
-            .await
-            .expect("token of the big policy");
+            dc.acl()
+                .token_create(
+                    &MGMT.into(),
+                    TokenSpec {
+                        policy_names: vec!["big".into()],
+                        ..TokenSpec::default()
+                    },
+                )
+                .await
+                .expect("token of the big policy");
         }
-        dc.acl_policy_create(MGMT, "small", "", r#"service "web" { policy = "read" }"#)
+        dc.acl()
+            .policy_create(
+                &MGMT.into(),
+                "small",
+                "",
+                r#"service "web" { policy = "read" }"#,
+            )
             .await
             .expect("small policy");
         dc
@@ -69,8 +77,8 @@ fn bench_writes(c: &mut Criterion) {
             &unrelated,
             |b, _| {
                 b.iter(|| {
-                    rt.block_on(dc.acl_token_create(
-                        MGMT,
+                    rt.block_on(dc.acl().token_create(
+                        &MGMT.into(),
                         TokenSpec {
                             policy_names: vec!["small".into()],
                             ..TokenSpec::default()
@@ -89,8 +97,13 @@ fn bench_writes(c: &mut Criterion) {
                     let i = n.fetch_add(1, Ordering::Relaxed);
                     let src = format!("client-{i}");
                     black_box(
-                        rt.block_on(dc.intention_create(MGMT, &src, "web", Action::Allow))
-                            .expect("intention write"),
+                        rt.block_on(dc.intentions().create(
+                            &MGMT.into(),
+                            &src.parse().expect("valid intention target"),
+                            &"web".parse().expect("valid intention target"),
+                            Action::Allow,
+                        ))
+                        .expect("intention write"),
                     )
                 })
             },

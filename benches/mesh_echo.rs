@@ -42,8 +42,9 @@ async fn setup() -> Setup {
         .expect("free port")
         .port();
     g.primary
-        .register_service(
-            &socat_token,
+        .catalog()
+        .register_json(
+            &(&socat_token).into(),
             &format!(
                 r#"{{"name":"socat","port":{},"connect":{{"sidecar_service":{{}}}}}}"#,
                 direct.port()
@@ -52,8 +53,8 @@ async fn setup() -> Setup {
         .await
         .expect("register socat");
     g.secondary
-        .register_service(
-            &web_token,
+        .catalog().register_json(
+            &(&web_token).into(),
             &format!(
                 r#"{{"name":"web","port":8080,"connect":{{"sidecar_service":{{"proxy":{{"upstreams":[
                 {{"destination_name":"socat","datacenter":"primary","local_bind_port":{port}}}]}}}}}}}}"#
@@ -64,20 +65,30 @@ async fn setup() -> Setup {
     let any = SidecarOptions {
         public_bind: Some("127.0.0.1:0".parse().expect("addr")),
     };
-    let socat = Sidecar::start(&g.primary, &socat_token, "socat", any.clone())
+    let socat = Sidecar::start(&g.primary, &(&socat_token).into(), "socat", any.clone())
         .await
         .expect("socat sidecar");
-    let web = Sidecar::start(&g.secondary, &web_token, "web", any)
+    let web = Sidecar::start(&g.secondary, &(&web_token).into(), "web", any)
         .await
         .expect("web sidecar");
     g.secondary
-        .intention_create(&g.management, "web", "socat", Action::Allow)
+        .intentions()
+        .create(
+            &(&g.management).into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .expect("intention");
     let upstream = web.upstreams()[0].1;
-    let app = Service::new(&g.secondary, &web_token, "web".parse().expect("name"))
-        .await
-        .expect("in-app");
+    let app = Service::new(
+        &g.secondary,
+        &(&web_token).into(),
+        "web".parse().expect("name"),
+    )
+    .await
+    .expect("in-app");
     let up = serde_json::from_str(&format!(
         r#"{{"destination_name":"socat","datacenter":"primary","local_bind_port":{port}}}"#
     ))

@@ -47,8 +47,8 @@ async fn run() -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     // Registered with a sidecar stanza so gateways route to it; the "sidecar" is the app.
     g.primary
-        .register_service(
-            &socat_token,
+        .catalog().register_json(
+            &(&socat_token).into(),
             &format!(
                 r#"{{"name": "socat", "port": {}, "connect": {{"sidecar_service": {{"port": {}}}}}}}"#,
                 addr.port(),
@@ -56,7 +56,7 @@ async fn run() -> Result<(), BoxError> {
             ),
         )
         .await?;
-    let socat = Service::new(&g.primary, &socat_token, "socat".parse()?).await?;
+    let socat = Service::new(&g.primary, &(&socat_token).into(), "socat".parse()?).await?;
     println!("    socat {} accepts on {addr}", socat.spiffe_id());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
@@ -76,7 +76,7 @@ async fn run() -> Result<(), BoxError> {
     });
 
     step(8, "web dials socat in the primary with a connect::Dialer");
-    let web = Service::new(&g.secondary, &web_token, "web".parse()?).await?;
+    let web = Service::new(&g.secondary, &(&web_token).into(), "web".parse()?).await?;
     let upstream: Upstream = serde_json::from_str(
         r#"{"destination_name": "socat", "datacenter": "primary", "local_bind_port": 8181}"#,
     )?;
@@ -95,7 +95,13 @@ async fn run() -> Result<(), BoxError> {
 
     step(9, "intention create web socat, then echo");
     g.secondary
-        .intention_create(&g.management, "web", "socat", Action::Allow)
+        .intentions()
+        .create(
+            &(&g.management).into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await?;
     let mut s = dialer.dial().await?;
     s.write_all(b"hello\n").await?;

@@ -98,19 +98,26 @@ async fn run(args: Args) -> Result<(), BoxError> {
         r#"{{"service": {{"name": "socat", "port": {echo_port}, "token": "{}", "connect": {{"sidecar_service": {{}} }} }} }}"#,
         socat_token
     );
-    g.primary.register_service("", &socat_json).await?;
+    g.primary
+        .catalog()
+        .register_json(&"".into(), &socat_json)
+        .await?;
     let web_json = format!(
         r#"{{"service": {{"name": "web", "port": 8080, "token": "{}",
             "connect": {{"sidecar_service": {{"proxy": {{"upstreams": [{{
               "destination_name": "socat", "datacenter": "primary", "local_bind_port": {} }}]}}}}}}}}}}"#,
         web_token, args.port
     );
-    g.secondary.register_service("", &web_json).await?;
+    g.secondary
+        .catalog()
+        .register_json(&"".into(), &web_json)
+        .await?;
     let any = SidecarOptions {
         public_bind: Some("127.0.0.1:0".parse()?),
     };
-    let socat_sidecar = Sidecar::start(&g.primary, &socat_token, "socat", any.clone()).await?;
-    let web_sidecar = Sidecar::start(&g.secondary, &web_token, "web", any).await?;
+    let socat_sidecar =
+        Sidecar::start(&g.primary, &(&socat_token).into(), "socat", any.clone()).await?;
+    let web_sidecar = Sidecar::start(&g.secondary, &(&web_token).into(), "web", any).await?;
     println!(
         "    socat on 127.0.0.1:{echo_port}, its sidecar on {}",
         socat_sidecar.public_addr()
@@ -126,6 +133,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         _ => println!(
             "    refused: {}",
             g.secondary
+                .intentions()
                 .authorize(web_sidecar.service().spiffe_id(), &"socat".parse()?)
                 .reason
         ),
@@ -136,10 +144,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
         "consul intention create web socat (made in the secondary, forwarded to the primary)",
     );
     g.secondary
-        .intention_create(&g.management, "web", "socat", Action::Allow)
+        .intentions()
+        .create(
+            &(&g.management).into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await?;
     let decision = g
         .primary
+        .intentions()
         .authorize(web_sidecar.service().spiffe_id(), &"socat".parse()?);
     println!("    primary says: {}", decision.reason);
 

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::datacenter::authorize_with;
-use crate::{Datacenter, Error};
+use crate::{Datacenter, Error, Secret};
 
 /// Time allowed for a TLS handshake, either side.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Service {
 /// Signs this service's CSRs through its datacenter with its token.
 struct DcSigner {
     dc: Datacenter,
-    token: String,
+    token: Secret,
 }
 
 #[async_trait::async_trait]
@@ -70,8 +70,8 @@ struct IntentionGate {
 impl ConnectAuthorizer for IntentionGate {
     fn authorize(&self, peer: &SpiffeId) -> Result<(), Refusal> {
         let a = authorize_with(
-            &self.dc.shared_intentions(),
-            self.dc.intention_default(),
+            &self.dc.intentions().shared(),
+            self.dc.intentions().default(),
             self.dc.trust_domain().as_ref(),
             peer,
             &self.target,
@@ -88,13 +88,13 @@ impl ConnectAuthorizer for IntentionGate {
 impl Service {
     /// Obtains a leaf for `name` in `dc` (needs `service:write` on it through `token`) and
     /// starts keeping it fresh. Returns once the first leaf is issued.
-    pub async fn new(dc: &Datacenter, token: &str, name: ServiceName) -> Result<Self, Error> {
+    pub async fn new(dc: &Datacenter, token: &Secret, name: ServiceName) -> Result<Self, Error> {
         let td = dc.trust_domain().ok_or(Error::ConnectDisabled)?;
         let id = SpiffeId::from(ServiceId::new(td, dc.name().clone(), name.clone()));
-        let roots = dc.subscribe_roots()?;
+        let roots = dc.connect_ca().subscribe_roots()?;
         let signer = Arc::new(DcSigner {
             dc: dc.clone(),
-            token: token.to_owned(),
+            token: token.clone(),
         });
         // One first signing up front, so a refusal is reported to the caller with its reason.
         let probe = mesh_ca::new_leaf_request(&id, &[]).map_err(Error::invalid)?;
@@ -109,7 +109,7 @@ impl Service {
             .ready()
             .await
             .ok_or_else(|| Error::Config("leaf manager stopped".into()))?;
-        let identity = TlsIdentity::with_leaf(&first, dc.roots()?.as_ref())?;
+        let identity = TlsIdentity::with_leaf(&first, dc.connect_ca().roots()?.as_ref())?;
         let follow = identity.follow(leaves.subscribe(), roots);
         let gate = Arc::new(IntentionGate {
             dc: dc.clone(),
@@ -232,13 +232,22 @@ impl Dialer {
         if !self.dc.config().enable_central_service_config {
             return Ok(self.upstream_mode);
         }
-        let pd = match self.dc.config_get("proxy-defaults", "global").await? {
+        let pd = match self
+            .dc
+            .config_entries()
+            .get(mesh_core::ConfigEntryKind::ProxyDefaults, "global")
+            .await?
+        {
             Some(ConfigEntry::ProxyDefaults(p)) => Some(p),
             _ => None,
         };
         let sd = match self
             .dc
-            .config_get("service-defaults", self.service.as_str())
+            .config_entries()
+            .get(
+                mesh_core::ConfigEntryKind::ServiceDefaults,
+                self.service.as_str(),
+            )
             .await?
         {
             Some(ConfigEntry::ServiceDefaults(s)) => Some(s),
@@ -259,10 +268,13 @@ impl Dialer {
         let path = upstream_path(self.dc.name(), &self.target_dc, self.mode().await?);
         let addrs = match &path {
             UpstreamPath::Direct { datacenter } if datacenter == self.dc.name() => {
-                self.dc.sidecar_addresses(&self.target).await?
+                self.dc.catalog().sidecar_addresses(&self.target).await?
             }
             UpstreamPath::Direct { datacenter } => {
-                self.dc.remote_endpoints(datacenter, &self.target).await?
+                self.dc
+                    .catalog()
+                    .remote_endpoints(datacenter, &self.target)
+                    .await?
             }
             UpstreamPath::LocalGateways { .. } => self.gateways(self.dc.name(), false).await?,
             UpstreamPath::RemoteGateways { datacenter } => self.gateways(datacenter, true).await?,
@@ -276,6 +288,7 @@ impl Dialer {
             return Ok(self
                 .dc
                 .catalog()
+                .entries()
                 .await?
                 .into_iter()
                 .filter(|e| !e.down && e.service.kind == ServiceKind::MeshGateway)
@@ -284,6 +297,7 @@ impl Dialer {
         }
         Ok(self
             .dc
+            .catalog()
             .federation()
             .await?
             .into_iter()

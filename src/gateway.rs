@@ -12,7 +12,7 @@ use mesh_sni::{
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::{Datacenter, Error};
+use crate::{Datacenter, Error, Secret};
 
 /// How long a route watcher's blocking query is held before it is renewed.
 const ROUTE_WAIT: Duration = Duration::from_secs(60);
@@ -23,7 +23,7 @@ const ROUTE_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct MeshGateway {
     dc: Datacenter,
-    token: String,
+    token: Secret,
     id: String,
     gateway: Gateway,
     lan: SocketAddr,
@@ -37,7 +37,7 @@ impl MeshGateway {
     /// catalog and starts following it.
     pub async fn start(
         dc: &Datacenter,
-        token: &str,
+        token: &Secret,
         name: &ServiceName,
         id: &str,
         lan_bind: SocketAddr,
@@ -48,7 +48,9 @@ impl MeshGateway {
         let wan_listener = TcpListener::bind(wan_bind).await?;
         let lan = lan_listener.local_addr()?;
         let wan = wan_listener.local_addr()?;
-        dc.register_mesh_gateway(token, name, id, lan, wan).await?;
+        dc.catalog()
+            .register_mesh_gateway(token, name, id, lan, wan)
+            .await?;
         let table = routes(dc).await?;
         let gateway = Gateway::new(config, table).map_err(Error::invalid)?;
         gateway
@@ -61,7 +63,7 @@ impl MeshGateway {
         tracing::info!(datacenter = %dc.name(), gateway = id, %lan, %wan, "mesh gateway started");
         Ok(Self {
             dc: dc.clone(),
-            token: token.to_owned(),
+            token: token.clone(),
             id: id.to_owned(),
             gateway,
             lan,
@@ -98,7 +100,7 @@ impl MeshGateway {
     /// Deregisters the instance (so sidecars and other gateways stop choosing it), stops
     /// accepting, and drains live connections for at most `drain`.
     pub async fn shutdown(self, drain: Duration) -> ShutdownReport {
-        if let Err(e) = self.dc.deregister(&self.token, &self.id).await {
+        if let Err(e) = self.dc.catalog().deregister(&self.token, &self.id).await {
             tracing::warn!(gateway = %self.id, error = %e, "deregistering gateway failed");
         }
         self.watcher.abort();
@@ -116,7 +118,7 @@ impl MeshGateway {
 async fn follow(dc: Datacenter, gateway: Gateway) {
     let mut seen = Index::ZERO;
     loop {
-        match dc.wait_routing_change(seen, ROUTE_WAIT).await {
+        match dc.catalog().wait_routing_change(seen, ROUTE_WAIT).await {
             Ok(idx) if idx > seen => {
                 seen = idx;
                 match routes(&dc).await {
@@ -140,7 +142,7 @@ async fn follow(dc: Datacenter, gateway: Gateway) {
 pub async fn routes(dc: &Datacenter) -> Result<RouteTable, Error> {
     let td = dc.trust_domain().ok_or(Error::ConnectDisabled)?;
     let mut services: BTreeMap<ServiceName, Vec<SocketAddr>> = BTreeMap::new();
-    for e in dc.catalog().await? {
+    for e in dc.catalog().entries().await? {
         if e.down || e.service.kind != mesh_core::catalog::ServiceKind::ConnectProxy {
             continue;
         }
@@ -156,7 +158,7 @@ pub async fn routes(dc: &Datacenter) -> Result<RouteTable, Error> {
         services.entry(dest).or_default().push(addr);
     }
     let mut remotes: BTreeMap<DatacenterName, Vec<SocketAddr>> = BTreeMap::new();
-    for g in dc.federation().await? {
+    for g in dc.catalog().federation().await? {
         if &g.datacenter != dc.name() {
             remotes.entry(g.datacenter).or_default().push(g.wan);
         }

@@ -2,7 +2,9 @@
 //!
 //! This package ties the engine crates together into what a user runs: a [`Datacenter`]
 //! (the control plane: state, ACLs, intentions, config entries, catalog, CA and replication
-//! from the primary), and the data plane built on it: mesh gateways fed from the catalog,
+//! from the primary, one handle per concern: [`Datacenter::acl`], [`Datacenter::catalog`],
+//! [`Datacenter::intentions`], [`Datacenter::config_entries`], [`Datacenter::connect_ca`]),
+//! and the data plane built on it: mesh gateways fed from the catalog,
 //! sidecars, and in-app Connect.
 //!
 //! What it does not do: consensus between several servers of one datacenter (one store per
@@ -11,7 +13,8 @@
 //! ```
 //! use mesh::intentions::acl::DefaultPolicy;
 //! use mesh::intentions::intention::Action;
-//! use mesh::{Datacenter, DatacenterConfig};
+//! use mesh::core::ServiceName;
+//! use mesh::{Datacenter, DatacenterConfig, IntentionTarget, Secret};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! tokio::runtime::Runtime::new()?.block_on(async {
@@ -23,11 +26,15 @@
 //!
 //!     let td = dc.trust_domain().expect("Connect is on: the CA bootstrapped");
 //!     let web = format!("spiffe://{td}/ns/default/dc/primary/svc/web").parse()?;
-//!     let socat = "socat".parse()?;
+//!     let socat: ServiceName = "socat".parse()?;
+//!     let management = Secret::new("a-management-secret");
 //!     // Default deny means deny until an intention allows the pair.
-//!     assert!(!dc.authorize(&web, &socat).authorized);
-//!     dc.intention_create("a-management-secret", "web", "socat", Action::Allow).await?;
-//!     assert!(dc.authorize(&web, &socat).authorized);
+//!     assert!(!dc.intentions().authorize(&web, &socat).authorized);
+//!     let from: IntentionTarget = "web".parse()?;
+//!     dc.intentions()
+//!         .create(&management, &from, &(&socat).into(), Action::Allow)
+//!         .await?;
+//!     assert!(dc.intentions().authorize(&web, &socat).authorized);
 //!     Ok::<_, Box<dyn std::error::Error>>(())
 //! })?;
 //! # Ok(())
@@ -50,7 +57,10 @@ pub mod sidecar;
 pub mod tables;
 
 pub use config::{AclConfig, AclTokens, ConnectConfig, DatacenterConfig, Storage};
-pub use datacenter::{Authorization, Datacenter, Registered, TokenSpec};
+pub use datacenter::{
+    Acl, Authorization, Catalog, ConfigEntries, ConnectCa, Datacenter, IntentionTarget, Intentions,
+    Registered, Secret, TokenSpec,
+};
 pub use error::Error;
 pub use gateway::MeshGateway;
 pub use sidecar::{Sidecar, SidecarOptions};

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::catalog::CatalogEntry;
 use crate::connect::{CONNECT_TIMEOUT, Dialer, Service};
-use crate::{Datacenter, Error};
+use crate::{Datacenter, Error, Secret};
 
 /// Where a sidecar listens; `None` takes the addresses of the registration.
 #[derive(Debug, Clone, Default)]
@@ -41,15 +41,15 @@ impl Drop for Sidecar {
 
 impl Sidecar {
     /// Starts the sidecar of the registered service instance `service_id` (registered with
-    /// [`Datacenter::register_service`] and a `connect.sidecar_service` stanza). `token` needs
+    /// [`Catalog::register_json`](crate::Catalog::register_json) and a `connect.sidecar_service` stanza). `token` needs
     /// `service:write` on the service (for its leaf certificate).
     pub async fn start(
         dc: &Datacenter,
-        token: &str,
+        token: &Secret,
         service_id: &str,
         opts: SidecarOptions,
     ) -> Result<Self, Error> {
-        let catalog = dc.catalog().await?;
+        let catalog = dc.catalog().entries().await?;
         let sidecar_id = format!("{service_id}-sidecar-proxy");
         let find = |id: &str| -> Option<&CatalogEntry> {
             catalog.iter().find(|e| {
@@ -88,7 +88,9 @@ impl Sidecar {
         let public_listener = TcpListener::bind(bind).await?;
         let public = public_listener.local_addr()?;
         if Some(public) != entry.lan {
-            dc.set_instance_address(token, &sidecar_id, public).await?;
+            dc.catalog()
+                .set_instance_address(token, &sidecar_id, public)
+                .await?;
         }
         let mut tasks = vec![tokio::spawn(serve_public(
             public_listener,

@@ -34,12 +34,14 @@ async fn two_dcs() -> (Datacenter, Datacenter) {
     pc.acl.tokens.initial_management = Some(MGMT.into());
     let primary = Datacenter::start_primary(pc).await.unwrap();
     primary
-        .acl_policy_create(MGMT, "replication", "", REPLICATION_POLICY)
+        .acl()
+        .policy_create(&MGMT.into(), "replication", "", REPLICATION_POLICY)
         .await
         .unwrap();
     let repl = primary
-        .acl_token_create(
-            MGMT,
+        .acl()
+        .token_create(
+            &MGMT.into(),
             TokenSpec {
                 description: "replication".into(),
                 policy_names: vec!["replication".into()],
@@ -68,18 +70,20 @@ async fn guide_control_plane_across_two_datacenters() {
     let td = primary.trust_domain().unwrap();
     assert_eq!(secondary.trust_domain().unwrap(), td);
     assert_eq!(
-        primary.roots().unwrap().active_root_id,
-        secondary.roots().unwrap().active_root_id
+        primary.connect_ca().roots().unwrap().active_root_id,
+        secondary.connect_ca().roots().unwrap().active_root_id
     );
 
     // The gateway policy file as written: three JSON objects, read as their union.
     primary
-        .acl_policy_create(MGMT, "mesh-gateway", "", GATEWAY_POLICY)
+        .acl()
+        .policy_create(&MGMT.into(), "mesh-gateway", "", GATEWAY_POLICY)
         .await
         .unwrap();
     let gw_token = primary
-        .acl_token_create(
-            MGMT,
+        .acl()
+        .token_create(
+            &MGMT.into(),
             TokenSpec {
                 description: "mesh-gateway secondary datacenter token".into(),
                 policy_names: vec!["mesh-gateway".into()],
@@ -92,7 +96,11 @@ async fn guide_control_plane_across_two_datacenters() {
     // The token replicated: the secondary registers a gateway with it.
     let mut ok = false;
     for _ in 0..100 {
-        if secondary.authorizer(&gw_token.secret_id).is_ok() {
+        if secondary
+            .acl()
+            .authorizer(&(&gw_token.secret_id).into())
+            .is_ok()
+        {
             ok = true;
             break;
         }
@@ -101,8 +109,9 @@ async fn guide_control_plane_across_two_datacenters() {
     assert!(ok, "gateway token replicated to the secondary");
     let name = "mesh-gateway".parse().unwrap();
     secondary
+        .catalog()
         .register_mesh_gateway(
-            &gw_token.secret_id,
+            &(&gw_token.secret_id).into(),
             &name,
             "gateway-secondary-1",
             "127.0.0.1:18443".parse().unwrap(),
@@ -112,8 +121,9 @@ async fn guide_control_plane_across_two_datacenters() {
         .unwrap();
     // The gateway token may not register anything else.
     let err = secondary
-        .register_service(
-            &gw_token.secret_id,
+        .catalog()
+        .register_json(
+            &(&gw_token.secret_id).into(),
             r#"{"service":{"name":"web","port":8080}}"#,
         )
         .await
@@ -122,19 +132,21 @@ async fn guide_control_plane_across_two_datacenters() {
     assert!(err.to_string().contains("service:write"), "{err}");
 
     // Every datacenter learns the gateway through the primary.
-    assert_eq!(primary.federation().await.unwrap().len(), 1);
+    assert_eq!(primary.catalog().federation().await.unwrap().len(), 1);
 
     // proxy-defaults as the guide writes it.
     secondary
-        .config_write(
-            MGMT,
+        .config_entries()
+        .write_json(
+            &MGMT.into(),
             r#"{"Kind": "proxy-defaults", "Name": "global", "MeshGateway": "local"}"#,
         )
         .await
         .unwrap();
     assert!(
         primary
-            .config_get("proxy-defaults", "global")
+            .config_entries()
+            .get(mesh::core::ConfigEntryKind::ProxyDefaults, "global")
             .await
             .unwrap()
             .is_some()
@@ -142,8 +154,8 @@ async fn guide_control_plane_across_two_datacenters() {
 
     // Services from the guide's files, with sidecars.
     let web = secondary
-        .register_service(
-            MGMT,
+        .catalog().register_json(
+            &MGMT.into(),
             r#"{"service": {"name": "web", "port": 8080, "token": "<token here>",
                 "connect": {"sidecar_service": {"proxy": {"upstreams": [{
                 "destination_name": "socat", "datacenter": "primary", "local_bind_port": 8181}]}}}}}"#,
@@ -157,22 +169,29 @@ async fn guide_control_plane_across_two_datacenters() {
         .parse()
         .unwrap();
     let socat = "socat".parse().unwrap();
-    let before = primary.authorize(&web_id, &socat);
+    let before = primary.intentions().authorize(&web_id, &socat);
     assert!(!before.authorized);
     assert_eq!(before.reason, "Default behavior configured by ACLs");
 
     // Written in the secondary, forwarded to the primary, visible in both.
     secondary
-        .intention_create(MGMT, "web", "socat", Action::Allow)
+        .intentions()
+        .create(
+            &MGMT.into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap();
-    assert!(secondary.authorize(&web_id, &socat).authorized);
-    assert!(primary.authorize(&web_id, &socat).authorized);
+    assert!(secondary.intentions().authorize(&web_id, &socat).authorized);
+    assert!(primary.intentions().authorize(&web_id, &socat).authorized);
 
     // A token allowed to write intentions for socat only: forwarded and checked per record.
     primary
-        .acl_policy_create(
-            MGMT,
+        .acl()
+        .policy_create(
+            &MGMT.into(),
             "socat-intentions",
             "",
             r#"service "socat" { policy = "read" intentions = "write" }"#,
@@ -180,8 +199,9 @@ async fn guide_control_plane_across_two_datacenters() {
         .await
         .unwrap();
     let ixn_token = primary
-        .acl_token_create(
-            MGMT,
+        .acl()
+        .token_create(
+            &MGMT.into(),
             TokenSpec {
                 policy_names: vec!["socat-intentions".into()],
                 ..TokenSpec::default()
@@ -190,24 +210,46 @@ async fn guide_control_plane_across_two_datacenters() {
         .await
         .unwrap();
     for _ in 0..200 {
-        if secondary.authorizer(&ixn_token.secret_id).is_ok() {
+        if secondary
+            .acl()
+            .authorizer(&(&ixn_token.secret_id).into())
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     secondary
-        .intention_create(&ixn_token.secret_id, "api", "socat", Action::Deny)
+        .intentions()
+        .create(
+            &(&ixn_token.secret_id).into(),
+            &"api".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Deny,
+        )
         .await
         .unwrap();
     let err = secondary
-        .intention_create(&ixn_token.secret_id, "socat", "web", Action::Allow)
+        .intentions()
+        .create(
+            &(&ixn_token.secret_id).into(),
+            &"socat".parse().expect("valid intention target"),
+            &"web".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("intentions:write"), "{err}");
 
     // An unknown token is refused.
     let err = secondary
-        .intention_create("nope", "web", "socat", Action::Allow)
+        .intentions()
+        .create(
+            &"nope".into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::AclNotFound), "{err}");
@@ -220,10 +262,16 @@ async fn a_primary_restarted_from_its_data_dir_keeps_its_root_and_acls() {
     pc.acl.tokens.initial_management = Some(MGMT.into());
     pc.storage = mesh::Storage::Dir(dir.path().join("primary"));
     let first = Datacenter::start_primary(pc.clone()).await.unwrap();
-    let root = first.roots().unwrap().active_root_id.clone();
+    let root = first.connect_ca().roots().unwrap().active_root_id.clone();
     let td = first.trust_domain().unwrap();
     first
-        .acl_policy_create(MGMT, "kept", "", r#"service "web" { policy = "write" }"#)
+        .acl()
+        .policy_create(
+            &MGMT.into(),
+            "kept",
+            "",
+            r#"service "web" { policy = "write" }"#,
+        )
         .await
         .unwrap();
     drop(first);
@@ -240,10 +288,16 @@ async fn a_primary_restarted_from_its_data_dir_keeps_its_root_and_acls() {
         }
     }
     let again = again.expect("the primary restarts from its data dir");
-    assert_eq!(again.roots().unwrap().active_root_id, root);
+    assert_eq!(again.connect_ca().roots().unwrap().active_root_id, root);
     assert_eq!(again.trust_domain().unwrap(), td);
     let err = again
-        .acl_policy_create(MGMT, "kept", "", r#"service "web" { policy = "read" }"#)
+        .acl()
+        .policy_create(
+            &MGMT.into(),
+            "kept",
+            "",
+            r#"service "web" { policy = "read" }"#,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err}");

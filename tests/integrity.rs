@@ -38,12 +38,14 @@ async fn primary() -> Datacenter {
 
 async fn secondary_of(primary: &Datacenter) -> Datacenter {
     if primary
-        .acl_policy_read_by_name("replication")
+        .acl()
+        .policy_read_by_name("replication")
         .await
         .is_err()
     {
         primary
-            .acl_policy_create(MGMT, "replication", "", REPLICATION_POLICY)
+            .acl()
+            .policy_create(&MGMT.into(), "replication", "", REPLICATION_POLICY)
             .await
             .unwrap();
     }
@@ -61,21 +63,25 @@ async fn secondary_of(primary: &Datacenter) -> Datacenter {
 
 /// A token linking `policies`; returns its secret.
 async fn token(dc: &Datacenter, policies: &[&str]) -> String {
-    dc.acl_token_create(
-        MGMT,
-        TokenSpec {
-            policy_names: policies.iter().map(|p| (*p).to_owned()).collect(),
-            ..TokenSpec::default()
-        },
-    )
-    .await
-    .unwrap()
-    .secret_id
+    dc.acl()
+        .token_create(
+            &MGMT.into(),
+            TokenSpec {
+                policy_names: policies.iter().map(|p| (*p).to_owned()).collect(),
+                ..TokenSpec::default()
+            },
+        )
+        .await
+        .unwrap()
+        .secret_id
 }
 
 /// A policy from HCL rules and a token for it.
 async fn token_with_rules(dc: &Datacenter, name: &str, rules: &str) -> String {
-    dc.acl_policy_create(MGMT, name, "", rules).await.unwrap();
+    dc.acl()
+        .policy_create(&MGMT.into(), name, "", rules)
+        .await
+        .unwrap();
     token(dc, &[name]).await
 }
 
@@ -105,7 +111,8 @@ fn svc(dc: &Datacenter, name: &str) -> mesh::core::SpiffeId {
 }
 
 fn allowed(dc: &Datacenter, source: &str, destination: &str) -> bool {
-    dc.authorize(&svc(dc, source), &destination.parse().unwrap())
+    dc.intentions()
+        .authorize(&svc(dc, source), &destination.parse().unwrap())
         .authorized
 }
 
@@ -123,7 +130,7 @@ async fn apply(
 }
 
 async fn intention_count(dc: &Datacenter) -> usize {
-    dc.intentions(MGMT).await.unwrap().len()
+    dc.intentions().list(&MGMT.into()).await.unwrap().len()
 }
 
 // ---- 1. one operation authorized by another ---------------------------------------------
@@ -182,13 +189,15 @@ async fn a_second_operation_in_one_transaction_is_authorized_on_its_own() {
     .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::Denied, "{err}");
     assert!(
-        dc.config_get("proxy-defaults", "global")
+        dc.config_entries()
+            .get(mesh::core::ConfigEntryKind::ProxyDefaults, "global")
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        dc.config_get("service-defaults", "mine")
+        dc.config_entries()
+            .get(mesh::core::ConfigEntryKind::ServiceDefaults, "mine")
             .await
             .unwrap()
             .is_none()
@@ -255,7 +264,8 @@ async fn a_record_whose_id_and_value_disagree_is_refused() {
     .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidRequest, "{err}");
     assert!(
-        dc.config_get("proxy-defaults", "global")
+        dc.config_entries()
+            .get(mesh::core::ConfigEntryKind::ProxyDefaults, "global")
             .await
             .unwrap()
             .is_none()
@@ -275,13 +285,13 @@ async fn a_record_whose_id_and_value_disagree_is_refused() {
     .await
     .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidRequest, "{err}");
-    assert!(dc.federation().await.unwrap().is_empty());
+    assert!(dc.catalog().federation().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roots_and_intermediate_answers_cannot_be_written_from_outside() {
     let dc = primary().await;
-    let roots_before = dc.roots().unwrap();
+    let roots_before = dc.connect_ca().roots().unwrap();
     let err = apply(
         &dc,
         MGMT,
@@ -302,7 +312,7 @@ async fn roots_and_intermediate_answers_cannot_be_written_from_outside() {
     .await
     .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidRequest, "{err}");
-    assert_eq!(dc.roots().unwrap(), roots_before);
+    assert_eq!(dc.connect_ca().roots().unwrap(), roots_before);
 }
 
 // ---- 3. one invalid record: refused on write, fails closed when found stored ------------
@@ -310,7 +320,7 @@ async fn roots_and_intermediate_answers_cannot_be_written_from_outside() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_intention_is_refused_on_every_write_path() {
     let dc = primary().await;
-    let secondary = secondary_of(&dc).await;
+    let _secondary = secondary_of(&dc).await;
     let maybe = json!({"SourceName": "web", "DestinationName": "socat", "Action": "maybe",
                        "SourceType": "consul"});
     // Forwarded write.
@@ -322,18 +332,16 @@ async fn an_invalid_intention_is_refused_on_every_write_path() {
     .await
     .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::InvalidRequest, "{err}");
-    // Names that can never match.
+    // Names that can never match are not representable: refused at parse, typed.
     for (src, dst) in [("WEB", "socat"), ("a/b", "socat"), ("web", "SOCAT")] {
-        let err = dc
-            .intention_create(MGMT, src, dst, Action::Allow)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Invalid(_)), "{src} -> {dst}: {err:?}");
-        let err = secondary
-            .intention_create(MGMT, src, dst, Action::Allow)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Invalid(_)), "{src} -> {dst}: {err:?}");
+        let parsed = (
+            src.parse::<mesh::IntentionTarget>(),
+            dst.parse::<mesh::IntentionTarget>(),
+        );
+        assert!(
+            matches!(parsed, (Err(_), _) | (_, Err(_))),
+            "{src} -> {dst}: {parsed:?}"
+        );
     }
     assert_eq!(intention_count(&dc).await, 0);
 }
@@ -345,10 +353,22 @@ async fn a_stored_invalid_intention_fails_closed_for_its_destination_only() {
     pc.storage = mesh::Storage::Dir(dir.path().to_path_buf());
     let dc = primary_with(pc.clone()).await;
     let secondary = secondary_of(&dc).await;
-    dc.intention_create(MGMT, "web", "socat", Action::Allow)
+    dc.intentions()
+        .create(
+            &MGMT.into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap();
-    dc.intention_create(MGMT, "api", "db", Action::Allow)
+    dc.intentions()
+        .create(
+            &MGMT.into(),
+            &"api".parse().expect("valid intention target"),
+            &"db".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap();
     assert!(allowed(&dc, "web", "socat"));
@@ -369,15 +389,30 @@ async fn a_stored_invalid_intention_fails_closed_for_its_destination_only() {
     assert!(allowed(&dc, "api", "db"));
     wait_until(|| allowed(&secondary, "api", "db")).await;
     let reason = dc
+        .intentions()
         .authorize(&svc(&dc, "web"), &"socat".parse().unwrap())
         .reason;
     assert!(reason.contains("invalid"), "{reason}");
 
     // Deleting the bad record lifts it; management can still delete and revoke.
-    dc.intention_delete(MGMT, "other", "socat").await.unwrap();
+    dc.intentions()
+        .delete(
+            &MGMT.into(),
+            &"other".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+        )
+        .await
+        .unwrap();
     assert!(allowed(&dc, "web", "socat"));
     wait_until(|| allowed(&secondary, "web", "socat")).await;
-    dc.intention_delete(MGMT, "web", "socat").await.unwrap();
+    dc.intentions()
+        .delete(
+            &MGMT.into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+        )
+        .await
+        .unwrap();
     assert!(!allowed(&dc, "web", "socat"));
     wait_until(|| !allowed(&secondary, "web", "socat")).await;
 
@@ -392,7 +427,12 @@ async fn a_stored_invalid_intention_fails_closed_for_its_destination_only() {
     let restarted = restart(pc).await;
     assert!(!allowed(&restarted, "api", "db"));
     restarted
-        .intention_delete(MGMT, "other", "db")
+        .intentions()
+        .delete(
+            &MGMT.into(),
+            &"other".parse().expect("valid intention target"),
+            &"db".parse().expect("valid intention target"),
+        )
         .await
         .unwrap();
     assert!(allowed(&restarted, "api", "db"));
@@ -439,18 +479,20 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
         service "web-sidecar-proxy" { policy = "write" }"#,
     )
     .await;
-    dc.register_service(
-        &socat,
-        r#"{"service": {"name": "socat", "port": 8181, "connect": {"sidecar_service": {}}}}"#,
-    )
-    .await
-    .unwrap();
-    let before = dc.catalog().await.unwrap();
+    dc.catalog()
+        .register_json(
+            &(&socat).into(),
+            r#"{"service": {"name": "socat", "port": 8181, "connect": {"sidecar_service": {}}}}"#,
+        )
+        .await
+        .unwrap();
+    let before = dc.catalog().entries().await.unwrap();
 
     // web registers under the id of socat's sidecar.
     let err = dc
-        .register_service(
-            &web,
+        .catalog()
+        .register_json(
+            &(&web).into(),
             r#"{"service": {"name": "web", "id": "socat-sidecar-proxy", "port": 1}}"#,
         )
         .await
@@ -460,8 +502,9 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
 
     // web registers a proxy for socat at an address it chooses.
     let err = dc
-        .register_service(
-            &web,
+        .catalog()
+        .register_json(
+            &(&web).into(),
             r#"{"service": {"name": "web-sidecar-proxy", "kind": "connect-proxy",
                 "id": "evil-proxy", "port": 9999,
                 "proxy": {"destination_service_name": "socat"}}}"#,
@@ -473,8 +516,9 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
 
     // web's own sidecar, whose id is free, is fine; a sidecar id taken by socat is not.
     let err = dc
-        .register_service(
-            &web,
+        .catalog()
+        .register_json(
+            &(&web).into(),
             r#"{"service": {"name": "web", "id": "socat", "port": 1,
                 "connect": {"sidecar_service": {}}}}"#,
         )
@@ -484,9 +528,10 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
 
     // A gateway registration under socat's instance id.
     let err = dc
+        .catalog()
         .register_mesh_gateway(
-            &web,
-            &"web".parse().unwrap(),
+            &(&web).into(),
+            &"web".parse().expect("valid intention target"),
             "socat",
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
@@ -496,23 +541,25 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
 
     assert_eq!(
-        dc.catalog().await.unwrap(),
+        dc.catalog().entries().await.unwrap(),
         before,
         "the catalog did not change"
     );
     let addrs = dc
+        .catalog()
         .sidecar_addresses(&"socat".parse().unwrap())
         .await
         .unwrap();
     assert_eq!(addrs.len(), 1);
 
     // socat itself may re-register its own instances.
-    dc.register_service(
-        &socat,
-        r#"{"service": {"name": "socat", "port": 8181, "connect": {"sidecar_service": {}}}}"#,
-    )
-    .await
-    .unwrap();
+    dc.catalog()
+        .register_json(
+            &(&socat).into(),
+            r#"{"service": {"name": "socat", "port": 8181, "connect": {"sidecar_service": {}}}}"#,
+        )
+        .await
+        .unwrap();
 }
 
 // ---- 6. the ACL plane: unique names, update, delete, revocation -------------------------
@@ -530,7 +577,8 @@ async fn concurrent_policy_creations_with_one_name_store_exactly_one() {
             secondary.clone()
         };
         tasks.push(tokio::spawn(async move {
-            dc.acl_policy_create(MGMT, "ops", "", r#"operator = "read""#)
+            dc.acl()
+                .policy_create(&MGMT.into(), "ops", "", r#"operator = "read""#)
                 .await
         }));
     }
@@ -560,8 +608,9 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
     let dc = primary().await;
     let secondary = secondary_of(&dc).await;
     let p = dc
-        .acl_policy_create(
-            MGMT,
+        .acl()
+        .policy_create(
+            &MGMT.into(),
             "writer",
             "",
             r#"service "web" { policy = "read" intentions = "write" }"#,
@@ -569,8 +618,9 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         .await
         .unwrap();
     let leaked = dc
-        .acl_token_create(
-            MGMT,
+        .acl()
+        .token_create(
+            &MGMT.into(),
             TokenSpec {
                 policy_names: vec!["writer".into()],
                 ..TokenSpec::default()
@@ -578,76 +628,114 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         )
         .await
         .unwrap();
-    wait_until(|| secondary.authorizer(&leaked.secret_id).is_ok()).await;
+    wait_until(|| {
+        secondary
+            .acl()
+            .authorizer(&(&leaked.secret_id).into())
+            .is_ok()
+    })
+    .await;
     secondary
-        .intention_create(&leaked.secret_id, "api", "web", Action::Allow)
+        .intentions()
+        .create(
+            &(&leaked.secret_id).into(),
+            &"api".parse().expect("valid intention target"),
+            &"web".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap();
 
     // Narrow the policy: the token loses the right at once, in both datacenters.
-    dc.acl_policy_update(
-        MGMT,
-        &p.id,
-        "writer",
-        "",
-        r#"service "web" { policy = "read" intentions = "read" }"#,
-    )
-    .await
-    .unwrap();
+    dc.acl()
+        .policy_update(
+            &MGMT.into(),
+            &p.id,
+            "writer",
+            "",
+            r#"service "web" { policy = "read" intentions = "read" }"#,
+        )
+        .await
+        .unwrap();
     let err = dc
-        .intention_create(&leaked.secret_id, "api2", "web", Action::Allow)
+        .intentions()
+        .create(
+            &(&leaked.secret_id).into(),
+            &"api2".parse().unwrap(),
+            &"web".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
 
     // Rename: the old name is free again, the new one taken.
-    dc.acl_policy_update(
-        MGMT,
-        &p.id,
-        "reader",
-        "",
-        r#"service "web" { policy = "read" intentions = "read" }"#,
-    )
-    .await
-    .unwrap();
-    dc.acl_policy_create(MGMT, "writer", "", r#"operator = "read""#)
+    dc.acl()
+        .policy_update(
+            &MGMT.into(),
+            &p.id,
+            "reader",
+            "",
+            r#"service "web" { policy = "read" intentions = "read" }"#,
+        )
+        .await
+        .unwrap();
+    dc.acl()
+        .policy_create(&MGMT.into(), "writer", "", r#"operator = "read""#)
         .await
         .unwrap();
     let err = dc
-        .acl_policy_create(MGMT, "reader", "", r#"operator = "read""#)
+        .acl()
+        .policy_create(&MGMT.into(), "reader", "", r#"operator = "read""#)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
 
     // The built-in management policy cannot be changed or deleted.
     let err = dc
-        .acl_policy_delete(MGMT, mesh::intentions::acl::GLOBAL_MANAGEMENT_POLICY_ID)
+        .acl()
+        .policy_delete(
+            &MGMT.into(),
+            mesh::intentions::acl::GLOBAL_MANAGEMENT_POLICY_ID,
+        )
         .await
         .unwrap_err();
     assert!(
         err.to_string().contains("built in") || format!("{err:?}").contains("built in"),
         "{err:?}"
     );
-    assert!(dc.authorizer(MGMT).unwrap().acl_write().is_allowed());
+    assert!(
+        dc.acl()
+            .authorizer(&MGMT.into())
+            .unwrap()
+            .acl_write()
+            .is_allowed()
+    );
 
     // Roles: create, rename, delete.
     let role = dc
-        .acl_role_create(MGMT, "r1", &["reader"], &[])
+        .acl()
+        .role_create(&MGMT.into(), "r1", &["reader"], &[])
         .await
         .unwrap();
     let role = dc
-        .acl_role_update(MGMT, &role.id, "r2", &["reader"], &["web"])
+        .acl()
+        .role_update(&MGMT.into(), &role.id, "r2", &["reader"], &["web"])
         .await
         .unwrap();
     assert_eq!(role.name, "r2");
-    dc.acl_role_create(MGMT, "r1", &[], &["api"]).await.unwrap();
-    dc.acl_role_delete(MGMT, &role.id).await.unwrap();
-    assert!(dc.acl_role_read(&role.id).await.is_err());
+    dc.acl()
+        .role_create(&MGMT.into(), "r1", &[], &["api"])
+        .await
+        .unwrap();
+    dc.acl().role_delete(&MGMT.into(), &role.id).await.unwrap();
+    assert!(dc.acl().role_read(&role.id).await.is_err());
 
     // Token update keeps the secret; delete revokes it in both datacenters.
     let updated = dc
-        .acl_token_update(
-            MGMT,
+        .acl()
+        .token_update(
+            &MGMT.into(),
             &leaked.accessor_id,
             TokenSpec {
                 description: "narrowed".into(),
@@ -658,24 +746,38 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         .unwrap();
     assert_eq!(updated.secret_id, leaked.secret_id);
     secondary
-        .acl_token_delete(MGMT, &leaked.accessor_id)
+        .acl()
+        .token_delete(&MGMT.into(), &leaked.accessor_id)
         .await
         .unwrap();
     assert!(matches!(
-        secondary.authorizer(&leaked.secret_id),
+        secondary.acl().authorizer(&(&leaked.secret_id).into()),
         Err(Error::AclNotFound)
     ));
-    wait_until(|| matches!(dc.authorizer(&leaked.secret_id), Err(Error::AclNotFound))).await;
+    wait_until(|| {
+        matches!(
+            dc.acl().authorizer(&(&leaked.secret_id).into()),
+            Err(Error::AclNotFound)
+        )
+    })
+    .await;
     let err = secondary
-        .intention_create(&leaked.secret_id, "api3", "web", Action::Allow)
+        .intentions()
+        .create(
+            &(&leaked.secret_id).into(),
+            &"api3".parse().unwrap(),
+            &"web".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::AclNotFound), "{err:?}");
 
     // Deleting a policy removes what it granted.
     let t2 = dc
-        .acl_token_create(
-            MGMT,
+        .acl()
+        .token_create(
+            &MGMT.into(),
             TokenSpec {
                 policy_names: vec!["writer".into()],
                 ..TokenSpec::default()
@@ -684,15 +786,20 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         .await
         .unwrap();
     assert!(
-        dc.authorizer(&t2.secret_id)
+        dc.acl()
+            .authorizer(&(&t2.secret_id).into())
             .unwrap()
             .operator_read()
             .is_allowed()
     );
-    let writer = dc.acl_policy_read_by_name("writer").await.unwrap();
-    dc.acl_policy_delete(MGMT, &writer.id).await.unwrap();
+    let writer = dc.acl().policy_read_by_name("writer").await.unwrap();
+    dc.acl()
+        .policy_delete(&MGMT.into(), &writer.id)
+        .await
+        .unwrap();
     assert!(
-        !dc.authorizer(&t2.secret_id)
+        !dc.acl()
+            .authorizer(&(&t2.secret_id).into())
             .unwrap()
             .operator_read()
             .is_allowed()
@@ -700,7 +807,8 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
 
     // An ordinary token can do none of this.
     let err = dc
-        .acl_token_delete(&t2.secret_id, &t2.accessor_id)
+        .acl()
+        .token_delete(&(&t2.secret_id).into(), &t2.accessor_id)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
@@ -712,14 +820,16 @@ async fn a_restart_on_the_same_data_dir_keeps_one_name_index() {
     let mut pc = config("primary");
     pc.storage = mesh::Storage::Dir(dir.path().to_path_buf());
     let dc = primary_with(pc.clone()).await;
-    dc.acl_policy_create(MGMT, "ops", "", r#"operator = "read""#)
+    dc.acl()
+        .policy_create(&MGMT.into(), "ops", "", r#"operator = "read""#)
         .await
         .unwrap();
     drop(dc);
     pc.acl.tokens.initial_management = Some(MGMT.into());
     let dc = restart(pc).await;
     let err = dc
-        .acl_policy_create(MGMT, "ops", "", r#"operator = "read""#)
+        .acl()
+        .policy_create(&MGMT.into(), "ops", "", r#"operator = "read""#)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");

@@ -145,7 +145,9 @@ fn decisions(dc: &Datacenter) -> BTreeMap<(&'static str, &'static str), bool> {
                 .unwrap();
             out.insert(
                 (src, dst),
-                dc.authorize(&id, &dst.parse().unwrap()).authorized,
+                dc.intentions()
+                    .authorize(&id, &dst.parse().unwrap())
+                    .authorized,
             );
         }
     }
@@ -176,15 +178,15 @@ fn no_operation_is_authorized_by_another_and_enforcement_stays_within_rights() {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rt.block_on(async {
             let name = format!("p{n}");
-            dc.acl_policy_create(MGMT, &name, "", &rights.rules()).await.unwrap();
+            dc.acl().policy_create(&MGMT.into(), &name, "", &rights.rules()).await.unwrap();
             let secret = dc
-                .acl_token_create(MGMT, TokenSpec { policy_names: vec![name], ..TokenSpec::default() })
+                .acl().token_create(&MGMT.into(), TokenSpec { policy_names: vec![name], ..TokenSpec::default() })
                 .await
                 .unwrap()
                 .secret_id;
             dc.refresh_views().await.unwrap();
             let before = decisions(&dc);
-            let stored_before = dc.intentions(MGMT).await.unwrap();
+            let stored_before = dc.intentions().list(&MGMT.into()).await.unwrap();
             let result = dc
                 .replication_server()
                 .apply(ApplyRequest {
@@ -196,7 +198,7 @@ fn no_operation_is_authorized_by_another_and_enforcement_stays_within_rights() {
             let expected = writes.iter().all(|w| w.allowed_alone(&rights));
             prop_assert_eq!(result.is_ok(), expected, "writes {:?} rights {:?}: {:?}", writes, rights, result);
             if result.is_err() {
-                prop_assert_eq!(dc.intentions(MGMT).await.unwrap(), stored_before, "a refused transaction wrote nothing");
+                prop_assert_eq!(dc.intentions().list(&MGMT.into()).await.unwrap(), stored_before, "a refused transaction wrote nothing");
             }
             for (pair, allowed) in decisions(&dc) {
                 if before[&pair] != allowed {

@@ -177,7 +177,12 @@ async fn killed_gateway_is_failed_over_by_new_connections() {
             "{}",
             survivor.stats()
         );
-        let fed = m.secondary.federation().await.expect("federation");
+        let fed = m
+            .secondary
+            .catalog()
+            .federation()
+            .await
+            .expect("federation");
         assert!(
             fed.iter().any(|g| g.id == dead_pri_id),
             "kill does not deregister"
@@ -185,6 +190,7 @@ async fn killed_gateway_is_failed_over_by_new_connections() {
         assert!(
             m.secondary
                 .catalog()
+                .entries()
                 .await
                 .expect("catalog")
                 .iter()
@@ -218,8 +224,8 @@ async fn shut_down_gateway_is_dropped_from_the_route_tables() {
             let (p, s) = (m.primary.clone(), m.secondary.clone());
             let (gp, gs) = (gone_pri_id.clone(), gone_sec_id.clone());
             async move {
-                let pf = p.federation().await.unwrap_or_default();
-                let sf = s.federation().await.unwrap_or_default();
+                let pf = p.catalog().federation().await.unwrap_or_default();
+                let sf = s.catalog().federation().await.unwrap_or_default();
                 routes == vec![survivor_wan]
                     && !pf.iter().chain(&sf).any(|g| g.id == gp || g.id == gs)
             }
@@ -229,6 +235,7 @@ async fn shut_down_gateway_is_dropped_from_the_route_tables() {
         assert!(
             !m.secondary
                 .catalog()
+                .entries()
                 .await
                 .expect("catalog")
                 .iter()

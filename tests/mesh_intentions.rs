@@ -29,13 +29,19 @@ async fn explicit_deny_refuses_and_names_the_intention() {
     bounded(async {
         let (m, apps) = local_mode_mesh().await;
         m.secondary
-            .intention_create(&m.mgmt, "web", "socat", Action::Deny)
+            .intentions()
+            .create(
+                &(&m.mgmt).into(),
+                &"web".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Deny,
+            )
             .await
             .expect("deny written");
         m.wait_decision("web", "socat", false).await;
         let socat = "socat".parse().expect("service name");
         for dc in [&m.primary, &m.secondary] {
-            let a = dc.authorize(&web_id(&m), &socat);
+            let a = dc.intentions().authorize(&web_id(&m), &socat);
             assert!(!a.authorized);
             assert!(
                 a.reason.contains("default/web => default/socat"),
@@ -54,7 +60,12 @@ async fn explicit_deny_refuses_and_names_the_intention() {
         // Turning it into an allow (same source and destination: replaced) opens the path.
         m.allow_web_to_socat().await;
         assert!(echo_ok(apps.upstream).await);
-        let all = m.primary.intentions(&m.mgmt).await.expect("intentions");
+        let all = m
+            .primary
+            .intentions()
+            .list(&(&m.mgmt).into())
+            .await
+            .expect("intentions");
         assert_eq!(all.len(), 1, "{all:?}");
         assert_eq!(all[0].action, "allow");
     })
@@ -73,12 +84,18 @@ async fn deleted_intention_stops_new_connections_but_not_open_ones() {
         );
 
         m.secondary
-            .intention_delete(&m.mgmt, "web", "socat")
+            .intentions()
+            .delete(
+                &(&m.mgmt).into(),
+                &"web".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+            )
             .await
             .expect("intention deleted");
         assert!(
             m.primary
-                .intentions(&m.mgmt)
+                .intentions()
+                .list(&(&m.mgmt).into())
                 .await
                 .expect("intentions")
                 .is_empty()
@@ -86,6 +103,7 @@ async fn deleted_intention_stops_new_connections_but_not_open_ones() {
         m.wait_decision("web", "socat", false).await;
         let a = m
             .primary
+            .intentions()
             .authorize(&web_id(&m), &"socat".parse().expect("name"));
         assert_eq!(a.reason, "Default behavior configured by ACLs");
 
@@ -110,7 +128,12 @@ async fn deleted_intention_stops_new_connections_but_not_open_ones() {
         }
         // Deleting it again is not an error.
         m.primary
-            .intention_delete(&m.mgmt, "web", "socat")
+            .intentions()
+            .delete(
+                &(&m.mgmt).into(),
+                &"web".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+            )
             .await
             .expect("idempotent delete");
     })
@@ -129,7 +152,7 @@ async fn deleted_intention_refuses_resumed_sessions_too() {
         let upstream = web_upstream(&m).await;
         let web = mesh::connect::Service::new(
             &m.secondary,
-            &apps.web_token,
+            &(&apps.web_token).into(),
             "web".parse().expect("name"),
         )
         .await
@@ -145,7 +168,12 @@ async fn deleted_intention_refuses_resumed_sessions_too() {
         );
 
         m.primary
-            .intention_delete(&m.mgmt, "web", "socat")
+            .intentions()
+            .delete(
+                &(&m.mgmt).into(),
+                &"web".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+            )
             .await
             .expect("deleted");
         m.wait_decision("web", "socat", false).await;
@@ -176,12 +204,22 @@ async fn write_in_the_secondary_is_forwarded_to_the_primary() {
         assert!(!echo_ok(apps.upstream).await, "default deny");
         let written = m
             .secondary
-            .intention_create(&m.mgmt, "web", "socat", Action::Allow)
+            .intentions()
+            .create(
+                &(&m.mgmt).into(),
+                &"web".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Allow,
+            )
             .await
             .expect("intention written in the secondary");
         // Stored by the primary when the call returns, and read back in the secondary.
         for dc in [&m.primary, &m.secondary] {
-            let list = dc.intentions(&m.mgmt).await.expect("intentions");
+            let list = dc
+                .intentions()
+                .list(&(&m.mgmt).into())
+                .await
+                .expect("intentions");
             assert_eq!(list.len(), 1, "{}: {list:?}", dc.name());
             assert_eq!(list[0].source_name, "web");
             assert_eq!(list[0].destination_name, "socat");
@@ -222,7 +260,7 @@ async fn registration_needs_service_write_on_the_service() {
         };
         for dc in [&m.primary, &m.secondary] {
             // Anonymous: no token on the call, none in the file.
-            let err = dc.register_service("", &bare).await.expect_err("anonymous refused");
+            let err = dc.catalog().register_json(&"".into(), &bare).await.expect_err("anonymous refused");
             assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
             let text = err.to_string();
             assert!(text.contains("service:write"), "{text}");
@@ -231,7 +269,7 @@ async fn registration_needs_service_write_on_the_service() {
 
             // Another service's token, on the call or in the file.
             for (token, json) in [(db_token.as_str(), bare.clone()), ("", with(&db_token))] {
-                let err = dc.register_service(token, &json).await.expect_err("db token refused");
+                let err = dc.catalog().register_json(&token.into(), &json).await.expect_err("db token refused");
                 assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
                 let text = err.to_string();
                 assert!(text.contains("service:write"), "{text}");
@@ -242,8 +280,8 @@ async fn registration_needs_service_write_on_the_service() {
             // A sidecar needs write on its own name too (the db token covers db, not its
             // sidecar's destination socat).
             let err = dc
-                .register_service(
-                    &db_token,
+                .catalog().register_json(
+                    &(&db_token).into(),
                     r#"{"service": {"name": "db", "port": 5432,
                         "connect": {"sidecar_service": {"proxy": {"destination_service_name": "db"}}}}}"#,
                 )
@@ -251,17 +289,17 @@ async fn registration_needs_service_write_on_the_service() {
             assert!(err.is_ok(), "db's token registers db with its sidecar: {err:?}");
 
             // An unknown secret does not resolve at all.
-            let err = dc.register_service(&common::secret(), &bare).await.expect_err("unknown");
+            let err = dc.catalog().register_json(&common::secret().into(), &bare).await.expect_err("unknown");
             assert!(matches!(err, Error::AclNotFound), "{err:?}");
         }
         // Nothing named socat was registered anywhere.
         for dc in [&m.primary, &m.secondary] {
-            let cat = dc.catalog().await.expect("catalog");
+            let cat = dc.catalog().entries().await.expect("catalog");
             assert!(!cat.iter().any(|e| e.name().map(|n| n.as_str()) == Some("socat")));
         }
         // The right token works.
         let socat_token = m.service_token("socat").await;
-        m.primary.register_service("", &with(&socat_token)).await.expect("registered");
+        m.primary.catalog().register_json(&"".into(), &with(&socat_token)).await.expect("registered");
     })
     .await;
 }
@@ -282,7 +320,13 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
 
         for dc in [&m.primary, &m.secondary] {
             let err = dc
-                .intention_create(&web_token, "web", "socat", Action::Allow)
+                .intentions()
+                .create(
+                    &(&web_token).into(),
+                    &"web".parse().expect("valid intention target"),
+                    &"socat".parse().expect("valid intention target"),
+                    Action::Allow,
+                )
                 .await
                 .expect_err("web's token may not write socat's intentions");
             assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
@@ -291,7 +335,13 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
             assert!(text.contains("socat"), "{text}");
 
             let err = dc
-                .intention_create(&socat_admin, "web", "db", Action::Allow)
+                .intentions()
+                .create(
+                    &(&socat_admin).into(),
+                    &"web".parse().expect("valid intention target"),
+                    &"db".parse().expect("valid intention target"),
+                    Action::Allow,
+                )
                 .await
                 .expect_err("socat's intention admin may not write db's");
             assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
@@ -299,14 +349,20 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
             assert!(err.to_string().contains("db"), "{err}");
 
             let err = dc
-                .intention_delete(&web_token, "web", "socat")
+                .intentions()
+                .delete(
+                    &(&web_token).into(),
+                    &"web".parse().expect("valid intention target"),
+                    &"socat".parse().expect("valid intention target"),
+                )
                 .await
                 .expect_err("deleting needs the same permission");
             assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
         }
         assert!(
             m.primary
-                .intentions(&m.mgmt)
+                .intentions()
+                .list(&(&m.mgmt).into())
                 .await
                 .expect("intentions")
                 .is_empty()
@@ -314,13 +370,25 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
 
         // In the primary the scoped token writes socat's intention.
         m.primary
-            .intention_create(&socat_admin, "web", "socat", Action::Allow)
+            .intentions()
+            .create(
+                &(&socat_admin).into(),
+                &"web".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Allow,
+            )
             .await
             .expect("socat's intention admin writes web -> socat in the primary");
         // From the secondary the same write is forwarded; the primary checks it again.
         let forwarded = m
             .secondary
-            .intention_create(&socat_admin, "api", "socat", Action::Deny)
+            .intentions()
+            .create(
+                &(&socat_admin).into(),
+                &"api".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Deny,
+            )
             .await;
         assert!(
             forwarded.is_ok(),
@@ -331,7 +399,8 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
             let s = m.secondary.clone();
             let t = m.mgmt.clone();
             async move {
-                s.intentions(&t)
+                s.intentions()
+                    .list(&(&t).into())
                     .await
                     .map(|l| l.len() == 2)
                     .unwrap_or(false)
@@ -346,6 +415,7 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
 async fn web_upstream(m: &Mesh) -> mesh::core::catalog::Upstream {
     m.secondary
         .catalog()
+        .entries()
         .await
         .expect("catalog")
         .into_iter()
@@ -358,10 +428,13 @@ async fn web_upstream(m: &Mesh) -> mesh::core::catalog::Upstream {
 async fn fresh_web_echo(m: &Mesh, apps: &common::Apps) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = web_upstream(m).await;
-    let web =
-        mesh::connect::Service::new(&m.secondary, &apps.web_token, "web".parse().expect("name"))
-            .await
-            .expect("web's identity");
+    let web = mesh::connect::Service::new(
+        &m.secondary,
+        &(&apps.web_token).into(),
+        "web".parse().expect("name"),
+    )
+    .await
+    .expect("web's identity");
     let Ok(mut tls) = web.dialer(&upstream).expect("dialer").dial().await else {
         return false;
     };

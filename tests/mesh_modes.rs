@@ -47,6 +47,7 @@ async fn resolved(
 ) -> (MeshGatewayMode, UpstreamPath, Vec<SocketAddr>) {
     let upstream = dc
         .catalog()
+        .entries()
         .await
         .expect("catalog")
         .into_iter()
@@ -54,7 +55,7 @@ async fn resolved(
         .and_then(|e| e.service.proxy)
         .and_then(|p| p.upstreams.into_iter().next())
         .expect("web's sidecar has an upstream");
-    let web = Service::new(dc, web_token, "web".parse().expect("service name"))
+    let web = Service::new(dc, &web_token.into(), "web".parse().expect("service name"))
         .await
         .expect("web's in-app identity");
     let dialer = web.dialer(&upstream).expect("dialer");
@@ -201,8 +202,9 @@ async fn service_defaults_written_with_the_service_token_beat_proxy_defaults() {
         // web's own token (service:write on web) writes web's service-defaults from the
         // secondary; the primary checks the forwarded write on the entry's service.
         m.secondary
-            .config_write(
-                &apps.web_token,
+            .config_entries()
+            .write_json(
+                &(&apps.web_token).into(),
                 r#"{"Kind": "service-defaults", "Name": "web", "MeshGateway": {"Mode": "remote"}}"#,
             )
             .await
@@ -215,7 +217,8 @@ async fn service_defaults_written_with_the_service_token_beat_proxy_defaults() {
         ] {
             let err = m
                 .secondary
-                .config_write(&apps.web_token, &entry)
+                .config_entries()
+                .write_json(&(&apps.web_token).into(), &entry)
                 .await
                 .expect_err("refused");
             assert!(matches!(err, mesh::Error::PermissionDenied(_)), "{err:?}");

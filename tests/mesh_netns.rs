@@ -310,16 +310,17 @@ fn loopback() -> SocketAddr {
 }
 
 async fn token(dc: &Datacenter, mgmt: &str, description: &str, spec: TokenSpec) -> String {
-    dc.acl_token_create(
-        mgmt,
-        TokenSpec {
-            description: description.into(),
-            ..spec
-        },
-    )
-    .await
-    .expect("token created")
-    .secret_id
+    dc.acl()
+        .token_create(
+            &mgmt.into(),
+            TokenSpec {
+                description: description.into(),
+                ..spec
+            },
+        )
+        .await
+        .expect("token created")
+        .secret_id
 }
 
 /// Namespace A: the primary, its replication listener and gateway WAN on 10.250.0.1, socat.
@@ -328,10 +329,12 @@ async fn run_primary() {
     let mut pc = config("primary", "primary");
     pc.acl.tokens.initial_management = Some(mgmt.clone());
     let dc = Datacenter::start_primary(pc).await.expect("primary starts");
-    dc.acl_policy_create(&mgmt, "replication", "", REPLICATION_POLICY)
+    dc.acl()
+        .policy_create(&(&mgmt).into(), "replication", "", REPLICATION_POLICY)
         .await
         .expect("policy");
-    dc.acl_policy_create(&mgmt, "mesh-gateway", "", GATEWAY_POLICY)
+    dc.acl()
+        .policy_create(&(&mgmt).into(), "mesh-gateway", "", GATEWAY_POLICY)
         .await
         .expect("policy");
     let policy = |p: &str| TokenSpec {
@@ -347,10 +350,17 @@ async fn run_primary() {
     let gw_b = token(&dc, &mgmt, "gateway secondary", policy("mesh-gateway")).await;
     let socat = token(&dc, &mgmt, "socat", identity("socat")).await;
     let web = token(&dc, &mgmt, "web", identity("web")).await;
-    dc.config_write(&mgmt, &proxy_defaults("local"))
+    dc.config_entries()
+        .write_json(&(&mgmt).into(), &proxy_defaults("local"))
         .await
         .expect("proxy-defaults");
-    dc.intention_create(&mgmt, "web", "socat", Action::Allow)
+    dc.intentions()
+        .create(
+            &(&mgmt).into(),
+            &"web".parse().expect("valid intention target"),
+            &"socat".parse().expect("valid intention target"),
+            Action::Allow,
+        )
         .await
         .expect("intention");
 
@@ -364,7 +374,7 @@ async fn run_primary() {
 
     let gw = MeshGateway::start(
         &dc,
-        &gw_a,
+        &(&gw_a).into(),
         &"mesh-gateway".parse().expect("name"),
         "gateway-primary-1",
         loopback(),
@@ -374,19 +384,20 @@ async fn run_primary() {
     .await
     .expect("gateway");
     let echo = echo_server().await;
-    dc.register_service(
-        "",
-        &format!(
-            r#"{{"service": {{"name": "socat", "port": {}, "token": "{socat}",
+    dc.catalog()
+        .register_json(
+            &"".into(),
+            &format!(
+                r#"{{"service": {{"name": "socat", "port": {}, "token": "{socat}",
                 "connect": {{"sidecar_service": {{}} }} }} }}"#,
-            echo.port()
-        ),
-    )
-    .await
-    .expect("socat registered");
+                echo.port()
+            ),
+        )
+        .await
+        .expect("socat registered");
     let sidecar = Sidecar::start(
         &dc,
-        &socat,
+        &(&socat).into(),
         "socat",
         SidecarOptions {
             public_bind: Some(loopback()),
@@ -444,7 +455,7 @@ async fn run_secondary() {
     }
     let gw = MeshGateway::start(
         &dc,
-        &gw_token,
+        &(&gw_token).into(),
         &"mesh-gateway".parse().expect("name"),
         "gateway-secondary-1",
         loopback(),
@@ -453,21 +464,22 @@ async fn run_secondary() {
     )
     .await
     .expect("gateway");
-    dc.register_service(
-        "",
-        &format!(
-            r#"{{"service": {{"name": "web", "port": 8080, "token": "{web_token}",
+    dc.catalog()
+        .register_json(
+            &"".into(),
+            &format!(
+                r#"{{"service": {{"name": "web", "port": 8080, "token": "{web_token}",
                 "connect": {{"sidecar_service": {{"proxy": {{"upstreams": [{{
                 "destination_name": "socat", "datacenter": "primary",
                 "local_bind_port": {} }}]}}}}}}}}}}"#,
-            free_port()
-        ),
-    )
-    .await
-    .expect("web registered");
+                free_port()
+            ),
+        )
+        .await
+        .expect("web registered");
     let web = Sidecar::start(
         &dc,
-        &web_token,
+        &(&web_token).into(),
         "web",
         SidecarOptions {
             public_bind: Some(loopback()),
@@ -484,6 +496,7 @@ async fn run_secondary() {
         async move {
             let wan_ok = routes.len() == 1 && routes[0].ip().to_string() == A_IP;
             let eps = dc
+                .catalog()
                 .remote_endpoints(&primary_dc, &socat)
                 .await
                 .unwrap_or_default();
@@ -507,7 +520,8 @@ async fn run_secondary() {
     // Mode none (written here, forwarded to the primary over TCP): web's sidecar dials
     // socat's sidecar at its registered address, a loopback address of namespace A, which
     // namespace B cannot reach.
-    dc.config_write(&mgmt, &proxy_defaults("none"))
+    dc.config_entries()
+        .write_json(&(&mgmt).into(), &proxy_defaults("none"))
         .await
         .expect("proxy-defaults none");
     let ours = [gw.lan_addr(), web.public_addr(), upstream];
@@ -524,7 +538,8 @@ async fn run_secondary() {
     );
 
     // Back to local: the path through the gateways works again.
-    dc.config_write(&mgmt, &proxy_defaults("local"))
+    dc.config_entries()
+        .write_json(&(&mgmt).into(), &proxy_defaults("local"))
         .await
         .expect("proxy-defaults local");
     assert!(echo_ok(upstream).await, "mode local again");

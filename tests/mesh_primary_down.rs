@@ -76,19 +76,21 @@ async fn secondary_keeps_serving_while_the_primary_is_unreachable() {
         // The secondary still signs leaves (its intermediate is local) and answers locally.
         let web = mesh::connect::Service::new(
             &m.secondary,
-            &apps.web_token,
+            &(&apps.web_token).into(),
             "web".parse().expect("name"),
         )
         .await
         .expect("a new leaf signed in the secondary while the primary is away");
         assert!(
             m.secondary
+                .intentions()
                 .authorize(web.spiffe_id(), &"socat".parse().expect("name"))
                 .authorized
         );
         assert_eq!(
             m.secondary
-                .intentions(&m.mgmt)
+                .intentions()
+                .list(&(&m.mgmt).into())
                 .await
                 .expect("intentions")
                 .len(),
@@ -98,19 +100,27 @@ async fn secondary_keeps_serving_while_the_primary_is_unreachable() {
         // Writes of global state go to the primary: refused with a typed error, not stored.
         let err = m
             .secondary
-            .intention_create(&m.mgmt, "api", "socat", Action::Allow)
+            .intentions()
+            .create(
+                &(&m.mgmt).into(),
+                &"api".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Allow,
+            )
             .await
             .expect_err("the primary is unreachable");
         assert!(is_unreachable(&err), "{err:?}");
         let err = m
             .secondary
-            .config_write(&m.mgmt, &common::proxy_defaults("remote"))
+            .config_entries()
+            .write_json(&(&m.mgmt).into(), &common::proxy_defaults("remote"))
             .await
             .expect_err("the primary is unreachable");
         assert!(is_unreachable(&err), "{err:?}");
         assert_eq!(
             m.secondary
-                .intentions(&m.mgmt)
+                .intentions()
+                .list(&(&m.mgmt).into())
                 .await
                 .expect("intentions")
                 .len(),
@@ -123,13 +133,20 @@ async fn secondary_keeps_serving_while_the_primary_is_unreachable() {
 
         // A new intention written in the primary replicates.
         m.primary
-            .intention_create(&m.mgmt, "api", "socat", Action::Deny)
+            .intentions()
+            .create(
+                &(&m.mgmt).into(),
+                &"api".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Deny,
+            )
             .await
             .expect("written in the primary");
         wait_until("the primary's new intention in the secondary", || {
             let (s, t) = (m.secondary.clone(), m.mgmt.clone());
             async move {
-                s.intentions(&t)
+                s.intentions()
+                    .list(&(&t).into())
                     .await
                     .map(|l| {
                         l.iter()
@@ -146,7 +163,13 @@ async fn secondary_keeps_serving_while_the_primary_is_unreachable() {
         .await;
         // Forwarded writes work again, and the open connection never noticed.
         m.secondary
-            .intention_create(&m.mgmt, "api", "socat", Action::Allow)
+            .intentions()
+            .create(
+                &(&m.mgmt).into(),
+                &"api".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Allow,
+            )
             .await
             .expect("forwarded after the link healed");
         assert_eq!(
@@ -172,7 +195,12 @@ async fn mode_remote_keeps_working_from_the_replicated_federation_table() {
         .await;
         // web's sidecar dials the primary's gateways by their WAN addresses, which the
         // secondary knows from its last copy of the federation table.
-        let fed = m.secondary.federation().await.expect("federation");
+        let fed = m
+            .secondary
+            .catalog()
+            .federation()
+            .await
+            .expect("federation");
         assert_eq!(
             fed.iter()
                 .filter(|g| g.datacenter.as_str() == "primary")
@@ -204,16 +232,16 @@ async fn local_registrations_do_not_need_the_primary() {
             r#"{{"service": {{"name": "api", "port": 9000, "token": "{api_token}",
                 "connect": {{"sidecar_service": {{}} }} }} }}"#
         );
-        let registered = m.secondary.register_service("", &api).await;
+        let registered = m.secondary.catalog().register_json(&"".into(), &api).await;
         assert!(registered.is_ok(), "register api: {:?}", registered.err());
         let any = mesh::SidecarOptions {
             public_bind: Some("127.0.0.1:0".parse().expect("address")),
         };
-        let sidecar = mesh::Sidecar::start(&m.secondary, &api_token, "api", any).await;
+        let sidecar = mesh::Sidecar::start(&m.secondary, &(&api_token).into(), "api", any).await;
         assert!(sidecar.is_ok(), "api's sidecar: {:?}", sidecar.err());
         let gw = mesh::MeshGateway::start(
             &m.secondary,
-            &m.gateway_tokens[1],
+            &(&m.gateway_tokens[1]).into(),
             &"mesh-gateway".parse().expect("name"),
             "gateway-secondary-2",
             "127.0.0.1:0".parse().expect("address"),
@@ -237,8 +265,12 @@ async fn local_registrations_do_not_need_the_primary() {
         wait_until("the records published after the outage", || {
             let (p, dc, api) = (m.primary.clone(), secondary_dc.clone(), api.clone());
             async move {
-                let fed = p.federation().await.unwrap_or_default();
-                let eps = p.remote_endpoints(&dc, &api).await.unwrap_or_default();
+                let fed = p.catalog().federation().await.unwrap_or_default();
+                let eps = p
+                    .catalog()
+                    .remote_endpoints(&dc, &api)
+                    .await
+                    .unwrap_or_default();
                 fed.iter().any(|g| g.id == "gateway-secondary-2") && eps == vec![public]
             }
         })
@@ -258,7 +290,7 @@ async fn gateway_shut_down_during_the_outage_is_not_announced_afterwards() {
         m.link.link().cut();
         let gw = mesh::MeshGateway::start(
             &m.secondary,
-            &m.gateway_tokens[1],
+            &(&m.gateway_tokens[1]).into(),
             &"mesh-gateway".parse().expect("name"),
             "gateway-secondary-2",
             "127.0.0.1:0".parse().expect("address"),
@@ -278,10 +310,11 @@ async fn gateway_shut_down_during_the_outage_is_not_announced_afterwards() {
                 "connect": {{"sidecar_service": {{}} }} }} }}"#
         );
         m.secondary
-            .register_service("", &reg)
+            .catalog()
+            .register_json(&"".into(), &reg)
             .await
             .expect("api-2 registered");
-        let sidecar = mesh::Sidecar::start(&m.secondary, &api_token, "api-2", any)
+        let sidecar = mesh::Sidecar::start(&m.secondary, &(&api_token).into(), "api-2", any)
             .await
             .expect("api-2's sidecar");
         let public = sidecar.public_addr();
@@ -293,12 +326,18 @@ async fn gateway_shut_down_during_the_outage_is_not_announced_afterwards() {
         );
         wait_until("api-2's endpoint to reach the primary", || {
             let (p, dc, api) = (m.primary.clone(), secondary_dc.clone(), api.clone());
-            async move { p.remote_endpoints(&dc, &api).await.unwrap_or_default() == vec![public] }
+            async move {
+                p.catalog()
+                    .remote_endpoints(&dc, &api)
+                    .await
+                    .unwrap_or_default()
+                    == vec![public]
+            }
         })
         .await;
         // Give every pending publication the same time again (bounded polling), then look.
         for _ in 0..50 {
-            let fed = m.primary.federation().await.expect("federation");
+            let fed = m.primary.catalog().federation().await.expect("federation");
             assert!(
                 !fed.iter().any(|g| g.id == "gateway-secondary-2"),
                 "a gateway shut down during the outage was announced afterwards: {fed:?}"

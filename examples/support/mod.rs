@@ -71,7 +71,7 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     pc.acl.default_policy = DefaultPolicy::Deny;
     pc.acl.tokens.initial_management = Some(management.clone());
     let primary = Datacenter::start_primary(pc).await?;
-    let roots = primary.roots()?;
+    let roots = primary.connect_ca().roots()?;
     println!("    CA bootstrapped: trust domain {}", roots.trust_domain);
     println!("    active root {}", roots.active_root_id);
 
@@ -80,16 +80,18 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
         "ACL replication token (acl, operator write; service_prefix \"\" read)",
     );
     primary
-        .acl_policy_create(
-            &management,
+        .acl()
+        .policy_create(
+            &(&management).into(),
             "replication",
             "ACL replication",
             REPLICATION_POLICY,
         )
         .await?;
     let replication = primary
-        .acl_token_create(
-            &management,
+        .acl()
+        .token_create(
+            &(&management).into(),
             TokenSpec {
                 description: "replication token".into(),
                 policy_names: vec!["replication".into()],
@@ -110,7 +112,7 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     )
     .await
     .map_err(|_| "the secondary did not get its intermediate in 30 s")??;
-    let sroots = secondary.roots()?;
+    let sroots = secondary.connect_ca().roots()?;
     println!(
         "    secondary intermediate signed by the primary (same trust domain: {})",
         sroots.trust_domain == roots.trust_domain
@@ -121,8 +123,9 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
         "Gateway policy from mesh-gateway-policy.json, and a token per gateway",
     );
     primary
-        .acl_policy_create_from_file(
-            &management,
+        .acl()
+        .policy_create_from_file(
+            &(&management).into(),
             "mesh-gateway",
             "",
             std::path::Path::new(GATEWAY_POLICY_FILE),
@@ -131,8 +134,9 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     let mut gw_tokens = Vec::new();
     for dc in ["primary", "secondary"] {
         let t = primary
-            .acl_token_create(
-                &management,
+            .acl()
+            .token_create(
+                &(&management).into(),
                 TokenSpec {
                     description: format!("mesh-gateway {dc} datacenter token"),
                     policy_names: vec!["mesh-gateway".into()],
@@ -153,9 +157,16 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
             let id = format!("gateway-{}-{i}", dc.name());
             let lan: SocketAddr = "127.0.0.1:0".parse()?;
             let wan: SocketAddr = format!("127.0.{octet}.{i}:0").parse()?;
-            let gw =
-                MeshGateway::start(dc, token, &gw_name, &id, lan, wan, GatewayConfig::default())
-                    .await?;
+            let gw = MeshGateway::start(
+                dc,
+                &token.into(),
+                &gw_name,
+                &id,
+                lan,
+                wan,
+                GatewayConfig::default(),
+            )
+            .await?;
             println!("    {id}: LAN {} WAN {}", gw.lan_addr(), gw.wan_addr());
             gateways.push(gw);
         }
@@ -165,7 +176,10 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
         6,
         "proxy-defaults: MeshGateway local (written in the secondary, stored by the primary)",
     );
-    secondary.config_write(&management, PROXY_DEFAULTS).await?;
+    secondary
+        .config_entries()
+        .write_json(&(&management).into(), PROXY_DEFAULTS)
+        .await?;
     println!("    {PROXY_DEFAULTS}");
     Ok(Guide {
         primary,
@@ -179,8 +193,9 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
 pub(crate) async fn service_token(g: &Guide, name: &str) -> Result<String, BoxError> {
     let t = g
         .primary
-        .acl_token_create(
-            &g.management,
+        .acl()
+        .token_create(
+            &(&g.management).into(),
             TokenSpec {
                 description: format!("{name} service token"),
                 service_identities: vec![name.to_owned()],
@@ -221,7 +236,7 @@ pub(crate) fn mesh_secret() -> String {
 
 pub(crate) async fn wait_token(dc: &Datacenter, secret: &str) -> Result<(), BoxError> {
     for _ in 0..500 {
-        if dc.authorizer(secret).is_ok() {
+        if dc.acl().authorizer(&secret.into()).is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,6 +1,6 @@
 //! `AgentConfig::from_str` on arbitrary UTF-8, as HCL and as JSON: an answer, never a panic.
 //! Properties checked on the way: every error displays; an accepted configuration converts to
-//! a `DatacenterConfig` and its service definitions parse as `register_service` parses them;
+//! a `DatacenterConfig` and its service definitions parse as `Catalog::register_json` parses them;
 //! and a JSON document (without `null` or services, which the two paths pass on differently)
 //! means exactly the same when read as HCL, as HCL 1 reads JSON.
 

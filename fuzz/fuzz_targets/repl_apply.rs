@@ -53,10 +53,10 @@ fn world() -> &'static World {
             let mut secrets = Vec::new();
             for (i, (rules, _)) in TOKENS.iter().enumerate() {
                 let name = format!("t{i}");
-                dc.acl_policy_create(MGMT, &name, "", rules).await.expect("policy");
+                dc.acl().policy_create(&MGMT.into(), &name, "", rules).await.expect("policy");
                 let t = dc
-                    .acl_token_create(
-                        MGMT,
+                    .acl().token_create(
+                        &MGMT.into(),
                         TokenSpec {
                             policy_names: vec![name],
                             ..TokenSpec::default()
@@ -81,7 +81,7 @@ fn decisions(dc: &Datacenter) -> BTreeMap<(&'static str, &'static str), bool> {
                 .parse()
                 .expect("valid SPIFFE ID");
             let target = dst.parse().expect("valid name");
-            out.insert((src, dst), dc.authorize(&id, &target).authorized);
+            out.insert((src, dst), dc.intentions().authorize(&id, &target).authorized);
         }
     }
     out
@@ -137,7 +137,7 @@ fuzz_target!(|data: &[u8]| {
     w.rt.block_on(async {
         w.dc.refresh_views().await.expect("views rebuild");
         let before = decisions(&w.dc);
-        let stored = w.dc.intentions(MGMT).await.expect("list");
+        let stored = w.dc.intentions().list(&MGMT.into()).await.expect("list");
         let result = w
             .dc
             .replication_server()
@@ -148,7 +148,7 @@ fuzz_target!(|data: &[u8]| {
             .await;
         w.dc.refresh_views().await.expect("views rebuild");
         if result.is_err() {
-            assert_eq!(w.dc.intentions(MGMT).await.expect("list"), stored);
+            assert_eq!(w.dc.intentions().list(&MGMT.into()).await.expect("list"), stored);
         }
         for (pair, allowed) in decisions(&w.dc) {
             if before[&pair] != allowed {

@@ -15,7 +15,7 @@ use mesh::replication_engine::{
     FramedTransport, ListRequest, RemoteErrorKind, ReplicationServer, SecretToken, ServeConfig,
     TcpConnector, Transport, TransportError,
 };
-use mesh::{Datacenter, DatacenterConfig};
+use mesh::{Datacenter, DatacenterConfig, Secret};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 
@@ -499,12 +499,12 @@ impl Services {
                     let inner = v.get("service").or_else(|| v.get("Service")).unwrap_or(&v);
                     inner.get("token").or_else(|| inner.get("Token")).is_some()
                 });
-            let token = if has_token {
+            let token = Secret::new(if has_token {
                 ""
             } else {
                 self.token.as_deref().unwrap_or("")
-            };
-            let id = match dc.register_service(token, &source.json).await {
+            });
+            let id = match dc.catalog().register_json(&token, &source.json).await {
                 Ok(r) => r.id.to_string(),
                 Err(e) => {
                     tracing::error!(
@@ -522,8 +522,8 @@ impl Services {
             if seen.contains_key(id) {
                 continue;
             }
-            let token = self.token.as_deref().unwrap_or("");
-            match dc.deregister(token, id).await {
+            let token = Secret::new(self.token.as_deref().unwrap_or(""));
+            match dc.catalog().deregister(&token, id).await {
                 Ok(()) => {
                     tracing::info!(%id, "service no longer in the configuration: deregistered")
                 }

@@ -86,7 +86,7 @@
 //!
 //! Service definitions (`service`, `services`, as in the guide's `socat.json` and `web.json`)
 //! are kept as JSON text of the form `{"service": {...}}`, with their keys as written, for
-//! [`mesh::Datacenter::register_service`]; they are checked at load time so that a bad file is
+//! [`mesh::Catalog::register_json`]; they are checked at load time so that a bad file is
 //! reported with its name.
 //!
 //! Tokens are never shown: [`AgentAclTokens`] and [`ServiceSource`] redact them in `Debug`,
@@ -278,7 +278,7 @@ pub struct AgentTls {
 pub struct ServiceSource {
     /// The file that defines it.
     pub file: PathBuf,
-    /// `{"service": {...}}`, for [`mesh::Datacenter::register_service`]. May hold a token:
+    /// `{"service": {...}}`, for [`mesh::Catalog::register_json`]. May hold a token:
     /// `Debug` does not show it.
     pub json: String,
 }

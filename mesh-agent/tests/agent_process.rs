@@ -87,7 +87,14 @@ fn a_secondary_whose_primary_datacenter_does_not_match_fails_start_up_naming_bot
     let primary = start_agent(
         dir.path(),
         "primary",
-        &agent_hcl("primary", &dir.path().join("p"), p_http, p_server, None, None),
+        &agent_hcl(
+            "primary",
+            &dir.path().join("p"),
+            p_http,
+            p_server,
+            None,
+            None,
+        ),
         p_http,
         p_server,
     );
@@ -102,7 +109,10 @@ fn a_secondary_whose_primary_datacenter_does_not_match_fails_start_up_naming_bot
         Some(primary.server),
         Some(MGMT),
     )
-    .replace(r#"primary_datacenter = "primary""#, r#"primary_datacenter = "elsewhere""#);
+    .replace(
+        r#"primary_datacenter = "primary""#,
+        r#"primary_datacenter = "elsewhere""#,
+    );
     let file = dir.path().join("secondary.hcl");
     std::fs::write(&file, hcl).unwrap();
     let log = dir.path().join("secondary.log");
@@ -214,4 +224,123 @@ fn a_primary_restarts_on_its_data_dir_and_reload_reads_new_service_files() {
     );
     let after = services(&agent);
     assert!(after.contains("\"web\""), "{after}");
+}
+
+/// curl, a client nobody here wrote, against a running agent: the metrics endpoint in
+/// Prometheus text and the error statuses of the API with their bodies.
+#[test]
+fn curl_reads_metrics_and_error_statuses_from_a_running_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, server) = (free_port(), free_port());
+    let agent = start_agent(
+        dir.path(),
+        "primary",
+        &agent_hcl(
+            "primary",
+            &dir.path().join("data"),
+            http,
+            server,
+            None,
+            None,
+        ),
+        http,
+        server,
+    );
+    let base = format!("http://{}", agent.http);
+    let curl = |args: &[&str]| -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_owned())
+    };
+    let token = format!("X-Consul-Token: {MGMT}");
+
+    // A few requests, then the metrics that count them.
+    let (code, _) = curl(&["-H", &token, &format!("{base}/v1/agent/services")]);
+    assert_eq!(code, 200);
+    let (code, body) = curl(&[
+        "-H",
+        &token,
+        &format!("{base}/v1/agent/metrics?format=prometheus"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("mesh_http_requests_total{") && l.contains("200"))
+        .unwrap_or_else(|| panic!("no request counter in:\n{body}"));
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value >= 1.0, "{line}");
+    assert!(body.contains("# TYPE mesh_acl_decisions"), "{body}");
+
+    // 403 with Consul's text: no token under default deny, and an unknown token.
+    let (code, body) = curl(&[&format!("{base}/v1/acl/policies")]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("Permission denied"), "{body}");
+    let (code, body) = curl(&[
+        "-H",
+        "X-Consul-Token: 5d6c5e2a-0000-4000-8000-000000000000",
+        &format!("{base}/v1/acl/policies"),
+    ]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("ACL not found"), "{body}");
+    // 404 for an unknown path and an unknown policy; 405 for a wrong method.
+    let (code, _) = curl(&["-H", &token, &format!("{base}/v1/no/such/path")]);
+    assert_eq!(code, 404);
+    let (code, _) = curl(&[
+        "-H",
+        &token,
+        &format!("{base}/v1/acl/policy/00000000-0000-4000-8000-000000000000"),
+    ]);
+    assert_eq!(code, 404);
+    let (code, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &token,
+        &format!("{base}/v1/agent/services"),
+    ]);
+    assert_eq!(code, 405);
+    // 400 for malformed JSON, nothing written; 413 past the body limit.
+    let (code, body) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &token,
+        "--data",
+        "{\"Name\": ",
+        &format!("{base}/v1/acl/policy"),
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("decoding failed"), "{body}");
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 2 << 20]).unwrap();
+    let (code, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &token,
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &format!("{base}/v1/acl/policy"),
+    ]);
+    assert_eq!(code, 413);
+    let (code, body) = curl(&["-H", &token, &format!("{base}/v1/acl/policies")]);
+    assert_eq!(code, 200);
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["Name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["global-management"], "nothing half-written");
 }

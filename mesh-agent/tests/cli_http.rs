@@ -53,7 +53,7 @@ impl Server {
                 config.acl.default_policy = DefaultPolicy::Deny;
                 config.acl.tokens.initial_management = Some(MGMT.into());
                 let dc = Datacenter::start_primary(config).await.unwrap();
-                let roots_pem = dc.roots().unwrap().roots_pem();
+                let roots_pem = dc.connect_ca().roots().unwrap().roots_pem();
                 let tls = https_config(&dc).await;
                 let state =
                     ApiState::new(dc.clone(), HttpConfig::default(), Arc::new(Metrics::new()));
@@ -111,7 +111,11 @@ async fn https_config(dc: &Datacenter) -> Arc<rustls::ServerConfig> {
         .parse()
         .unwrap();
     let req = mesh::ca::new_leaf_request(&id, &["localhost"]).unwrap();
-    let leaf = dc.sign_leaf(MGMT, &req.csr_pem).await.unwrap();
+    let leaf = dc
+        .connect_ca()
+        .sign_leaf(&MGMT.into(), &req.csr_pem)
+        .await
+        .unwrap();
     let mut chain = vec![leaf.cert.clone()];
     chain.extend(leaf.chain.iter().cloned());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(req.key.to_pkcs8_der());

@@ -126,7 +126,7 @@ fn guide_service_files_in_a_config_dir() {
         let inner_start = file.find("{\n\"name\"").unwrap();
         let inner = file[inner_start..file.rfind('}').unwrap()].trim_end();
         assert_eq!(s.json, format!("{{\"service\":{inner}}}"));
-        // What register_service parses.
+        // What Catalog::register_json parses.
         let def = mesh::core::ServiceDefinition::from_json(&s.json).unwrap();
         def.validate().unwrap();
     }

@@ -407,7 +407,11 @@ async fn https_with_a_mesh_certificate() {
     let id: mesh::core::SpiffeId =
         mesh::core::ServiceId::new(td, "primary".parse().unwrap(), "api".parse().unwrap()).into();
     let leaf_req = mesh::ca::new_leaf_request(&id, &["localhost"]).unwrap();
-    let issued = dc.sign_leaf(MGMT, &leaf_req.csr_pem).await.unwrap();
+    let issued = dc
+        .connect_ca()
+        .sign_leaf(&MGMT.into(), &leaf_req.csr_pem)
+        .await
+        .unwrap();
     let mut chain = vec![issued.cert.clone()];
     chain.extend(issued.chain.iter().cloned());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_req.key.to_pkcs8_der());
@@ -431,7 +435,7 @@ async fn https_with_a_mesh_certificate() {
             let _ = rx.await;
         },
     ));
-    let root = dc.roots().unwrap().roots[0].root_cert.clone();
+    let root = dc.connect_ca().roots().unwrap().roots[0].root_cert.clone();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, root).unwrap();

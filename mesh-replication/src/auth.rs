@@ -21,6 +21,12 @@ impl SecretToken {
     }
 }
 
+impl From<&mesh_core::TokenSecret> for SecretToken {
+    fn from(s: &mesh_core::TokenSecret) -> Self {
+        Self::new(s.expose_secret())
+    }
+}
+
 impl fmt::Debug for SecretToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretToken(<redacted>)")

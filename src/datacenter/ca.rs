@@ -2,18 +2,40 @@
 
 use super::*;
 
-impl Datacenter {
-    /// The CA, when Connect is on.
-    pub fn ca(&self) -> Result<&Ca, Error> {
-        self.inner.ca.get().ok_or(Error::ConnectDisabled)
-    }
+/// The Connect CA of a [`Datacenter`]: `dc.connect_ca()`. Roots, leaf signing, rotation.
+/// A cheap borrowed handle.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectCa<'a> {
+    pub(super) dc: &'a Datacenter,
+}
 
-    /// The trust domain, once the CA knows it.
-    pub fn trust_domain(&self) -> Option<TrustDomain> {
-        self.inner.ca.get().map(|ca| ca.trust_domain().clone())
+impl<'a> ConnectCa<'a> {
+    /// The CA, when Connect is on.
+    pub fn ca(&self) -> Result<&'a Ca, Error> {
+        self.dc.inner.ca.get().ok_or(Error::ConnectDisabled)
     }
 
     /// The current roots list.
+    ///
+    /// ```
+    /// use mesh::{Datacenter, DatacenterConfig, Secret};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let mut config = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
+    /// config.acl.enabled = true;
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let management = Secret::new("a-management-secret");
+    /// let ca = dc.connect_ca();
+    /// let before = ca.roots()?.active_root_id.clone();
+    /// ca.rotate(&management).await?;
+    /// assert_ne!(ca.roots()?.active_root_id, before);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn roots(&self) -> Result<Arc<RootsView>, Error> {
         Ok(self.ca()?.roots())
     }
@@ -31,18 +53,45 @@ impl Datacenter {
 
     /// Signs a leaf CSR (PEM). A service identity needs `service:write` on the service; a mesh
     /// gateway identity `mesh:write`; anything else is refused.
-    pub async fn sign_leaf(&self, token: &str, csr_pem: &str) -> Result<IssuedLeaf, Error> {
-        Ok(self.sign_leaf_typed(token, csr_pem).await?)
+    pub async fn sign_leaf(&self, token: &Secret, csr_pem: &str) -> Result<IssuedLeaf, Error> {
+        Ok(self.dc.sign_leaf_typed(token, csr_pem).await?)
     }
 
-    /// [`Datacenter::sign_leaf`] with the CA's own error type (what a leaf manager expects).
+    /// Rotates the CA root (primary only). Needs `operator:write`.
+    pub async fn rotate(&self, token: &Secret) -> Result<(), Error> {
+        self.dc.require(token, operator_write(), None)?;
+        if !self.dc.is_primary() {
+            return Err(Error::Config(
+                "roots rotate in the primary datacenter".into(),
+            ));
+        }
+        let ca = self.ca()?;
+        ca.rotate().await?;
+        self.dc.save_ca_state(ca).await?;
+        Ok(())
+    }
+}
+
+impl Datacenter {
+    /// The trust domain, once the CA knows it.
+    pub fn trust_domain(&self) -> Option<TrustDomain> {
+        self.inner.ca.get().map(|ca| ca.trust_domain().clone())
+    }
+
+    /// [`ConnectCa::sign_leaf`] with the CA's own error type (what a leaf manager expects).
     pub(crate) async fn sign_leaf_typed(
         &self,
-        token: &str,
+        token: &Secret,
         csr_pem: &str,
     ) -> Result<IssuedLeaf, mesh_ca::SignError> {
-        let ca = self.ca().map_err(|_| mesh_ca::SignError::NotInitialized)?;
-        let authz = self.authorizer(token).map_err(|e| e.to_string());
+        let ca = self
+            .connect_ca()
+            .ca()
+            .map_err(|_| mesh_ca::SignError::NotInitialized)?;
+        let authz = self
+            .inner
+            .authorizer(token.expose_secret())
+            .map_err(|e| e.to_string());
         let check = move |id: &SpiffeId| -> Result<(), mesh_ca::Refusal> {
             let authz = authz
                 .as_ref()
@@ -70,20 +119,6 @@ impl Datacenter {
             }
         };
         ca.sign_leaf_pem(csr_pem, &check).await
-    }
-
-    /// Rotates the CA root (primary only). Needs `operator:write`.
-    pub async fn ca_rotate(&self, token: &str) -> Result<(), Error> {
-        self.require(token, operator_write(), None)?;
-        if !self.is_primary() {
-            return Err(Error::Config(
-                "roots rotate in the primary datacenter".into(),
-            ));
-        }
-        let ca = self.ca()?;
-        ca.rotate().await?;
-        self.save_ca_state(ca).await?;
-        Ok(())
     }
 
     pub(super) async fn start_primary_ca(&self) -> Result<Ca, Error> {
@@ -246,14 +281,15 @@ impl IntermediateSigner for ReplicatedSigner {
 
     async fn sign_intermediate(&self, csr_pem: &str) -> Result<String, SignerError> {
         let dc = &self.dc()?;
-        let token = dc
-            .inner
-            .config
-            .acl
-            .tokens
-            .replication
-            .clone()
-            .unwrap_or_default();
+        let token = Secret::new(
+            dc.inner
+                .config
+                .acl
+                .tokens
+                .replication
+                .clone()
+                .unwrap_or_default(),
+        );
         let req = IntermediateRecord {
             csr: csr_pem.to_owned(),
             cert: None,

@@ -3,23 +3,61 @@
 
 use super::*;
 
-impl Datacenter {
+/// The local catalog of a [`Datacenter`]: `dc.catalog()`. Service, sidecar and mesh-gateway
+/// registrations and the addresses the data plane routes to. A cheap borrowed handle.
+#[derive(Clone, Copy, Debug)]
+pub struct Catalog<'a> {
+    pub(super) dc: &'a Datacenter,
+}
+
+impl Catalog<'_> {
     /// Registers a service from Consul's JSON (`socat.json`, `web.json`), and its sidecar
     /// when it has a `connect.sidecar_service` stanza (port picked from 21000-21255 when none
     /// is given). Needs `service:write` on the service (and on its sidecar). The token is the
     /// call's, or the registration's own `token` when the call has none.
-    pub async fn register_service(
+    ///
+    /// ```
+    /// use mesh::{Datacenter, DatacenterConfig, Secret};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let mut config = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
+    /// config.acl.enabled = true;
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let management = Secret::new("a-management-secret");
+    /// let web = r#"{"service": {"name": "web", "port": 8080,
+    ///                "connect": {"sidecar_service": {}}}}"#;
+    /// let registered = dc.catalog().register_json(&management, web).await?;
+    /// assert!(registered.sidecar.is_some());
+    /// let sidecars = dc.catalog().sidecar_addresses(&"web".parse()?).await?;
+    /// assert_eq!(sidecars.len(), 1);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn register_json(
         &self,
-        token: &str,
+        token: &Secret,
         definition_json: &str,
     ) -> Result<Registered, Error> {
         let def = ServiceDefinition::from_json(definition_json).map_err(Error::invalid)?;
+        self.register(token, &def).await
+    }
+
+    /// Registers a service definition, and its sidecar when it has a
+    /// `connect.sidecar_service` stanza: what [`Catalog::register_json`] does with the
+    /// definition it parsed. The definition is validated first.
+    pub async fn register(
+        &self,
+        token: &Secret,
+        def: &ServiceDefinition,
+    ) -> Result<Registered, Error> {
         def.validate().map_err(Error::invalid)?;
-        let token = if token.is_empty() {
-            def.token
-                .as_ref()
-                .map(TokenSecret::expose_secret)
-                .unwrap_or("")
+        let anonymous = Secret::new("");
+        let token = if token.expose_secret().is_empty() {
+            def.token.as_ref().unwrap_or(&anonymous)
         } else {
             token
         };
@@ -30,44 +68,44 @@ impl Datacenter {
         let id = def
             .instance_id()
             .ok_or_else(|| Error::invalid_msg("service registration has no ID or name"))?;
-        self.require_registration(token, &def, &id).await?;
+        self.dc.require_registration(token, def, &id).await?;
         let mut service = def.clone();
         service.token = None;
         let mut ops = Vec::new();
-        let sidecar =
-            match sidecar_from_service(&def, def.token.as_ref()).map_err(Error::invalid)? {
-                None => None,
-                Some(mut sc) => {
-                    // The sidecar is a registration of its own: its name, the instance id it
-                    // takes, and the service it proxies (the parent) are all checked.
-                    let sc_id = sc.id().clone();
-                    self.require_registration(token, sc.service(), &sc_id)
-                        .await?;
-                    let listing = self.inner.store.list(&table(tables::CATALOG)).await?;
-                    let ports: Vec<(String, u16)> = listing
-                        .records
-                        .iter()
-                        .filter_map(|r| {
-                            decode::<CatalogEntry>(r).map(|e| (r.id.clone(), e.service.port))
-                        })
-                        .collect();
-                    sc.assign_port(
-                        &SidecarPortRange::default(),
-                        ports.iter().map(|(i, p)| (i.as_str(), *p)),
-                    )
-                    .map_err(Error::invalid)?;
-                    sc.ensure_default_checks();
-                    let sc_id = sc.id().clone();
-                    let (sc_def, _checks, _token) = sc.into_parts();
-                    let entry = CatalogEntry {
-                        lan: lan_addr(&sc_def),
-                        service: sc_def,
-                        down: false,
-                    };
-                    ops.push(upsert(tables::CATALOG, sc_id.as_str(), json(&entry)?));
-                    Some(entry)
-                }
-            };
+        let sidecar = match sidecar_from_service(def, def.token.as_ref()).map_err(Error::invalid)? {
+            None => None,
+            Some(mut sc) => {
+                // The sidecar is a registration of its own: its name, the instance id it
+                // takes, and the service it proxies (the parent) are all checked.
+                let sc_id = sc.id().clone();
+                self.dc
+                    .require_registration(token, sc.service(), &sc_id)
+                    .await?;
+                let listing = self.dc.inner.store.list(&table(tables::CATALOG)).await?;
+                let ports: Vec<(String, u16)> = listing
+                    .records
+                    .iter()
+                    .filter_map(|r| {
+                        decode::<CatalogEntry>(r).map(|e| (r.id.clone(), e.service.port))
+                    })
+                    .collect();
+                sc.assign_port(
+                    &SidecarPortRange::default(),
+                    ports.iter().map(|(i, p)| (i.as_str(), *p)),
+                )
+                .map_err(Error::invalid)?;
+                sc.ensure_default_checks();
+                let sc_id = sc.id().clone();
+                let (sc_def, _checks, _token) = sc.into_parts();
+                let entry = CatalogEntry {
+                    lan: lan_addr(&sc_def),
+                    service: sc_def,
+                    down: false,
+                };
+                ops.push(upsert(tables::CATALOG, sc_id.as_str(), json(&entry)?));
+                Some(entry)
+            }
+        };
         service.connect = None;
         let entry = CatalogEntry {
             lan: lan_addr(&service),
@@ -75,18 +113,19 @@ impl Datacenter {
             down: false,
         };
         ops.push(upsert(tables::CATALOG, id.as_str(), json(&entry)?));
-        self.inner.store.txn(ops).await?;
+        self.dc.inner.store.txn(ops).await?;
         if let Some(sc) = &sidecar
             && let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan)
         {
             {
                 let ep = ServiceEndpoint {
-                    datacenter: self.name().clone(),
+                    datacenter: self.dc.name().clone(),
                     service: name.clone(),
                     address,
                 };
-                let ep_id = self.global_id(name.as_str(), sc_id.as_str());
-                self.publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                let ep_id = self.dc.global_id(name.as_str(), sc_id.as_str());
+                self.dc
+                    .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
                     .await?;
             }
         }
@@ -98,6 +137,233 @@ impl Datacenter {
         })
     }
 
+    /// Registers a mesh gateway instance with its LAN and WAN addresses; other datacenters
+    /// learn its WAN address through the primary. Needs `service:write` on the gateway's name.
+    pub async fn register_mesh_gateway(
+        &self,
+        token: &Secret,
+        name: &ServiceName,
+        id: &str,
+        lan: SocketAddr,
+        wan: SocketAddr,
+    ) -> Result<FederationGateway, Error> {
+        self.dc
+            .require(token, service_write(), Some(name.as_str()))?;
+        let mut def = MeshGatewayRegistration::new(
+            Some(name.clone()),
+            Some(host_port(lan)),
+            Some(host_port(wan)),
+        )
+        .map_err(Error::invalid)?
+        .into_definition();
+        def.id = Some(ServiceInstanceId::new(id).map_err(Error::invalid)?);
+        let instance = ServiceInstanceId::new(id).map_err(Error::invalid)?;
+        self.dc.require_registration(token, &def, &instance).await?;
+        let reg = MeshGatewayRegistration::from_definition(def).map_err(Error::invalid)?;
+        let entry = CatalogEntry {
+            lan: Some(lan),
+            service: reg.into_definition(),
+            down: false,
+        };
+        self.dc
+            .write_local(tables::CATALOG, id, json(&entry)?, None)
+            .await?;
+        let fed = FederationGateway {
+            datacenter: self.dc.name().clone(),
+            service: name.clone(),
+            id: id.to_owned(),
+            wan,
+            lan,
+        };
+        let fed_id = self.dc.global_id(name.as_str(), id);
+        self.dc
+            .publish_global(token, tables::FEDERATION, &fed_id, Some(json(&fed)?))
+            .await?;
+        tracing::info!(gateway = %name, id, %lan, %wan, "mesh gateway registered");
+        Ok(fed)
+    }
+
+    /// Removes an instance from the local catalog (and a gateway from the federation).
+    pub async fn deregister(&self, token: &Secret, id: &str) -> Result<(), Error> {
+        let Some(rec) = self.dc.inner.store.get(&table(tables::CATALOG), id).await? else {
+            return Err(Error::NotFound(format!("service instance {id:?}")));
+        };
+        let entry: CatalogEntry =
+            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
+        let name = entry
+            .name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
+        self.dc.require(token, service_write(), Some(&name))?;
+        self.dc
+            .inner
+            .store
+            .delete(&table(tables::CATALOG), id, None)
+            .await?;
+        match entry.service.kind {
+            ServiceKind::MeshGateway => {
+                let fed_id = self.dc.global_id(&name, id);
+                self.dc
+                    .publish_global(token, tables::FEDERATION, &fed_id, None)
+                    .await?
+            }
+            ServiceKind::ConnectProxy => {
+                let dest = entry
+                    .service
+                    .proxy
+                    .as_ref()
+                    .and_then(|p| p.destination_service_name.as_ref())
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_default();
+                let ep_id = self.dc.global_id(&dest, id);
+                self.dc
+                    .publish_global(token, tables::ENDPOINTS, &ep_id, None)
+                    .await?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Moves an instance to `addr` (a sidecar bound elsewhere than registered). Needs
+    /// `service:write` on the instance's service.
+    pub async fn set_instance_address(
+        &self,
+        token: &Secret,
+        id: &str,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        let Some(rec) = self.dc.inner.store.get(&table(tables::CATALOG), id).await? else {
+            return Err(Error::NotFound(format!("service instance {id:?}")));
+        };
+        let mut entry: CatalogEntry =
+            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
+        let name = entry
+            .name()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
+        self.dc.require(token, service_write(), Some(&name))?;
+        entry.lan = Some(addr);
+        entry.service.port = addr.port();
+        self.dc
+            .inner
+            .store
+            .upsert(
+                &table(tables::CATALOG),
+                id,
+                json(&entry)?,
+                Some(rec.modify_index),
+            )
+            .await?;
+        let dest = entry
+            .service
+            .proxy
+            .as_ref()
+            .and_then(|p| p.destination_service_name.clone());
+        if let (ServiceKind::ConnectProxy, Some(service)) = (entry.service.kind, dest) {
+            let ep = ServiceEndpoint {
+                datacenter: self.dc.name().clone(),
+                service,
+                address: addr,
+            };
+            let ep_id = self.dc.global_id(ep.service.as_str(), id);
+            self.dc
+                .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every instance of the local catalog.
+    pub async fn entries(&self) -> Result<Vec<CatalogEntry>, Error> {
+        let listing = self.dc.inner.store.list(&table(tables::CATALOG)).await?;
+        Ok(listing.records.iter().filter_map(decode).collect())
+    }
+
+    /// The LAN addresses of the sidecars of `service` in this datacenter (where mTLS
+    /// connections to the service land).
+    pub async fn sidecar_addresses(&self, service: &ServiceName) -> Result<Vec<SocketAddr>, Error> {
+        Ok(self
+            .entries()
+            .await?
+            .into_iter()
+            .filter(|e| {
+                !e.down
+                    && e.service.kind == ServiceKind::ConnectProxy
+                    && e.service
+                        .proxy
+                        .as_ref()
+                        .and_then(|p| p.destination_service_name.as_ref())
+                        == Some(service)
+            })
+            .filter_map(|e| e.lan)
+            .collect())
+    }
+
+    /// The sidecar addresses of `service` in another datacenter (for mesh-gateway mode `none`).
+    pub async fn remote_endpoints(
+        &self,
+        datacenter: &DatacenterName,
+        service: &ServiceName,
+    ) -> Result<Vec<SocketAddr>, Error> {
+        let listing = self.dc.inner.store.list(&table(tables::ENDPOINTS)).await?;
+        Ok(listing
+            .records
+            .iter()
+            .filter_map(decode::<ServiceEndpoint>)
+            .filter(|e| &e.datacenter == datacenter && &e.service == service)
+            .map(|e| e.address)
+            .collect())
+    }
+
+    /// The mesh gateways of every datacenter, as the federation table knows them.
+    pub async fn federation(&self) -> Result<Vec<FederationGateway>, Error> {
+        let listing = self.dc.inner.store.list(&table(tables::FEDERATION)).await?;
+        Ok(listing.records.iter().filter_map(decode).collect())
+    }
+
+    /// Blocks until the catalog or the federation table changes past `after`, or `timeout`.
+    pub async fn wait_routing_change(
+        &self,
+        after: Index,
+        timeout: Duration,
+    ) -> Result<Index, Error> {
+        let cat = table(tables::CATALOG);
+        let fed = table(tables::FEDERATION);
+        let store = &self.dc.inner.store;
+        let current = store.table_index(&cat).max(store.table_index(&fed));
+        if current > after {
+            return Ok(current);
+        }
+        tokio::select! {
+            r = store.wait_table(&cat, after, timeout) => r?,
+            r = store.wait_table(&fed, after, timeout) => r?,
+        };
+        Ok(store.table_index(&cat).max(store.table_index(&fed)))
+    }
+
+    /// Every datacenter of the mesh this one knows of (itself included), primary first.
+    pub async fn datacenters(&self) -> Result<Vec<crate::catalog::DatacenterRecord>, Error> {
+        let listing = self
+            .dc
+            .inner
+            .store
+            .list(&table(tables::DATACENTERS))
+            .await?;
+        let mut all: Vec<crate::catalog::DatacenterRecord> =
+            listing.records.iter().filter_map(decode).collect();
+        if !all.iter().any(|d| &d.name == self.dc.name()) {
+            all.push(crate::catalog::DatacenterRecord::new(
+                self.dc.name().clone(),
+                self.dc.is_primary(),
+            ));
+        }
+        all.sort_by(|a, b| b.primary.cmp(&a.primary).then_with(|| a.name.cmp(&b.name)));
+        Ok(all)
+    }
+}
+
+impl Datacenter {
     /// What registering `def` under `id` needs, as Consul defines it: `service:write` on the
     /// registration's name; when `id` is already registered, `service:write` on the service
     /// that holds it (a token may not take over another service's instance); for a
@@ -105,7 +371,7 @@ impl Datacenter {
     /// another service's traffic).
     async fn require_registration(
         &self,
-        token: &str,
+        token: &Secret,
         def: &ServiceDefinition,
         id: &ServiceInstanceId,
     ) -> Result<(), Error> {
@@ -140,203 +406,6 @@ impl Datacenter {
             self.require(token, service_write(), Some(dest.as_str()))?;
         }
         Ok(())
-    }
-
-    /// Registers a mesh gateway instance with its LAN and WAN addresses; other datacenters
-    /// learn its WAN address through the primary. Needs `service:write` on the gateway's name.
-    pub async fn register_mesh_gateway(
-        &self,
-        token: &str,
-        name: &ServiceName,
-        id: &str,
-        lan: SocketAddr,
-        wan: SocketAddr,
-    ) -> Result<FederationGateway, Error> {
-        self.require(token, service_write(), Some(name.as_str()))?;
-        let mut def = MeshGatewayRegistration::new(
-            Some(name.clone()),
-            Some(host_port(lan)),
-            Some(host_port(wan)),
-        )
-        .map_err(Error::invalid)?
-        .into_definition();
-        def.id = Some(ServiceInstanceId::new(id).map_err(Error::invalid)?);
-        let instance = ServiceInstanceId::new(id).map_err(Error::invalid)?;
-        self.require_registration(token, &def, &instance).await?;
-        let reg = MeshGatewayRegistration::from_definition(def).map_err(Error::invalid)?;
-        let entry = CatalogEntry {
-            lan: Some(lan),
-            service: reg.into_definition(),
-            down: false,
-        };
-        self.write_local(tables::CATALOG, id, json(&entry)?, None)
-            .await?;
-        let fed = FederationGateway {
-            datacenter: self.name().clone(),
-            service: name.clone(),
-            id: id.to_owned(),
-            wan,
-            lan,
-        };
-        let fed_id = self.global_id(name.as_str(), id);
-        self.publish_global(token, tables::FEDERATION, &fed_id, Some(json(&fed)?))
-            .await?;
-        tracing::info!(gateway = %name, id, %lan, %wan, "mesh gateway registered");
-        Ok(fed)
-    }
-
-    /// Removes an instance from the local catalog (and a gateway from the federation).
-    pub async fn deregister(&self, token: &str, id: &str) -> Result<(), Error> {
-        let Some(rec) = self.inner.store.get(&table(tables::CATALOG), id).await? else {
-            return Err(Error::NotFound(format!("service instance {id:?}")));
-        };
-        let entry: CatalogEntry =
-            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
-        let name = entry
-            .name()
-            .map(|n| n.as_str().to_owned())
-            .unwrap_or_default();
-        self.require(token, service_write(), Some(&name))?;
-        self.inner
-            .store
-            .delete(&table(tables::CATALOG), id, None)
-            .await?;
-        match entry.service.kind {
-            ServiceKind::MeshGateway => {
-                let fed_id = self.global_id(&name, id);
-                self.publish_global(token, tables::FEDERATION, &fed_id, None)
-                    .await?
-            }
-            ServiceKind::ConnectProxy => {
-                let dest = entry
-                    .service
-                    .proxy
-                    .as_ref()
-                    .and_then(|p| p.destination_service_name.as_ref())
-                    .map(|n| n.as_str().to_owned())
-                    .unwrap_or_default();
-                let ep_id = self.global_id(&dest, id);
-                self.publish_global(token, tables::ENDPOINTS, &ep_id, None)
-                    .await?
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Moves an instance to `addr` (a sidecar bound elsewhere than registered). Needs
-    /// `service:write` on the instance's service.
-    pub async fn set_instance_address(
-        &self,
-        token: &str,
-        id: &str,
-        addr: SocketAddr,
-    ) -> Result<(), Error> {
-        let Some(rec) = self.inner.store.get(&table(tables::CATALOG), id).await? else {
-            return Err(Error::NotFound(format!("service instance {id:?}")));
-        };
-        let mut entry: CatalogEntry =
-            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
-        let name = entry
-            .name()
-            .map(|n| n.as_str().to_owned())
-            .unwrap_or_default();
-        self.require(token, service_write(), Some(&name))?;
-        entry.lan = Some(addr);
-        entry.service.port = addr.port();
-        self.inner
-            .store
-            .upsert(
-                &table(tables::CATALOG),
-                id,
-                json(&entry)?,
-                Some(rec.modify_index),
-            )
-            .await?;
-        let dest = entry
-            .service
-            .proxy
-            .as_ref()
-            .and_then(|p| p.destination_service_name.clone());
-        if let (ServiceKind::ConnectProxy, Some(service)) = (entry.service.kind, dest) {
-            let ep = ServiceEndpoint {
-                datacenter: self.name().clone(),
-                service,
-                address: addr,
-            };
-            let ep_id = self.global_id(ep.service.as_str(), id);
-            self.publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Every instance of the local catalog.
-    pub async fn catalog(&self) -> Result<Vec<CatalogEntry>, Error> {
-        let listing = self.inner.store.list(&table(tables::CATALOG)).await?;
-        Ok(listing.records.iter().filter_map(decode).collect())
-    }
-
-    /// The LAN addresses of the sidecars of `service` in this datacenter (where mTLS
-    /// connections to the service land).
-    pub async fn sidecar_addresses(&self, service: &ServiceName) -> Result<Vec<SocketAddr>, Error> {
-        Ok(self
-            .catalog()
-            .await?
-            .into_iter()
-            .filter(|e| {
-                !e.down
-                    && e.service.kind == ServiceKind::ConnectProxy
-                    && e.service
-                        .proxy
-                        .as_ref()
-                        .and_then(|p| p.destination_service_name.as_ref())
-                        == Some(service)
-            })
-            .filter_map(|e| e.lan)
-            .collect())
-    }
-
-    /// The sidecar addresses of `service` in another datacenter (for mesh-gateway mode `none`).
-    pub async fn remote_endpoints(
-        &self,
-        datacenter: &DatacenterName,
-        service: &ServiceName,
-    ) -> Result<Vec<SocketAddr>, Error> {
-        let listing = self.inner.store.list(&table(tables::ENDPOINTS)).await?;
-        Ok(listing
-            .records
-            .iter()
-            .filter_map(decode::<ServiceEndpoint>)
-            .filter(|e| &e.datacenter == datacenter && &e.service == service)
-            .map(|e| e.address)
-            .collect())
-    }
-
-    /// The mesh gateways of every datacenter, as the federation table knows them.
-    pub async fn federation(&self) -> Result<Vec<FederationGateway>, Error> {
-        let listing = self.inner.store.list(&table(tables::FEDERATION)).await?;
-        Ok(listing.records.iter().filter_map(decode).collect())
-    }
-
-    /// Blocks until the catalog or the federation table changes past `after`, or `timeout`.
-    pub async fn wait_routing_change(
-        &self,
-        after: Index,
-        timeout: Duration,
-    ) -> Result<Index, Error> {
-        let cat = table(tables::CATALOG);
-        let fed = table(tables::FEDERATION);
-        let store = &self.inner.store;
-        let current = store.table_index(&cat).max(store.table_index(&fed));
-        if current > after {
-            return Ok(current);
-        }
-        tokio::select! {
-            r = store.wait_table(&cat, after, timeout) => r?,
-            r = store.wait_table(&fed, after, timeout) => r?,
-        };
-        Ok(store.table_index(&cat).max(store.table_index(&fed)))
     }
 }
 

@@ -2,31 +2,81 @@
 
 use super::*;
 
-impl Datacenter {
-    /// Writes a config entry from Consul's JSON (`proxy-defaults.json` as the guide writes it).
-    /// `proxy-defaults` needs `mesh:write` (which falls back to `operator:write`);
-    /// `service-defaults` needs `service:write` on its service.
-    pub async fn config_write(&self, token: &str, entry_json: &str) -> Result<ConfigEntry, Error> {
+/// The config entries of a [`Datacenter`] (`proxy-defaults`, `service-defaults`):
+/// `dc.config_entries()`. A cheap borrowed handle.
+#[derive(Clone, Copy, Debug)]
+pub struct ConfigEntries<'a> {
+    pub(super) dc: &'a Datacenter,
+}
+
+impl ConfigEntries<'_> {
+    /// Writes a config entry. `proxy-defaults` needs `mesh:write` (which falls back to
+    /// `operator:write`); `service-defaults` needs `service:write` on its service. The entry
+    /// is normalised and validated as Consul's JSON would be.
+    pub async fn write(&self, token: &Secret, entry: &ConfigEntry) -> Result<ConfigEntry, Error> {
+        self.write_json(token, &entry.to_json()).await
+    }
+
+    /// Writes a config entry from Consul's JSON (`proxy-defaults.json` as the guide writes
+    /// it, `config write file.json`), with the permissions of [`ConfigEntries::write`].
+    ///
+    /// ```
+    /// use mesh::core::{ConfigEntry, ConfigEntryKind};
+    /// use mesh::{Datacenter, DatacenterConfig, Secret};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let mut config = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
+    /// config.acl.enabled = true;
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let management = Secret::new("a-management-secret");
+    /// let entries = dc.config_entries();
+    /// let json = r#"{"Kind": "proxy-defaults", "Name": "global",
+    ///                "MeshGateway": {"Mode": "local"}}"#;
+    /// entries.write_json(&management, json).await?;
+    /// let Some(ConfigEntry::ProxyDefaults(pd)) =
+    ///     entries.get(ConfigEntryKind::ProxyDefaults, "global").await?
+    /// else {
+    ///     panic!("written above")
+    /// };
+    /// // The typed path writes the same entry back.
+    /// entries.write(&management, &ConfigEntry::ProxyDefaults(pd)).await?;
+    /// assert_eq!(entries.list(ConfigEntryKind::ProxyDefaults).await?.len(), 1);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn write_json(&self, token: &Secret, entry_json: &str) -> Result<ConfigEntry, Error> {
         let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
         match &entry {
-            ConfigEntry::ProxyDefaults(_) => self.require(token, mesh_write(), None)?,
-            _ => self.require(token, service_write(), Some(entry.name()))?,
+            ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
+            _ => self
+                .dc
+                .require(token, service_write(), Some(entry.name()))?,
         }
         let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
         let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
-        self.write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), None)
+        self.dc
+            .write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), None)
             .await?;
         Ok(entry)
     }
 
     /// A config entry by kind and name.
-    pub async fn config_get(&self, kind: &str, name: &str) -> Result<Option<ConfigEntry>, Error> {
+    pub async fn get(
+        &self,
+        kind: ConfigEntryKind,
+        name: &str,
+    ) -> Result<Option<ConfigEntry>, Error> {
         let rec = self
+            .dc
             .inner
             .store
             .get(
                 &table(tables::CONFIG_ENTRIES),
-                &authz::config_entry_id(kind, name),
+                &authz::config_entry_id(kind.as_str(), name),
             )
             .await?;
         rec.and_then(|r| r.value.as_json().map(|v| v.to_string()))
@@ -36,13 +86,14 @@ impl Datacenter {
 
     /// Every config entry of `kind` (`proxy-defaults`, `service-defaults`), by name. A stored
     /// entry that does not decode is left out and logged.
-    pub async fn config_list(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error> {
+    pub async fn list(&self, kind: ConfigEntryKind) -> Result<Vec<ConfigEntry>, Error> {
         let listing = self
+            .dc
             .inner
             .store
             .list(&table(tables::CONFIG_ENTRIES))
             .await?;
-        let prefix = format!("{kind}/");
+        let prefix = format!("{}/", kind.as_str());
         Ok(listing
             .records
             .iter()
@@ -61,21 +112,30 @@ impl Datacenter {
     }
 
     /// Deletes a config entry (idempotent), with the permission its write needs.
-    pub async fn config_delete(&self, token: &str, kind: &str, name: &str) -> Result<(), Error> {
+    pub async fn delete(
+        &self,
+        token: &Secret,
+        kind: ConfigEntryKind,
+        name: &str,
+    ) -> Result<(), Error> {
         match kind {
-            "proxy-defaults" => self.require(token, mesh_write(), None)?,
-            "service-defaults" => self.require(token, service_write(), Some(name))?,
+            ConfigEntryKind::ProxyDefaults => self.dc.require(token, mesh_write(), None)?,
+            ConfigEntryKind::ServiceDefaults => {
+                self.dc.require(token, service_write(), Some(name))?
+            }
             other => {
                 return Err(Error::invalid_msg(format!(
-                    "config entry kind {other:?} is not supported"
+                    "config entry kind {:?} is not supported",
+                    other.as_str()
                 )));
             }
         }
-        self.delete_global(
-            token,
-            tables::CONFIG_ENTRIES,
-            &authz::config_entry_id(kind, name),
-        )
-        .await
+        self.dc
+            .delete_global(
+                token,
+                tables::CONFIG_ENTRIES,
+                &authz::config_entry_id(kind.as_str(), name),
+            )
+            .await
     }
 }

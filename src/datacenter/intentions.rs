@@ -2,33 +2,124 @@
 
 use super::*;
 
-impl Datacenter {
+/// The source or destination of an intention: every service (`*`) or one service. A name
+/// that no service can have (`WEB`, `a/b`) is not representable: parsing it fails with
+/// [`NameError`].
+///
+/// ```
+/// use mesh::IntentionTarget;
+///
+/// let any: IntentionTarget = "*".parse()?;
+/// assert_eq!(any, IntentionTarget::Any);
+/// let web: IntentionTarget = "web".parse()?;
+/// assert_eq!(web.as_str(), "web");
+/// assert!("WEB".parse::<IntentionTarget>().is_err());
+/// # Ok::<(), mesh::core::NameError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum IntentionTarget {
+    /// `*`: every service.
+    Any,
+    /// One service.
+    Service(ServiceName),
+}
+
+impl IntentionTarget {
+    /// The target as an intention writes it (`*` or the service name).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Any => "*",
+            Self::Service(s) => s.as_str(),
+        }
+    }
+}
+
+impl std::str::FromStr for IntentionTarget {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        if s == "*" {
+            Ok(Self::Any)
+        } else {
+            ServiceName::new(s).map(Self::Service)
+        }
+    }
+}
+
+impl From<ServiceName> for IntentionTarget {
+    fn from(s: ServiceName) -> Self {
+        Self::Service(s)
+    }
+}
+
+impl From<&ServiceName> for IntentionTarget {
+    fn from(s: &ServiceName) -> Self {
+        Self::Service(s.clone())
+    }
+}
+
+impl std::fmt::Display for IntentionTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The intentions of a [`Datacenter`]: `dc.intentions()`. A cheap borrowed handle.
+#[derive(Clone, Copy, Debug)]
+pub struct Intentions<'a> {
+    pub(super) dc: &'a Datacenter,
+}
+
+impl Intentions<'_> {
     /// Creates or replaces the intention `source -> destination`. Needs `intentions:write` on
     /// the destination. Written in the primary (forwarded from a secondary) and visible here
     /// when the call returns.
-    pub async fn intention_create(
+    ///
+    /// ```
+    /// use mesh::intentions::intention::Action;
+    /// use mesh::{Datacenter, DatacenterConfig, IntentionTarget, Secret};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let mut config = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
+    /// config.acl.enabled = true;
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let management = Secret::new("a-management-secret");
+    /// let web: IntentionTarget = "web".parse()?;
+    /// dc.intentions()
+    ///     .create(&management, &web, &IntentionTarget::Any, Action::Deny)
+    ///     .await?;
+    /// assert_eq!(dc.intentions().list(&management).await?.len(), 1);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create(
         &self,
-        token: &str,
-        source: &str,
-        destination: &str,
+        token: &Secret,
+        source: &IntentionTarget,
+        destination: &IntentionTarget,
         action: Action,
     ) -> Result<Intention, Error> {
+        let (source, destination) = (source.as_str(), destination.as_str());
         let mut ixn = Intention::new(source, destination, action);
         ixn.source_type = "consul".into();
         ixn.normalize();
         ixn.validate().map_err(Error::invalid)?;
         ixn.update_precedence();
-        let authz = self.authorizer(token)?;
+        let authz = self.dc.inner.authorizer(token.expose_secret())?;
         can_write(&authz, &ixn)?;
         let value = serde_json::to_value(&ixn).map_err(Error::invalid)?;
-        self.write_global(
-            token,
-            tables::INTENTIONS,
-            &authz::intention_id(source, destination),
-            Value::json(value),
-            None,
-        )
-        .await?;
+        self.dc
+            .write_global(
+                token,
+                tables::INTENTIONS,
+                &authz::intention_id(source, destination),
+                Value::json(value),
+                None,
+            )
+            .await?;
         tracing::info!(
             source,
             destination,
@@ -40,27 +131,42 @@ impl Datacenter {
 
     /// Deletes the intention `source -> destination` (idempotent). Needs `intentions:write`
     /// on the destination.
-    pub async fn intention_delete(
+    pub async fn delete(
         &self,
-        token: &str,
-        source: &str,
-        destination: &str,
+        token: &Secret,
+        source: &IntentionTarget,
+        destination: &IntentionTarget,
     ) -> Result<(), Error> {
+        self.remove(token, source.as_str(), destination.as_str())
+            .await
+    }
+
+    /// Deletes the record of an intention as [`Intentions::list`] returned it, whatever names
+    /// it holds: a record written before names were checked, which can never match, can
+    /// still be removed (its destination fails closed until then). Needs `intentions:write`
+    /// on its destination.
+    pub async fn delete_stored(&self, token: &Secret, stored: &Intention) -> Result<(), Error> {
+        self.remove(token, &stored.source_name, &stored.destination_name)
+            .await
+    }
+
+    async fn remove(&self, token: &Secret, source: &str, destination: &str) -> Result<(), Error> {
         let ixn = Intention::new(source, destination, Action::Deny);
-        let authz = self.authorizer(token)?;
+        let authz = self.dc.inner.authorizer(token.expose_secret())?;
         can_write(&authz, &ixn)?;
-        self.delete_global(
-            token,
-            tables::INTENTIONS,
-            &authz::intention_id(source, destination),
-        )
-        .await
+        self.dc
+            .delete_global(
+                token,
+                tables::INTENTIONS,
+                &authz::intention_id(source, destination),
+            )
+            .await
     }
 
     /// The intentions the token may read.
-    pub async fn intentions(&self, token: &str) -> Result<Vec<Intention>, Error> {
-        let authz = self.authorizer(token)?;
-        let listing = self.inner.store.list(&table(tables::INTENTIONS)).await?;
+    pub async fn list(&self, token: &Secret) -> Result<Vec<Intention>, Error> {
+        let authz = self.dc.inner.authorizer(token.expose_secret())?;
+        let listing = self.dc.inner.store.list(&table(tables::INTENTIONS)).await?;
         Ok(listing
             .records
             .iter()
@@ -69,24 +175,15 @@ impl Datacenter {
             .collect())
     }
 
-    /// Rebuilds the enforced ACL and intention views from what the store holds now. They
-    /// follow the store by themselves within moments of a change; this is for a caller that
-    /// wrote around the API (through [`Datacenter::replication_server`]) and must see the
-    /// result at once.
-    pub async fn refresh_views(&self) -> Result<(), Error> {
-        self.inner.rebuild_acl().await?;
-        self.inner.rebuild_intentions().await
-    }
-
     /// The current intentions snapshot, shared with the data plane.
-    pub fn shared_intentions(&self) -> Arc<SharedIntentions> {
-        self.inner.intentions.clone()
+    pub fn shared(&self) -> Arc<SharedIntentions> {
+        self.dc.inner.intentions.clone()
     }
 
     /// The decision used when no intention matches: from the ACL default policy (deny when
     /// ACLs default to deny; allow when ACLs are off).
-    pub fn intention_default(&self) -> IntentionDefault {
-        let acl = &self.inner.config.acl;
+    pub fn default(&self) -> IntentionDefault {
+        let acl = &self.dc.inner.config.acl;
         IntentionDefault::new(acl.enabled.then_some(acl.default_policy), None)
     }
 
@@ -94,11 +191,22 @@ impl Datacenter {
     /// or that are not services (stricter than Consul, which checks neither).
     pub fn authorize(&self, client: &SpiffeId, target: &ServiceName) -> Authorization {
         authorize_with(
-            &self.inner.intentions,
-            self.intention_default(),
-            self.trust_domain().as_ref(),
+            &self.dc.inner.intentions,
+            self.default(),
+            self.dc.trust_domain().as_ref(),
             client,
             target,
         )
+    }
+}
+
+impl Datacenter {
+    /// Rebuilds the enforced ACL and intention views from what the store holds now. They
+    /// follow the store by themselves within moments of a change; this is for a caller that
+    /// wrote around the API (through [`Datacenter::replication_server`]) and must see the
+    /// result at once.
+    pub async fn refresh_views(&self) -> Result<(), Error> {
+        self.inner.rebuild_acl().await?;
+        self.inner.rebuild_intentions().await
     }
 }

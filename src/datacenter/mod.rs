@@ -10,10 +10,11 @@ use mesh_ca::tls::TrustBundle;
 use mesh_ca::{Ca, CaOptions, CaState, IntermediateSigner, IssuedLeaf, RootsView, SignerError};
 use mesh_core::catalog::{
     MeshGatewayRegistration, ServiceDefinition, ServiceInstanceId, ServiceKind, SidecarPortRange,
-    TokenSecret, sidecar_from_service,
+    sidecar_from_service,
 };
 use mesh_core::{
-    ConfigEntry, Datacenter as DatacenterName, Index, ServiceName, SpiffeId, TrustDomain,
+    ConfigEntry, ConfigEntryKind, Datacenter as DatacenterName, Index, NameError, ServiceName,
+    SpiffeId, TrustDomain,
 };
 use mesh_intentions::acl::{
     Access, Authorizer, AuthorizerContext, GLOBAL_MANAGEMENT_POLICY_ID, Permission, Policy,
@@ -45,10 +46,18 @@ use crate::{Error, ids};
 mod acl;
 mod ca;
 mod catalog;
-
-pub use catalog::Registered;
 mod config_entries;
 mod intentions;
+
+pub use acl::Acl;
+pub use ca::ConnectCa;
+pub use catalog::{Catalog, Registered};
+pub use config_entries::ConfigEntries;
+pub use intentions::{IntentionTarget, Intentions};
+/// An ACL token secret, the one secret type of the API: `Debug` never shows it, and
+/// [`Secret::expose_secret`] is the one way to read it. The empty secret is the anonymous
+/// token. Call sites write `&"a-secret".into()` or keep a `Secret` around.
+pub use mesh_core::catalog::TokenSecret as Secret;
 
 /// How long a write made through the primary may take to replicate back before the call
 /// reports it (the write itself is done by then).
@@ -280,21 +289,6 @@ impl Datacenter {
         Ok(dc)
     }
 
-    /// Every datacenter of the mesh this one knows of (itself included), primary first.
-    pub async fn datacenters(&self) -> Result<Vec<crate::catalog::DatacenterRecord>, Error> {
-        let listing = self.inner.store.list(&table(tables::DATACENTERS)).await?;
-        let mut all: Vec<crate::catalog::DatacenterRecord> =
-            listing.records.iter().filter_map(decode).collect();
-        if !all.iter().any(|d| &d.name == self.name()) {
-            all.push(crate::catalog::DatacenterRecord::new(
-                self.name().clone(),
-                self.is_primary(),
-            ));
-        }
-        all.sort_by(|a, b| b.primary.cmp(&a.primary).then_with(|| a.name.cmp(&b.name)));
-        Ok(all)
-    }
-
     /// Writes this datacenter's record: the primary in its own store, a secondary through the
     /// primary (with the replication token; in the background while the primary is away).
     async fn announce(&self) -> Result<(), Error> {
@@ -311,14 +305,15 @@ impl Datacenter {
                 .await?;
             return Ok(());
         }
-        let token = self
-            .inner
-            .config
-            .acl
-            .tokens
-            .replication
-            .clone()
-            .unwrap_or_default();
+        let token = Secret::new(
+            self.inner
+                .config
+                .acl
+                .tokens
+                .replication
+                .clone()
+                .unwrap_or_default(),
+        );
         self.publish_global(
             &token,
             tables::DATACENTERS,
@@ -326,6 +321,31 @@ impl Datacenter {
             Some(json(&rec)?),
         )
         .await
+    }
+
+    /// ACL policies, roles and tokens.
+    pub fn acl(&self) -> Acl<'_> {
+        Acl { dc: self }
+    }
+
+    /// The catalog: registrations and the addresses the data plane routes to.
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog { dc: self }
+    }
+
+    /// Intentions, and the decision the data plane enforces.
+    pub fn intentions(&self) -> Intentions<'_> {
+        Intentions { dc: self }
+    }
+
+    /// Config entries (`proxy-defaults`, `service-defaults`).
+    pub fn config_entries(&self) -> ConfigEntries<'_> {
+        ConfigEntries { dc: self }
+    }
+
+    /// The Connect CA: roots, leaf signing, rotation.
+    pub fn connect_ca(&self) -> ConnectCa<'_> {
+        ConnectCa { dc: self }
     }
 
     /// This datacenter's name.
@@ -359,8 +379,8 @@ impl Datacenter {
 
     // ---- internals -------------------------------------------------------------------
 
-    fn require(&self, token: &str, perm: Permission, name: Option<&str>) -> Result<(), Error> {
-        let authz = self.authorizer(token)?;
+    fn require(&self, token: &Secret, perm: Permission, name: Option<&str>) -> Result<(), Error> {
+        let authz = self.inner.authorizer(token.expose_secret())?;
         let d = authz
             .check(
                 perm.resource,
@@ -377,7 +397,7 @@ impl Datacenter {
 
     async fn write_global(
         &self,
-        token: &str,
+        token: &Secret,
         t: &'static str,
         id: &str,
         value: Value,
@@ -403,7 +423,7 @@ impl Datacenter {
     /// value never lands after a newer one. A refusal by the primary is returned as is.
     async fn publish_global(
         &self,
-        token: &str,
+        token: &Secret,
         t: &'static str,
         id: &str,
         value: Option<Value>,
@@ -421,7 +441,7 @@ impl Datacenter {
             {
                 tracing::warn!(table = t, id, error = %e, "primary unreachable; publishing in the background");
                 let weak = Arc::downgrade(&self.inner);
-                let (token, id) = (token.to_owned(), id.to_owned());
+                let (token, id) = (token.clone(), id.to_owned());
                 let task = tokio::spawn(async move {
                     let mut delay = Duration::from_millis(200);
                     loop {
@@ -453,7 +473,7 @@ impl Datacenter {
 
     async fn apply_global(
         &self,
-        token: &str,
+        token: &Secret,
         t: &'static str,
         id: &str,
         value: Option<Value>,
@@ -470,7 +490,7 @@ impl Datacenter {
         authz::instance_record_id(self.name().as_str(), service, instance)
     }
 
-    async fn delete_global(&self, token: &str, t: &'static str, id: &str) -> Result<(), Error> {
+    async fn delete_global(&self, token: &Secret, t: &'static str, id: &str) -> Result<(), Error> {
         self.global_txn(
             token,
             t,
@@ -486,14 +506,14 @@ impl Datacenter {
 
     async fn global_txn(
         &self,
-        token: &str,
+        token: &Secret,
         t: &'static str,
         ops: Vec<TxnOp>,
     ) -> Result<Index, Error> {
         let receipt = self
             .inner
             .forwarder
-            .write(&SecretToken::new(token), ops)
+            .write(&SecretToken::from(token), ops)
             .await?;
         if receipt.forwarded
             && let Some(replicas) = &self.inner.replicas

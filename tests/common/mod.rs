@@ -225,12 +225,19 @@ impl Mesh {
         pc.acl.tokens.initial_management = Some(mgmt.clone());
         let primary = Datacenter::start_primary(pc).await.expect("primary starts");
         primary
-            .acl_policy_create(&mgmt, "replication", "ACL replication", REPLICATION_POLICY)
+            .acl()
+            .policy_create(
+                &(&mgmt).into(),
+                "replication",
+                "ACL replication",
+                REPLICATION_POLICY,
+            )
             .await
             .expect("replication policy");
         let replication = primary
-            .acl_token_create(
-                &mgmt,
+            .acl()
+            .token_create(
+                &(&mgmt).into(),
                 TokenSpec {
                     description: "replication token".into(),
                     policy_names: vec!["replication".into()],
@@ -254,14 +261,16 @@ impl Mesh {
             Err(_) => panic!("the secondary did not start within {:?}", WAIT * 2),
         };
         primary
-            .acl_policy_create(&mgmt, "mesh-gateway", "", GATEWAY_POLICY)
+            .acl()
+            .policy_create(&(&mgmt).into(), "mesh-gateway", "", GATEWAY_POLICY)
             .await
             .expect("gateway policy");
         let mut gateway_tokens = Vec::new();
         for dc in ["primary", "secondary"] {
             let t = primary
-                .acl_token_create(
-                    &mgmt,
+                .acl()
+                .token_create(
+                    &(&mgmt).into(),
                     TokenSpec {
                         description: format!("mesh-gateway {dc} datacenter token"),
                         policy_names: vec!["mesh-gateway".into()],
@@ -306,7 +315,7 @@ impl Mesh {
         let wan: SocketAddr = format!("127.0.{octet}.{i}:0").parse().expect("address");
         MeshGateway::start(
             dc,
-            token,
+            &token.into(),
             &"mesh-gateway".parse().expect("service name"),
             &id,
             lan,
@@ -320,7 +329,8 @@ impl Mesh {
     /// Writes `proxy-defaults` with `mode` in the secondary (forwarded to the primary).
     pub(crate) async fn set_mode(&self, mode: &str) {
         self.secondary
-            .config_write(&self.mgmt, &proxy_defaults(mode))
+            .config_entries()
+            .write_json(&(&self.mgmt).into(), &proxy_defaults(mode))
             .await
             .expect("proxy-defaults written");
     }
@@ -329,8 +339,9 @@ impl Mesh {
     pub(crate) async fn service_token(&self, name: &str) -> String {
         let t = self
             .primary
-            .acl_token_create(
-                &self.mgmt,
+            .acl()
+            .token_create(
+                &(&self.mgmt).into(),
                 TokenSpec {
                     description: format!("{name} service token"),
                     service_identities: vec![name.to_owned()],
@@ -347,13 +358,15 @@ impl Mesh {
     /// A global token with one policy made of `rules`, visible in both datacenters.
     pub(crate) async fn policy_token(&self, policy: &str, rules: &str) -> String {
         self.primary
-            .acl_policy_create(&self.mgmt, policy, "", rules)
+            .acl()
+            .policy_create(&(&self.mgmt).into(), policy, "", rules)
             .await
             .expect("policy created");
         let t = self
             .primary
-            .acl_token_create(
-                &self.mgmt,
+            .acl()
+            .token_create(
+                &(&self.mgmt).into(),
                 TokenSpec {
                     description: format!("{policy} token"),
                     policy_names: vec![policy.to_owned()],
@@ -371,7 +384,13 @@ impl Mesh {
     /// primary, whose socat sidecar decides, applies it.
     pub(crate) async fn allow_web_to_socat(&self) {
         self.secondary
-            .intention_create(&self.mgmt, "web", "socat", Action::Allow)
+            .intentions()
+            .create(
+                &(&self.mgmt).into(),
+                &"web".parse().expect("valid intention target"),
+                &"socat".parse().expect("valid intention target"),
+                Action::Allow,
+            )
             .await
             .expect("intention created");
         self.wait_decision("web", "socat", true).await;
@@ -388,8 +407,8 @@ impl Mesh {
         wait_until(
             &format!("{source} -> {destination} to be decided allowed={allowed}"),
             || {
-                let ok = self.primary.authorize(&id, &dest).authorized == allowed
-                    && self.secondary.authorize(&id, &dest).authorized == allowed;
+                let ok = self.primary.intentions().authorize(&id, &dest).authorized == allowed
+                    && self.secondary.intentions().authorize(&id, &dest).authorized == allowed;
                 async move { ok }
             },
         )
@@ -409,7 +428,8 @@ impl Mesh {
             echo.port()
         );
         self.primary
-            .register_service("", &socat_json)
+            .catalog()
+            .register_json(&"".into(), &socat_json)
             .await
             .expect("socat registered");
         let mode = upstream_mode
@@ -423,16 +443,18 @@ impl Mesh {
             free_port()
         );
         self.secondary
-            .register_service("", &web_json)
+            .catalog()
+            .register_json(&"".into(), &web_json)
             .await
             .expect("web registered");
         let any = SidecarOptions {
             public_bind: Some("127.0.0.1:0".parse().expect("address")),
         };
-        let socat_sidecar = Sidecar::start(&self.primary, &socat_token, "socat", any.clone())
-            .await
-            .expect("socat sidecar starts");
-        let web_sidecar = Sidecar::start(&self.secondary, &web_token, "web", any)
+        let socat_sidecar =
+            Sidecar::start(&self.primary, &(&socat_token).into(), "socat", any.clone())
+                .await
+                .expect("socat sidecar starts");
+        let web_sidecar = Sidecar::start(&self.secondary, &(&web_token).into(), "web", any)
             .await
             .expect("web sidecar starts");
         let (sni, upstream) = web_sidecar.upstreams()[0].clone();
@@ -480,7 +502,12 @@ impl Mesh {
                     .secondary_gateways
                     .iter()
                     .all(|g| sorted(routed_to(g, &apps.sni)) == wans);
-                let fed = self.secondary.federation().await.unwrap_or_default();
+                let fed = self
+                    .secondary
+                    .catalog()
+                    .federation()
+                    .await
+                    .unwrap_or_default();
                 let fed_wans = sorted(
                     fed.iter()
                         .filter(|g| g.datacenter == primary_dc)
@@ -495,6 +522,7 @@ impl Mesh {
                 );
                 let endpoints = self
                     .secondary
+                    .catalog()
                     .remote_endpoints(&primary_dc, &socat_name)
                     .await
                     .unwrap_or_default();
@@ -513,7 +541,7 @@ impl Mesh {
 /// message shows where replication of the ACL tables stands.
 pub(crate) async fn wait_token(dc: &Datacenter, secret: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while dc.authorizer(secret).is_err() {
+    while dc.acl().authorizer(&secret.into()).is_err() {
         if tokio::time::Instant::now() >= deadline {
             let mut state = String::new();
             for s in dc.replication_status() {

@@ -49,8 +49,10 @@ fn run_agent(args: AgentArgs) -> Result<(), Failure> {
     let level = args.log_level.or_else(|| configured_log_level(&config));
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), level.as_deref())?;
     // A second initialisation (tests running the CLI in one process) keeps the first.
+    // Colours only on a terminal: a log file or a journal gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()

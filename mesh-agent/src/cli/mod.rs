@@ -8,10 +8,10 @@
 //! error (usage errors included), and `mesh intention check` answers 2 for "denied".
 //! Errors go to stderr as `Error <doing what>: <cause>: <cause>…`.
 //!
-//! Where things live: [`argv`] (Go-style flags to clap's), [`flags`] (the HTTP flags every
-//! API command takes, and the agent they reach), [`output`] (Consul's tables and key/value
+//! Where things live: `argv` (Go-style flags to clap's), `flags` (the HTTP flags every
+//! API command takes, and the agent they reach), `output` (Consul's tables and key/value
 //! blocks), one module per command group. `mesh connect envoy` and `mesh connect proxy` are
-//! added in [`connect`].
+//! added in `connect`.
 
 use std::ffi::OsString;
 use std::io::Write;

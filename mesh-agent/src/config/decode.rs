@@ -4,7 +4,7 @@
 //! Keys are matched without regard to ASCII case, as Consul's decoder (mapstructure) does;
 //! `connect.ca_config` keys are matched as Consul's CA providers do (the snake_case spelling,
 //! or the CamelCase field name in any case). Service definitions are not decoded here: they
-//! are kept as JSON text for `mesh::Datacenter::register_service`, after a check that it
+//! are kept as JSON text for `mesh::Catalog::register_json`, after a check that it
 //! would accept them.
 
 use std::collections::HashSet;
@@ -690,7 +690,7 @@ impl<'a> Doc<'a> {
     }
 
     /// `service { ... }` or `services [ {...}, ... ]`: each kept as `{"service": {...}}` text,
-    /// after checking that `mesh::Datacenter::register_service` would accept it.
+    /// after checking that `mesh::Catalog::register_json` would accept it.
     fn services(&self, p: &mut Partial, key: &str, node: &Node) -> R<()> {
         let defs: Vec<(String, &Node)> = match &node.value {
             Value::Map(_) => vec![(key.to_owned(), node)],

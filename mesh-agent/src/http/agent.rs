@@ -3,6 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use mesh::Secret;
 use mesh::core::catalog::{RegistrationError, SIDECAR_SUFFIX, ServiceDefinition, ServiceKind};
 use mesh::intentions::acl::{Access, Resource};
 use mesh::tables;
@@ -293,19 +294,17 @@ pub(crate) async fn service_register(State(s): State<ApiState>, ctx: Ctx, body: 
     }
     def.validate().map_err(|e| registration_error(&e))?;
     // The permission checks first, with Consul's words (the datacenter checks them again).
-    let token = if ctx.token.is_empty() {
-        def.token
-            .as_ref()
-            .map(|t| t.expose_secret().to_owned())
-            .unwrap_or_default()
+    let anonymous = Secret::new("");
+    let token = if ctx.token.expose_secret().is_empty() {
+        def.token.as_ref().unwrap_or(&anonymous)
     } else {
-        ctx.token.clone()
+        &ctx.token
     };
-    let authz = s.dc().authorizer(&token)?;
+    let authz = s.dc().acl().authorizer(token)?;
     if let Some(name) = &def.name {
         require_service_write(&s, &authz, name.as_str())?;
     }
-    match s.dc().register_service(&token, &text).await {
+    match s.dc().catalog().register(token, &def).await {
         Ok(_) => Ok(reply::empty()),
         Err(mesh::Error::Invalid(src)) => match src.downcast_ref::<RegistrationError>() {
             Some(e) => Err(registration_error(e)),
@@ -348,12 +347,12 @@ pub(crate) async fn service_deregister(
     require_service_write(&s, &authz, target.name())?;
     if let Some(sc) = sidecar {
         require_service_write(&s, &authz, sc.name())?;
-        match s.dc().deregister(&ctx.token, &sc.id).await {
+        match s.dc().catalog().deregister(&ctx.token, &sc.id).await {
             Ok(()) | Err(mesh::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    match s.dc().deregister(&ctx.token, &id).await {
+    match s.dc().catalog().deregister(&ctx.token, &id).await {
         Ok(()) => Ok(reply::empty()),
         Err(mesh::Error::NotFound(_)) => Err(unknown()),
         Err(e) => Err(e.into()),

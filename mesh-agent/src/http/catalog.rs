@@ -545,7 +545,12 @@ pub(crate) async fn services(State(s): State<ApiState>, ctx: Ctx) -> Res {
 pub(crate) async fn datacenters(State(s): State<ApiState>, ctx: Ctx) -> Res {
     let own = s.dc().name().as_str().to_owned();
     let mut list = vec![own.clone()];
-    let known = s.dc().datacenters().await.map_err(ApiError::from)?;
+    let known = s
+        .dc()
+        .catalog()
+        .datacenters()
+        .await
+        .map_err(ApiError::from)?;
     for d in known
         .iter()
         .map(|d| d.name.as_str().to_owned())

@@ -155,7 +155,10 @@ pub(crate) async fn write(State(s): State<ApiState>, ctx: Ctx, body: Bytes) -> R
     let authz = authorizer(&s, &ctx)?;
     require_entry(&s, &authz, entry.kind().as_str(), entry.name(), true)?;
     let Some(cas) = cas else {
-        s.dc().config_write(&ctx.token, &text).await?;
+        s.dc()
+            .config_entries()
+            .write_json(&ctx.token, &text)
+            .await?;
         return Ok(reply::json(&ctx, &true));
     };
     let id = entry_id(entry.kind().as_str(), entry.name());

@@ -24,7 +24,7 @@ pub(crate) const ROOT_TABLES: &[&str] = &[tables::CA_ROOTS, tables::CA_STATE];
 /// The roots list in Consul's `IndexedCARoots` shape: `IntermediateCerts` is `null` when
 /// empty, and mesh's own additions (`RotatedOutAt`, `Index`) are left out.
 pub(crate) fn roots_json(state: &ApiState) -> Result<Value, ApiError> {
-    let view = state.dc().roots()?;
+    let view = state.dc().connect_ca().roots()?;
     let roots: Vec<Value> = view
         .roots
         .iter()
@@ -56,7 +56,7 @@ async fn roots_answer(s: ApiState, ctx: Ctx, agent: bool) -> Res {
     let st = &s;
     let (body, index) = blocking::query(st, &ctx, ROOT_TABLES, move || async move {
         if pem {
-            Ok(Value::String(st.dc().roots()?.pem_bundle()))
+            Ok(Value::String(st.dc().connect_ca().roots()?.pem_bundle()))
         } else {
             roots_json(st)
         }
@@ -86,7 +86,7 @@ pub(crate) async fn agent_roots(State(s): State<ApiState>, ctx: Ctx) -> Res {
 pub(crate) async fn ca_config_get(State(s): State<ApiState>, ctx: Ctx) -> Res {
     let authz = authorizer(&s, &ctx)?;
     require_operator_write(&s, &authz)?;
-    let ca = s.dc().ca()?;
+    let ca = s.dc().connect_ca().ca()?;
     let config = serde_json::to_value(ca.config()).unwrap_or_else(|_| json!({}));
     let (create, modify) = match raw::record(&s, tables::CA_STATE, "state").await? {
         Some(r) => (r.create_index.0, r.modify_index.0),
@@ -140,7 +140,7 @@ pub(crate) async fn ca_config_put(State(s): State<ApiState>, ctx: Ctx, body: Byt
             req.provider
         )));
     }
-    let ca = s.dc().ca()?;
+    let ca = s.dc().connect_ca().ca()?;
     let current = serde_json::to_value(ca.config()).unwrap_or_else(|_| json!({}));
     let Value::Object(current) = current else {
         return Err(ApiError::server("CA configuration does not encode"));
@@ -173,7 +173,7 @@ pub(crate) async fn ca_config_put(State(s): State<ApiState>, ctx: Ctx, body: Byt
     if req.force_without_cross_signing {
         tracing::info!("ForceWithoutCrossSigning requested; the new root is cross-signed anyway");
     }
-    s.dc().ca_rotate(&ctx.token).await?;
+    s.dc().connect_ca().rotate(&ctx.token).await?;
     Ok(reply::empty())
 }
 

@@ -7,6 +7,8 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
+use mesh::Secret;
+
 use super::ApiState;
 use super::error::ApiError;
 use super::util::{parse_go_duration, parse_query};
@@ -17,7 +19,7 @@ pub(crate) const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-00000000000
 /// The request context. The token is a secret: never logged, never echoed.
 pub(crate) struct Ctx {
     /// The secret the request runs as (`""` = anonymous).
-    pub(crate) token: String,
+    pub(crate) token: Secret,
     /// Whether the request carried a real token (not anonymous): only then does a filtered
     /// list say so.
     pub(crate) token_given: bool,
@@ -54,7 +56,7 @@ impl Ctx {
         let token_given = !token.is_empty() && token != "anonymous";
         let pretty = query.iter().any(|(k, _)| k == "pretty");
         Self {
-            token,
+            token: Secret::new(token),
             token_given,
             query,
             pretty,

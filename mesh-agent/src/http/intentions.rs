@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use mesh::IntentionTarget;
 use mesh::intentions::acl::{Access, Authorizer, Resource};
 use mesh::intentions::intention::{Action, AuthorizeError, Intention, authorize_connect, can_read};
 use mesh::replication_engine::{Record, TxnOp, Value as StoreValue};
@@ -65,6 +66,29 @@ fn intention_json(ixn: &Intention, create: u64, modify: u64) -> Value {
 /// that a write's id is the one its content derives.
 fn record_id(source: &str, destination: &str) -> String {
     format!("{destination}/{source}")
+}
+
+/// The typed source and destination of an intention the datacenter API takes. A name no
+/// service can have is refused with the words the intention's validation gives (Consul's).
+fn targets(
+    source: &str,
+    destination: &str,
+    action: Action,
+) -> Result<(IntentionTarget, IntentionTarget), ApiError> {
+    match (
+        source.parse::<IntentionTarget>(),
+        destination.parse::<IntentionTarget>(),
+    ) {
+        (Ok(s), Ok(d)) => Ok((s, d)),
+        (Err(e), _) | (_, Err(e)) => {
+            let mut ixn = Intention::new(source, destination, action);
+            ixn.normalize();
+            Err(match ixn.validate() {
+                Err(errors) => mesh::Error::invalid(errors).into(),
+                Ok(()) => mesh::Error::invalid(e).into(),
+            })
+        }
+    }
 }
 
 /// A `source`/`destination` query value: `name`, `ns/name` or `partition/ns/name`, where CE
@@ -202,7 +226,7 @@ pub(crate) async fn matches(State(s): State<ApiState>, ctx: Ctx) -> Res {
                 )
             })
             .collect();
-        let set = st.dc().shared_intentions().load();
+        let set = st.dc().intentions().shared().load();
         let mut out = Map::new();
         for (given, name) in names_ref.iter().zip(plain_ref) {
             let found = if by_source {
@@ -244,9 +268,9 @@ pub(crate) async fn check(State(s): State<ApiState>, ctx: Ctx) -> Res {
     }
     let authz = authorizer(&s, &ctx)?;
     raw::require_service_read(&s, &authz, &destination)?;
-    let set = s.dc().shared_intentions().load();
+    let set = s.dc().intentions().shared().load();
     let allowed = set
-        .decide(&source, &destination, s.dc().intention_default())
+        .decide(&source, &destination, s.dc().intentions().default())
         .is_allowed();
     s.metrics.intention_decision(allowed);
     Ok(reply::json(&ctx, &json!({ "Allowed": allowed })))
@@ -319,8 +343,10 @@ pub(crate) async fn exact_put(State(s): State<ApiState>, ctx: Ctx, body: Bytes) 
     let action = Action::parse(&req.action)
         .ok_or_else(|| ApiError::server("Action must be set to 'allow' or 'deny'"))?;
     if req.description.is_empty() {
+        let (from, to) = targets(&source, &destination, action)?;
         s.dc()
-            .intention_create(&ctx.token, &source, &destination, action)
+            .intentions()
+            .create(&ctx.token, &from, &to, action)
             .await?;
         return Ok(reply::json(&ctx, &true));
     }
@@ -375,9 +401,19 @@ pub(crate) async fn exact_delete(State(s): State<ApiState>, ctx: Ctx) -> Res {
     let destination = parse_name("destination", ctx.param("destination"))?;
     let authz = authorizer(&s, &ctx)?;
     require_intention(&s, &authz, &destination, true)?;
-    s.dc()
-        .intention_delete(&ctx.token, &source, &destination)
-        .await?;
+    let intentions = s.dc().intentions();
+    match (
+        source.parse::<IntentionTarget>(),
+        destination.parse::<IntentionTarget>(),
+    ) {
+        (Ok(from), Ok(to)) => intentions.delete(&ctx.token, &from, &to).await?,
+        // A name no service can have: only a record written before names were checked
+        // holds it; removing it is still allowed.
+        _ => {
+            let stored = Intention::new(&source, &destination, Action::Deny);
+            intentions.delete_stored(&ctx.token, &stored).await?
+        }
+    }
     Ok(reply::json(&ctx, &true))
 }
 
@@ -517,7 +553,8 @@ pub(crate) async fn legacy_delete(
         .ok_or_else(|| ApiError::server(format!("Cannot delete non-existent intention: '{id}'")))?;
     require_intention(&s, &authz, &x.ixn.destination_name, true)?;
     s.dc()
-        .intention_delete(&ctx.token, &x.ixn.source_name, &x.ixn.destination_name)
+        .intentions()
+        .delete_stored(&ctx.token, &x.ixn)
         .await?;
     Ok(reply::json(&ctx, &true))
 }
@@ -539,11 +576,11 @@ struct AuthorizeIn {
 pub(crate) async fn agent_authorize(State(s): State<ApiState>, ctx: Ctx, body: Bytes) -> Res {
     let req: AuthorizeIn = decode::typed(&body, &decode::AUTHORIZE, "Request decode failed")?;
     let authz = authorizer(&s, &ctx)?;
-    let set = s.dc().shared_intentions().load();
+    let set = s.dc().intentions().shared().load();
     match authorize_connect(
         &authz,
         &set,
-        s.dc().intention_default(),
+        s.dc().intentions().default(),
         &req.target,
         &req.client_cert_uri,
     ) {

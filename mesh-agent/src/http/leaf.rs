@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use mesh::Secret;
 use mesh::core::{ServiceId, ServiceName, SpiffeId};
 use serde_json::{Value, json};
 
@@ -111,7 +112,7 @@ fn sign_error(e: mesh::Error) -> ApiError {
 }
 
 /// Issues a new leaf for `service` signed with `token`.
-async fn issue(state: &ApiState, token: &str, service: &ServiceName) -> Result<Leaf, ApiError> {
+async fn issue(state: &ApiState, token: &Secret, service: &ServiceName) -> Result<Leaf, ApiError> {
     let dc = state.dc();
     let td = dc
         .trust_domain()
@@ -120,6 +121,7 @@ async fn issue(state: &ApiState, token: &str, service: &ServiceName) -> Result<L
     let req = mesh::ca::new_leaf_request(&id, &[])
         .map_err(|e| ApiError::server(format!("generating the leaf key failed: {}", chain(&e))))?;
     let issued = dc
+        .connect_ca()
         .sign_leaf(token, &req.csr_pem)
         .await
         .map_err(sign_error)?;
@@ -155,11 +157,11 @@ async fn issue(state: &ApiState, token: &str, service: &ServiceName) -> Result<L
 /// The cached leaf if still good, else a new one; and whether it came from the cache.
 async fn current(
     state: &ApiState,
-    token: &str,
+    token: &Secret,
     service: &ServiceName,
 ) -> Result<(Arc<Leaf>, bool), ApiError> {
-    let key = state.leaves.key(service.as_str(), token);
-    let active = state.dc().roots()?.active_root_id.clone();
+    let key = state.leaves.key(service.as_str(), token.expose_secret());
+    let active = state.dc().connect_ca().roots()?.active_root_id.clone();
     if let Some(l) = state.leaves.get(&key)
         && l.usable(now_unix(), &active)
     {
@@ -183,7 +185,7 @@ pub(crate) async fn leaf(State(s): State<ApiState>, ctx: Ctx, Path(service): Pat
     let (mut leaf, mut hit) = current(&s, &ctx.token, &name).await?;
     if b.index > 0 && leaf.modify_index <= b.index {
         let _slot = blocking::permit(&s)?;
-        let mut roots = s.dc().subscribe_roots()?;
+        let mut roots = s.dc().connect_ca().subscribe_roots()?;
         roots.borrow_and_update();
         let due = Duration::from_secs(leaf.renew_at().saturating_sub(now_unix()).max(0) as u64);
         tokio::select! {

@@ -8,6 +8,7 @@
 
 use std::io::Read;
 
+use mesh::Secret;
 use mesh::intentions::acl::{Access, Authorizer, Decision, Permission, Resource};
 use mesh::replication_engine::{ApplyRequest, Listing, Record, SecretToken, TxnOp};
 use mesh::tables::table;
@@ -43,7 +44,7 @@ pub(crate) fn decode<T: DeserializeOwned>(rec: &Record) -> Option<T> {
 /// operation for the error a secondary answers.
 pub(crate) async fn apply(
     state: &ApiState,
-    token: &str,
+    token: &Secret,
     ops: Vec<TxnOp>,
     what: &str,
 ) -> Result<u64, ApiError> {
@@ -56,7 +57,7 @@ pub(crate) async fn apply(
     let index = dc
         .replication_server()
         .apply(ApplyRequest {
-            token: SecretToken::new(token),
+            token: SecretToken::from(token),
             ops,
         })
         .await?;
@@ -85,7 +86,11 @@ pub(crate) fn secret_uuid() -> Result<String, ApiError> {
 
 /// The caller's authorizer (403 `ACL not found` for an unknown secret).
 pub(crate) fn authorizer(state: &ApiState, ctx: &Ctx) -> Result<Authorizer, ApiError> {
-    state.dc().authorizer(&ctx.token).map_err(ApiError::from)
+    state
+        .dc()
+        .acl()
+        .authorizer(&ctx.token)
+        .map_err(ApiError::from)
 }
 
 /// Enforces a decision: `Ok` when allowed, Consul's 403 otherwise; counted either way.

@@ -188,8 +188,10 @@ impl<'de> Deserialize<'de> for ServiceInstanceId {
     }
 }
 
-/// An ACL token secret carried by a registration. It serialises as the plain string (a
-/// registration must round-trip) but never shows in `Debug` output.
+/// An ACL token secret: the one secret type of mesh's public API (re-exported as
+/// `mesh::Secret`), also carried by a registration. It serialises as the plain string (a
+/// registration must round-trip) but never shows in `Debug` output. The empty secret is the
+/// anonymous token.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TokenSecret(String);
 
@@ -208,6 +210,24 @@ impl TokenSecret {
 impl fmt::Debug for TokenSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TokenSecret(<redacted>)")
+    }
+}
+
+impl From<&str> for TokenSecret {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for TokenSecret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&String> for TokenSecret {
+    fn from(s: &String) -> Self {
+        Self::new(s.as_str())
     }
 }
 

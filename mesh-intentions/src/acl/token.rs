@@ -139,6 +139,12 @@ uuid_id!(
 #[serde(transparent)]
 pub struct SecretId(String);
 
+impl From<&mesh_core::TokenSecret> for SecretId {
+    fn from(s: &mesh_core::TokenSecret) -> Self {
+        Self::new(s.expose_secret())
+    }
+}
+
 impl SecretId {
     /// Wraps a secret.
     pub fn new(secret: impl Into<String>) -> Self {

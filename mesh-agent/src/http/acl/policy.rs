@@ -139,7 +139,8 @@ pub(crate) async fn policy_create(State(s): State<ApiState>, ctx: Ctx, body: Byt
     }
     let rec = s
         .dc()
-        .acl_policy_create(&ctx.token, &p.name, &p.description, &rules)
+        .acl()
+        .policy_create(&ctx.token, &p.name, &p.description, &rules)
         .await
         .map_err(|e| policy_write_error(e, &p.name, true))?;
     stored_policy(&s, &ctx, &rec.id).await
@@ -188,7 +189,8 @@ pub(crate) async fn policy_update(
         ));
     }
     s.dc()
-        .acl_policy_update(&ctx.token, &id, &p.name, &p.description, &rules)
+        .acl()
+        .policy_update(&ctx.token, &id, &p.name, &p.description, &rules)
         .await
         .map_err(|e| policy_write_error(e, &p.name, false))?;
     stored_policy(&s, &ctx, &id).await
@@ -211,7 +213,7 @@ pub(crate) async fn policy_delete(
     if raw::record(&s, tables::ACL_POLICIES, &id).await?.is_none() {
         return Err(ApiError::not_found("Cannot find policy to delete"));
     }
-    match s.dc().acl_policy_delete(&ctx.token, &id).await {
+    match s.dc().acl().policy_delete(&ctx.token, &id).await {
         Ok(()) => Ok(reply::json(&ctx, &true)),
         Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find policy to delete")),
         Err(e) => Err(e.into()),

@@ -128,14 +128,16 @@ async fn role_write(s: &ApiState, ctx: &Ctx, id: Option<&str>, r: RoleIn) -> Res
         match id {
             None => {
                 s.dc()
-                    .acl_role_create(&ctx.token, &r.name, &policy_names, &si_names)
+                    .acl()
+                    .role_create(&ctx.token, &r.name, &policy_names, &si_names)
                     .await
                     .map_err(|e| role_write_error(e, &r.name))?
                     .id
             }
             Some(id) => {
                 s.dc()
-                    .acl_role_update(&ctx.token, id, &r.name, &policy_names, &si_names)
+                    .acl()
+                    .role_update(&ctx.token, id, &r.name, &policy_names, &si_names)
                     .await
                     .map_err(|e| role_write_error(e, &r.name))?
                     .id
@@ -250,7 +252,7 @@ pub(crate) async fn role_delete(
     if raw::record(&s, tables::ACL_ROLES, &id).await?.is_none() {
         return Err(ApiError::not_found("Cannot find role to delete"));
     }
-    match s.dc().acl_role_delete(&ctx.token, &id).await {
+    match s.dc().acl().role_delete(&ctx.token, &id).await {
         Ok(()) => Ok(reply::json(&ctx, &true)),
         Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find role to delete")),
         Err(e) => Err(e.into()),

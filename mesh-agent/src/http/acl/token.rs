@@ -118,7 +118,7 @@ pub(crate) async fn token_read(
 /// `GET /v1/acl/token/self`: the calling token, secret included (the caller holds it).
 pub(crate) async fn token_self(State(s): State<ApiState>, ctx: Ctx) -> Res {
     enabled(&s)?;
-    if ctx.token.is_empty() || ctx.token == "anonymous" {
+    if ctx.token.expose_secret().is_empty() || ctx.token.expose_secret() == "anonymous" {
         return Err(ApiError::acl_not_found());
     }
     // Resolving it checks that it exists and has not expired.
@@ -128,7 +128,7 @@ pub(crate) async fn token_self(State(s): State<ApiState>, ctx: Ctx) -> Res {
     let found = all_tokens(&s)
         .await?
         .into_iter()
-        .find(|(_, t)| t.secret_id == ctx.token);
+        .find(|(_, t)| t.secret_id == ctx.token.expose_secret());
     match found {
         Some((rec, t)) => Ok(reply::meta(
             reply::json(&ctx, &token_json(Some(&rec), &t, &names, true)),
@@ -317,7 +317,8 @@ async fn create_token(
     if accessor.is_empty() && secret.is_empty() && plan.fits_spec() {
         let rec = s
             .dc()
-            .acl_token_create(&ctx.token, plan.spec(local))
+            .acl()
+            .token_create(&ctx.token, plan.spec(local))
             .await?;
         return answer_token(s, ctx, &rec.accessor_id).await;
     }
@@ -440,7 +441,8 @@ pub(crate) async fn token_update(
             .all(|s| s.datacenters.is_empty());
     if lib_ok {
         s.dc()
-            .acl_token_update(&ctx.token, &accessor, plan.spec(old.local))
+            .acl()
+            .token_update(&ctx.token, &accessor, plan.spec(old.local))
             .await?;
     } else {
         if old.local {
@@ -513,7 +515,7 @@ pub(crate) async fn token_delete(
     if stored_token(&s, &accessor).await?.is_none() {
         return Err(ApiError::not_found("Cannot find token to delete"));
     }
-    match s.dc().acl_token_delete(&ctx.token, &accessor).await {
+    match s.dc().acl().token_delete(&ctx.token, &accessor).await {
         Ok(()) => Ok(reply::json(&ctx, &true)),
         Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find token to delete")),
         Err(e) => Err(e.into()),
