@@ -272,7 +272,13 @@ pub async fn start(
         None => None,
     };
     let https_listener = match config.https_addr {
-        Some(addr) => Some((https_config(&config)?, bind(addr, "HTTPS API").await?)),
+        Some(addr) => {
+            let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+                (Some(_), Some(_)) => https_config(&config)?,
+                _ => mesh_https_config(&dc, &config, stop.clone()).await?,
+            };
+            Some((tls, bind(addr, "HTTPS API").await?))
+        }
         None => None,
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -465,6 +471,117 @@ fn https_config(config: &AgentConfig) -> Result<Arc<rustls::ServerConfig>, Agent
         .map_err(|e| AgentError::Tls(e.to_string()))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// HTTPS with a certificate from the mesh CA, for the agent's own identity
+/// (`spiffe://<td>/agent/client/dc/<dc>/id/<node>`, with `localhost`, `127.0.0.1`, `::1` and the
+/// node name as names), renewed at half its life for as long as the agent runs. Clients trust
+/// the mesh root (`mesh ca roots -pem`, or `/v1/connect/ca/roots`).
+async fn mesh_https_config(
+    dc: &Datacenter,
+    config: &AgentConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Arc<rustls::ServerConfig>, AgentError> {
+    let no_files = || {
+        AgentError::Tls(
+            "ports.https is set without tls.defaults.cert_file and key_file, and Connect is off: \
+             there is no mesh CA to issue the HTTPS certificate"
+                .into(),
+        )
+    };
+    let td = dc.trust_domain().ok_or_else(no_files)?;
+    let node: mesh::core::NodeName = config
+        .node_name
+        .parse()
+        .map_err(|e| AgentError::Tls(format!("node_name {:?}: {e}", config.node_name)))?;
+    let id: mesh::core::SpiffeId = mesh::core::AgentId::new(td, dc.name().clone(), node).into();
+    let resolver = Arc::new(SwappedCert::default());
+    let first = issue_agent_cert(dc, &id, &config.node_name).await?;
+    let mut renew_at = first.1;
+    resolver.0.store(Arc::new(Some(first.0)));
+    let (dc2, name, r2) = (dc.clone(), config.node_name.clone(), resolver.clone());
+    tokio::spawn(async move {
+        loop {
+            let wait = renew_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match issue_agent_cert(&dc2, &id, &name).await {
+                Ok((cert, next)) => {
+                    r2.0.store(Arc::new(Some(cert)));
+                    renew_at = next;
+                    tracing::info!("HTTPS certificate renewed from the mesh CA");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the HTTPS certificate failed; retrying");
+                    renew_at = std::time::SystemTime::now() + Duration::from_secs(30);
+                }
+            }
+        }
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AgentError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Issues the agent's HTTPS certificate; returns it and when to renew it (half its life).
+async fn issue_agent_cert(
+    dc: &Datacenter,
+    id: &mesh::core::SpiffeId,
+    node_name: &str,
+) -> Result<(Arc<rustls::sign::CertifiedKey>, std::time::SystemTime), AgentError> {
+    let tls = |e: &dyn std::fmt::Display| AgentError::Tls(format!("HTTPS certificate: {e}"));
+    let ca = dc.connect_ca().ca().map_err(|e| tls(&e))?;
+    let req = mesh::ca::new_leaf_request(id, &[node_name]).map_err(|e| tls(&e))?;
+    // The agent signs its own identity through its datacenter's CA: no token is involved.
+    let allow = |_: &mesh::core::SpiffeId| -> Result<(), mesh::ca::Refusal> { Ok(()) };
+    let issued = ca
+        .sign_leaf_pem(&req.csr_pem, &allow)
+        .await
+        .map_err(|e| tls(&e))?;
+    let mut chain = vec![issued.cert.clone()];
+    chain.extend(issued.chain.iter().cloned());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(req.key.to_pkcs8_der());
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| tls(&e))?;
+    let after = std::time::SystemTime::from(issued.valid_after);
+    let before = std::time::SystemTime::from(issued.valid_before);
+    let half = before.duration_since(after).unwrap_or_default() / 2;
+    Ok((
+        Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
+        after + half,
+    ))
+}
+
+/// A server certificate that renewal swaps underneath live listeners.
+#[derive(Default)]
+struct SwappedCert(arc_swap::ArcSwap<Option<Arc<rustls::sign::CertifiedKey>>>);
+
+impl std::fmt::Debug for SwappedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SwappedCert")
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SwappedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.load().as_ref().clone()
+    }
 }
 
 /// The services the configuration defines, and which of them this agent registered.

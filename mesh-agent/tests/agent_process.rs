@@ -344,3 +344,91 @@ fn curl_reads_metrics_and_error_statuses_from_a_running_agent() {
         .collect();
     assert_eq!(names, ["global-management"], "nothing half-written");
 }
+
+/// HTTPS with no certificate files: the agent serves a certificate from its mesh CA, which
+/// curl accepts with the mesh root as its CA and openssl shows with the agent's SPIFFE ID.
+#[test]
+fn https_serves_a_certificate_from_the_mesh_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, server, https) = (free_port(), free_port(), free_port());
+    let hcl = agent_hcl(
+        "primary",
+        &dir.path().join("data"),
+        http,
+        server,
+        None,
+        None,
+    )
+    .replace(
+        &format!("  server = {server}\n"),
+        &format!("  server = {server}\n  https = {https}\n"),
+    );
+    assert!(hcl.contains("https ="), "{hcl}");
+    let agent = start_agent(dir.path(), "primary", &hcl, http, server);
+    let (code, roots) =
+        http_get(agent.http, &format!("/v1/connect/ca/roots?token={MGMT}")).unwrap();
+    assert_eq!(code, 200, "{roots}");
+    let roots: serde_json::Value = serde_json::from_str(&roots).unwrap();
+    let ca = dir.path().join("root.pem");
+    std::fs::write(&ca, roots["Roots"][0]["RootCert"].as_str().unwrap()).unwrap();
+
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://127.0.0.1:{https}/v1/status/leader"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("\"127.0.0.1:{server}\"")
+    );
+
+    // Without the mesh root, curl refuses the certificate.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            &format!("https://127.0.0.1:{https}/v1/status/leader"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{https}"),
+            "-CAfile",
+        ])
+        .arg(&ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    let pem_start = text.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let pem_end = text.find("-----END CERTIFICATE-----").unwrap() + 25;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(text[pem_start..pem_end].as_bytes())
+        .unwrap();
+    let sans = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        sans.contains("/agent/client/dc/primary/id/primary-server-1"),
+        "{sans}"
+    );
+    assert!(sans.contains("127.0.0.1"), "{sans}");
+}

@@ -910,7 +910,10 @@ fn rules_across_settings() {
         e.to_string().contains("requires 'connect.enabled=true'"),
         "{e}"
     );
-    let e = hcl("ports { https = 8501 }").unwrap_err();
+    // HTTPS without files: a certificate from the mesh CA, so Connect must be on.
+    let c = hcl("ports { https = 8501 }").unwrap();
+    assert_eq!(c.https_addr, Some("127.0.0.1:8501".parse().unwrap()));
+    let e = hcl("ports { https = 8501 }\nconnect { enabled = false }").unwrap_err();
     assert!(
         matches!(&e, ConfigError::Missing { key, .. } if key == "tls.defaults.cert_file"),
         "{e:?}"

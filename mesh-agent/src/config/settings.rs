@@ -338,7 +338,15 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
         verify_incoming: h.verify_incoming.or(d.verify_incoming).unwrap_or(false),
         verify_outgoing: h.verify_outgoing.or(d.verify_outgoing).unwrap_or(false),
     };
-    check_tls(&tls, https_addr.is_some())?;
+    check_tls(&tls)?;
+    if https_addr.is_some() && tls.cert_file.is_none() && !connect_enabled {
+        return Err(ConfigError::Missing {
+            key: "tls.defaults.cert_file".to_owned(),
+            reason: "ports.https turns the HTTPS API on, and with Connect off there is no mesh \
+                     CA to issue its certificate (key_file is needed too)"
+                .to_owned(),
+        });
+    }
 
     Ok(AgentConfig {
         datacenter,
@@ -371,7 +379,7 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
     })
 }
 
-fn check_tls(tls: &AgentTls, https: bool) -> Result<(), ConfigError> {
+fn check_tls(tls: &AgentTls) -> Result<(), ConfigError> {
     let missing = |key: &str, reason: &str| ConfigError::Missing {
         key: key.to_owned(),
         reason: reason.to_owned(),
@@ -389,12 +397,7 @@ fn check_tls(tls: &AgentTls, https: bool) -> Result<(), ConfigError> {
                 "tls.defaults.key_file is set",
             ));
         }
-        (None, None) if https => {
-            return Err(missing(
-                "tls.defaults.cert_file",
-                "ports.https turns the HTTPS API on (key_file is needed too)",
-            ));
-        }
+        // HTTPS without files: the agent serves a certificate from the mesh CA.
         _ => {}
     }
     if tls.ca_file.is_none() {
