@@ -165,6 +165,10 @@ pub struct TokenRecord {
     /// Expiry, seconds since the Unix epoch.
     #[serde(default)]
     pub expiration_time: Option<u64>,
+    /// When the token was created, seconds since the Unix epoch (`None` for records written
+    /// before mesh kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<u64>,
 }
 
 impl std::fmt::Debug for TokenRecord {
@@ -452,4 +456,9 @@ fn names<I: Clone + Ord>(
 /// Now, for token expiry checks.
 pub(crate) fn now() -> SystemTime {
     SystemTime::now()
+}
+
+/// Now in whole seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

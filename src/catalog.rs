@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use mesh_core::catalog::ServiceDefinition;
+use mesh_core::catalog::{ServiceDefinition, ServiceKind};
 use mesh_core::{Datacenter, ServiceName};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,35 @@ impl CatalogEntry {
     /// The service name.
     pub fn name(&self) -> Option<&ServiceName> {
         self.service.name.as_ref()
+    }
+
+    /// Whether the instance is Connect-native: the application terminates mesh mTLS itself.
+    pub fn is_native(&self) -> bool {
+        self.service.kind == ServiceKind::Typical
+            && self.service.connect.as_ref().is_some_and(|c| c.native)
+    }
+
+    /// Where mesh mTLS for a service lands on this instance, and for which service: a
+    /// sidecar's address for the service it fronts, or a Connect-native service's own
+    /// address. `None` for every other instance, one without an address, or one marked down.
+    pub fn mesh_endpoint(&self) -> Option<(&ServiceName, SocketAddr)> {
+        if self.down {
+            return None;
+        }
+        let lan = self.lan?;
+        if self.service.kind == ServiceKind::ConnectProxy {
+            let dest = self
+                .service
+                .proxy
+                .as_ref()?
+                .destination_service_name
+                .as_ref()?;
+            return Some((dest, lan));
+        }
+        if self.is_native() {
+            return Some((self.name()?, lan));
+        }
+        None
     }
 }
 

@@ -23,6 +23,16 @@ pub enum Error {
     /// A named object exists already.
     #[error("{0} already exists")]
     Conflict(String),
+    /// ACLs were bootstrapped already (by `initial_management` or an earlier bootstrap);
+    /// the index is Consul's reset index.
+    #[error("ACL bootstrap no longer allowed (reset index: {reset_index})")]
+    BootstrapNotAllowed {
+        /// The index of the write that made bootstrapping impossible.
+        reset_index: u64,
+    },
+    /// The operation is made in the primary datacenter only.
+    #[error("{0} is only possible in the primary datacenter")]
+    PrimaryOnly(String),
     /// Connect is disabled in this datacenter.
     #[error("Connect is disabled in this datacenter")]
     ConnectDisabled,

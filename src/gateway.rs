@@ -138,24 +138,15 @@ async fn follow(dc: Datacenter, gateway: Gateway) {
 }
 
 /// The route table of a datacenter's gateways: every local service with sidecars to its
-/// sidecars' LAN addresses, every other datacenter to its gateways' WAN addresses.
+/// sidecars' LAN addresses (a Connect-native service to its own), every other datacenter to its gateways' WAN addresses.
 pub async fn routes(dc: &Datacenter) -> Result<RouteTable, Error> {
     let td = dc.trust_domain().ok_or(Error::ConnectDisabled)?;
     let mut services: BTreeMap<ServiceName, Vec<SocketAddr>> = BTreeMap::new();
     for e in dc.catalog().entries().await? {
-        if e.down || e.service.kind != mesh_core::catalog::ServiceKind::ConnectProxy {
-            continue;
+        // A sidecar's address for the service it fronts; a Connect-native service's own.
+        if let Some((dest, addr)) = e.mesh_endpoint() {
+            services.entry(dest.clone()).or_default().push(addr);
         }
-        let (Some(dest), Some(addr)) = (
-            e.service
-                .proxy
-                .as_ref()
-                .and_then(|p| p.destination_service_name.clone()),
-            e.lan,
-        ) else {
-            continue;
-        };
-        services.entry(dest).or_default().push(addr);
     }
     let mut remotes: BTreeMap<DatacenterName, Vec<SocketAddr>> = BTreeMap::new();
     for g in dc.catalog().federation().await? {

@@ -59,7 +59,7 @@ pub mod tables;
 pub use config::{AclConfig, AclTokens, ConnectConfig, DatacenterConfig, Storage};
 pub use datacenter::{
     Acl, Authorization, Catalog, ConfigEntries, ConnectCa, Datacenter, IntentionTarget, Intentions,
-    Registered, Secret, TokenSpec,
+    PolicySpec, Registered, RoleSpec, Secret, TokenSpec,
 };
 pub use error::Error;
 pub use gateway::MeshGateway;

@@ -268,3 +268,81 @@ async fn shut_down_gateway_is_dropped_from_the_route_tables() {
     })
     .await;
 }
+
+/// A Connect-native service (`"connect": {"native": true}`) terminates mTLS itself: the
+/// gateways of its datacenter route its SNI to its own address, and a connection sent there
+/// lands on it with the client's hello intact. Deregistering it drops the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+async fn gateway_routes_to_a_connect_native_service() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let m = Mesh::start(1).await;
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app_addr = app.local_addr().unwrap();
+        let mgmt: mesh::Secret = (&m.mgmt).into();
+        let def = serde_json::json!({"service": {
+            "name": "native-svc", "port": app_addr.port(), "address": "127.0.0.1",
+            "connect": {"native": true}}})
+        .to_string();
+        let reg = m
+            .primary
+            .catalog()
+            .register_json(&mgmt, &def)
+            .await
+            .unwrap();
+        assert!(reg.sidecar.is_none());
+        assert!(reg.service.is_native(), "Connect.Native is kept");
+        let native: mesh::core::ServiceName = "native-svc".parse().unwrap();
+        assert_eq!(
+            m.primary
+                .catalog()
+                .sidecar_addresses(&native)
+                .await
+                .unwrap(),
+            vec![app_addr],
+            "a native service's own address is where mTLS lands"
+        );
+        let td = m.primary.trust_domain().unwrap();
+        let sni = format!("native-svc.default.primary.internal.{td}");
+        let gw = &m.primary_gateways[0];
+        wait_until("the gateway's route to the native service", || {
+            let sni = sni.clone();
+            async move { routed_to(gw, &sni) == vec![app_addr] }
+        })
+        .await;
+        // A client's hello for the native service, through the gateway's WAN listener.
+        let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let mut conn = rustls::ClientConnection::new(
+            std::sync::Arc::new(client),
+            rustls::pki_types::ServerName::try_from(sni.clone()).unwrap(),
+        )
+        .unwrap();
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).unwrap();
+        let mut out = TcpStream::connect(gw.wan_addr()).await.unwrap();
+        out.write_all(&hello).await.unwrap();
+        let (mut landed, _) = app.accept().await.unwrap();
+        let mut got = vec![0u8; hello.len()];
+        landed.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, hello, "the hello reaches the native service unchanged");
+        // Deregistered: the route goes.
+        m.primary
+            .catalog()
+            .deregister(&mgmt, reg.id.as_str())
+            .await
+            .unwrap();
+        wait_until("the route to the native service to go", || {
+            let sni = sni.clone();
+            async move { routed_to(gw, &sni).is_empty() }
+        })
+        .await;
+    })
+    .await;
+}

@@ -218,7 +218,8 @@ async fn mode_remote_keeps_working_from_the_replicated_federation_table() {
     .await;
 }
 
-/// The catalog is local to its datacenter (consul-semantics §7.6: reads and local state keep
+/// The catalog is local to its datacenter (see docs/consul-compatibility.md, "When the primary is
+/// unreachable": reads and local state keep
 /// being served), so registering a service, starting its sidecar or a gateway in a secondary
 /// does not need the primary; the global records that announce them (`endpoints`,
 /// `federation`) reach the primary once it is back.

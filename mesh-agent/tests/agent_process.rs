@@ -6,20 +6,9 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
-
-fn wait_exit(agent: &mut Agent, bound: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + bound;
-    while Instant::now() < deadline {
-        if let Some(s) = agent.child.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
 
 #[test]
 fn a_secondary_with_a_wrong_replication_token_fails_start_up_naming_the_cause() {
@@ -40,10 +29,10 @@ fn a_secondary_with_a_wrong_replication_token_fails_start_up_naming_the_cause() 
         p_server,
     );
     let (s_http, s_server) = (free_port(), free_port());
-    let file = dir.path().join("secondary.hcl");
-    std::fs::write(
-        &file,
-        agent_hcl(
+    let text = failed_start(
+        dir.path(),
+        "secondary",
+        &agent_hcl(
             "secondary",
             &dir.path().join("s"),
             s_http,
@@ -51,28 +40,7 @@ fn a_secondary_with_a_wrong_replication_token_fails_start_up_naming_the_cause() 
             Some(primary.server),
             Some("00000000-0000-4000-8000-000000000000"),
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("secondary.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["agent", "-config-file"])
-        .arg(&file)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut secondary = Agent {
-        child,
-        http: ([127, 0, 0, 1], s_http).into(),
-        server: ([127, 0, 0, 1], s_server).into(),
-        log: log.clone(),
-    };
-    // A bound on a hang, not a timing assertion: the agent must exit, not wait forever.
-    let status = wait_exit(&mut secondary, Duration::from_secs(30))
-        .expect("the secondary exits instead of hanging");
-    assert!(!status.success());
-    let text = std::fs::read_to_string(&log).unwrap();
+    );
     assert!(text.contains("refused the replication token"), "{text}");
     assert!(
         !text.contains("00000000-0000-4000-8000-000000000000"),
@@ -113,27 +81,7 @@ fn a_secondary_whose_primary_datacenter_does_not_match_fails_start_up_naming_bot
         r#"primary_datacenter = "primary""#,
         r#"primary_datacenter = "elsewhere""#,
     );
-    let file = dir.path().join("secondary.hcl");
-    std::fs::write(&file, hcl).unwrap();
-    let log = dir.path().join("secondary.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["agent", "-config-file"])
-        .arg(&file)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut secondary = Agent {
-        child,
-        http: ([127, 0, 0, 1], s_http).into(),
-        server: ([127, 0, 0, 1], s_server).into(),
-        log: log.clone(),
-    };
-    let status = wait_exit(&mut secondary, Duration::from_secs(30))
-        .expect("the secondary exits instead of hanging");
-    assert!(!status.success());
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = failed_start(dir.path(), "secondary", &hcl);
     assert!(
         text.contains("\"elsewhere\"") && text.contains("the primary of datacenter \"primary\""),
         "{text}"
@@ -172,21 +120,13 @@ fn a_primary_restarts_on_its_data_dir_and_reload_reads_new_service_files() {
         ),
     )
     .unwrap();
-    let log = dir.path().join("dir-agent.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["agent", "-config-dir"])
-        .arg(&conf)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let agent = Agent {
-        child,
-        http: ([127, 0, 0, 1], http).into(),
-        server: ([127, 0, 0, 1], server).into(),
-        log,
-    };
+    let agent = spawn_agent(
+        dir.path(),
+        "dir-agent",
+        &["-config-dir".as_ref(), conf.as_os_str()],
+        http,
+        server,
+    );
     let services = |a: &Agent| {
         let mut s = String::new();
         for _ in 0..200 {
@@ -226,7 +166,7 @@ fn a_primary_restarts_on_its_data_dir_and_reload_reads_new_service_files() {
     assert!(after.contains("\"web\""), "{after}");
 }
 
-/// curl, a client nobody here wrote, against a running agent: the metrics endpoint in
+/// curl, a third-party client, against a running agent: the metrics endpoint in
 /// Prometheus text and the error statuses of the API with their bodies.
 #[test]
 fn curl_reads_metrics_and_error_statuses_from_a_running_agent() {

@@ -1,6 +1,6 @@
 //! The server side of the API: wrong paths and methods, the body limit and the time-outs of
 //! slow clients, blocking queries (woken by a registration; bounded, then 429), `?dc=`
-//! forwarding, HTTPS, curl as a client nobody here wrote, and shutdown.
+//! forwarding, HTTPS, curl as a third-party client, and shutdown.
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 

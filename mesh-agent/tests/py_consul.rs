@@ -1,4 +1,4 @@
-//! The guide's control-plane steps, driven by py-consul 1.8.0 (a client nobody here wrote)
+//! The guide's control-plane steps, driven by py-consul 1.8.0 (a third-party client)
 //! against two `mesh agent` processes: a primary and a secondary that replicates from it.
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test

@@ -31,7 +31,7 @@ use crate::x509::{CertInfo, cert_pem, certs_from_pem, colon_hex, key_id, root_id
 /// Leaves and intermediates are back-dated by this much against clock skew (Consul's 1 minute).
 pub const BACKDATE: Duration = Duration::from_secs(60);
 /// Shortest life of a cross-signed root (Consul's fixed value; mesh extends it to the leaf TTL
-/// when that is longer, see consul-semantics §9.10).
+/// when that is longer, see docs/consul-compatibility.md, 'Cross-signed root lifetime').
 pub const CROSS_SIGN_MIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long past `RotatedOutAt + LeafCertTTL` an old root stays in the bundle, for leaves a
 /// secondary signed before it noticed the rotation.
@@ -295,11 +295,12 @@ pub enum RenewOutcome {
     /// A new intermediate was installed; why it was needed.
     Renewed(RenewReason),
     /// The primary refused or failed; the old intermediate is kept (Consul logs a warning and
-    /// carries on, §9.17). Holds the primary's error text.
+    /// reports success). Holds the primary's error text.
     KeptOld(String),
 }
 
-/// Why a secondary asked for a new intermediate (§3.4 step 2 and the half-life rule).
+/// Why a secondary asked for a new intermediate (step 2 of docs/consul-compatibility.md,
+/// 'Secondary intermediates').
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RenewReason {
@@ -499,8 +500,9 @@ impl Ca {
     }
 
     /// Secondary: fetches the primary's roots, learns the trust domain from them, generates a
-    /// key and CSR, has the primary sign it through `signer`, validates the result (§3.4.5) and
-    /// starts signing leaves with it. Fails when the primary cannot be reached or refuses:
+    /// key and CSR, has the primary sign it through `signer`, validates the result (a CA carrying
+    /// our signing ID, chaining to the primary's root, holding our key) and starts signing
+    /// leaves with it. Fails when the primary cannot be reached or refuses:
     /// a secondary without an intermediate cannot sign anything, so the caller retries.
     pub async fn init_secondary(
         opts: CaOptions,
@@ -625,10 +627,11 @@ impl Ca {
         self.sign_leaf(VerifiedCsr::from_der(csr_der)?, auth).await
     }
 
-    /// Signs a leaf, checking in Consul's order (§3.6): one URI SAN and no email SAN; default
-    /// partition and namespace; a service, agent, mesh-gateway or server ID; `auth` allows it;
-    /// our datacenter (except agents); our trust domain (agents are rewritten to it); a
-    /// rate-limit slot; the root and intermediate not expired.
+    /// Signs a leaf, checking in Consul's order (see docs/consul-compatibility.md, 'Leaf signing
+    /// rules'): one URI SAN and no email SAN; default partition and namespace; a service, agent,
+    /// mesh-gateway or server ID; `auth` allows it; our datacenter (except agents); our trust
+    /// domain (agents are rewritten to it); a rate-limit slot; the root and intermediate not
+    /// expired.
     pub async fn sign_leaf<A: Authorize + ?Sized>(
         &self,
         mut csr: VerifiedCsr,
@@ -792,10 +795,11 @@ impl Ca {
         self.rotate_to(provider, RotateOptions::default()).await
     }
 
-    /// Primary: makes `provider`'s root the active one (Consul's CA config change, §3.5). The
-    /// old root cross-signs the new one (unless forced without), old roots stay in the list
-    /// marked inactive with `RotatedOutAt`, and the new root's `IntermediateCerts` start with
-    /// the cross-signed certificate. Nothing changes when the new root is the active one.
+    /// Primary: makes `provider`'s root the active one (Consul's CA config change, see
+    /// docs/consul-compatibility.md, 'Root rotation and cross-signing'). The old root
+    /// cross-signs the new one (unless forced without), old roots stay in the list marked
+    /// inactive with `RotatedOutAt`, and the new root's `IntermediateCerts` start with the
+    /// cross-signed certificate. Nothing changes when the new root is the active one.
     pub async fn rotate_to(
         &self,
         provider: Arc<dyn CaProvider>,
@@ -1191,7 +1195,8 @@ fn root_record(
     })
 }
 
-/// Asks the primary for an intermediate and validates it (§3.4 steps 3-5).
+/// Asks the primary for an intermediate and validates it (steps 3-5 of
+/// docs/consul-compatibility.md, 'Secondary intermediates').
 async fn obtain_intermediate(
     provider: &dyn CaProvider,
     signer: &dyn IntermediateSigner,
@@ -1243,7 +1248,7 @@ async fn obtain_intermediate(
 }
 
 /// The primary's roots with our intermediate appended to the active root (expired
-/// intermediates pruned first) and `SigningKeyID` set to it (§3.4 step 6).
+/// intermediates pruned first) and `SigningKeyID` set to it.
 fn secondary_view(
     primary: &RootsView,
     int: &Intermediate,

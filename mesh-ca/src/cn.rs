@@ -1,4 +1,5 @@
-//! Common names of CA certificates (Consul's `CACN`, consul-semantics §1.5).
+//! Common names of CA certificates (Consul's `CACN`; see docs/consul-compatibility.md, 'CA
+//! certificates').
 
 /// The CN of a CA certificate: `<pri|sec>-<uid8>.<provider>.ca.<td8>.consul`.
 ///

@@ -1,4 +1,5 @@
-//! CA configuration, its defaults and Consul's validation rules (consul-semantics §3.1).
+//! CA configuration, its defaults and Consul's validation rules (see
+//! docs/consul-compatibility.md, 'Connect CA configuration').
 
 use std::fmt::Write as _;
 use std::time::Duration;

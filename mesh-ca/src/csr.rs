@@ -166,8 +166,8 @@ impl VerifiedCsr {
         self.identity = Some(id);
     }
 
-    /// Checks the SAN rules of a leaf CSR (§3.6 step 1): exactly one URI, no email, the URI
-    /// parses. Returns the parsed ID.
+    /// Checks the SAN rules of a leaf CSR (the first of Consul's leaf signing rules): exactly one
+    /// URI, no email, the URI parses. Returns the parsed ID.
     pub fn leaf_identity(&self) -> Result<SpiffeId, CsrError> {
         if self.uris.len() != 1 {
             return Err(CsrError::InvalidUriCount(self.uris.len()));
@@ -206,9 +206,10 @@ pub enum CsrBuildError {
 }
 
 /// Makes an EC P-256 key and a CSR for `id`, with the SANs Consul's agent puts in
-/// (consul-semantics §3.3): the URI, then for an agent `localhost`, `127.0.0.1` and `::1`, for a
-/// server `server.<dc>.peering.<td>`, plus `extra_dns` (anything after a `:` is dropped, empty
-/// names dropped, duplicates removed). Subject is empty, no other extension is requested.
+/// (see docs/consul-compatibility.md, 'CA certificates'): the URI, then for an agent
+/// `localhost`, `127.0.0.1` and `::1`, for a server `server.<dc>.peering.<td>`, plus
+/// `extra_dns` (anything after a `:` is dropped, empty names dropped, duplicates removed).
+/// Subject is empty, no other extension is requested.
 pub fn new_leaf_request(id: &SpiffeId, extra_dns: &[&str]) -> Result<LeafRequest, CsrBuildError> {
     let key = PrivateKey::generate(KeySpec::EcP256)?;
     let mut dns: Vec<String> = Vec::new();
@@ -262,7 +263,7 @@ pub fn new_leaf_request(id: &SpiffeId, extra_dns: &[&str]) -> Result<LeafRequest
 }
 
 /// Builds a CA CSR for a secondary's intermediate: empty subject, the signing URI as the only
-/// SAN, critical BasicConstraints cA=true with pathLen 0 (§3.4 step 3).
+/// SAN, critical BasicConstraints cA=true with pathLen 0 (as Consul's secondaries do).
 pub fn intermediate_csr(key: &PrivateKey, signing_uri: &str) -> Result<Vec<u8>, CsrBuildError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();

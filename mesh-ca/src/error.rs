@@ -49,7 +49,8 @@ where
     }
 }
 
-/// Why a leaf CSR was not signed (consul-semantics §3.6), one variant per rule.
+/// Why a leaf CSR was not signed, one variant per rule (see docs/consul-compatibility.md, 'Leaf
+/// signing rules').
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
@@ -128,7 +129,8 @@ impl SignError {
     }
 }
 
-/// Why a secondary's intermediate from the primary was not accepted (§3.4 step 5).
+/// Why a secondary's intermediate from the primary was not accepted (step 5 of
+/// docs/consul-compatibility.md, 'Secondary intermediates').
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IntermediateRejection {

@@ -1,5 +1,6 @@
 //! The Connect CA of mesh: roots, intermediates, leaf certificates and the rustls
-//! configurations that authenticate peers by SPIFFE ID (consul-semantics §1, §3).
+//! configurations that authenticate peers by SPIFFE ID (see docs/consul-compatibility.md, from
+//! 'SPIFFE IDs' to 'CA roots list').
 //!
 //! * [`Ca`] is one datacenter's CA. A primary bootstraps a cluster id and a root
 //!   ([`Ca::bootstrap_primary`], or [`Ca::open_primary`] to keep it across restarts); a

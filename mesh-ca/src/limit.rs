@@ -1,5 +1,5 @@
-//! Leaf-signing limits (consul-semantics §3.6 step 5): a token bucket with burst 1, or a
-//! semaphore, each waited on for at most [`CSR_LIMIT_WAIT`].
+//! Leaf-signing limits (rule 6 of docs/consul-compatibility.md, 'Leaf signing rules'): a token
+//! bucket with burst 1, or a semaphore, each waited on for at most [`CSR_LIMIT_WAIT`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

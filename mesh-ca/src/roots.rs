@@ -1,4 +1,5 @@
-//! The CA roots list, shaped like Consul's `/v1/connect/ca/roots` (consul-semantics §3.7).
+//! The CA roots list, shaped like Consul's `/v1/connect/ca/roots` (see
+//! docs/consul-compatibility.md, 'CA roots list').
 
 use mesh_core::TrustDomain;
 use serde::{Deserialize, Serialize};

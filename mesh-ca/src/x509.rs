@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-/// Consul's key id: SHA-256 of the DER SubjectPublicKeyInfo, all 32 bytes (§3.1).
+/// Consul's key id: SHA-256 of the DER SubjectPublicKeyInfo, all 32 bytes (not RFC 5280's SHA-1).
 pub fn key_id(spki_der: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, spki_der)
         .as_ref()
@@ -27,7 +27,7 @@ pub fn colon_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// A root's ID: the SHA-1 fingerprint of its DER, colon hex (§3.7).
+/// A root's ID (Consul's `CARoot.ID`): the SHA-1 fingerprint of its DER, colon hex.
 pub fn root_id(der: &[u8]) -> String {
     colon_hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref())
 }

@@ -34,7 +34,7 @@ async fn conformance(factory: Arc<dyn ProviderFactory>, provider_name: &str) {
     let p = Ca::bootstrap_primary(opts("dc1")).await.unwrap();
     let td = p.trust_domain().clone();
 
-    // §3.2 root
+    // Root (docs/consul-compatibility.md, 'CA certificates').
     let view = p.roots();
     let root = &view.roots[0];
     assert!(root.name.to_lowercase().starts_with(provider_name));
@@ -64,7 +64,7 @@ async fn conformance(factory: Arc<dyn ProviderFactory>, provider_name: &str) {
     assert!(ku.key_cert_sign() && ku.crl_sign() && ku.digital_signature());
     assert!(rx.extended_key_usage().unwrap().is_none());
 
-    // §3.3 leaf
+    // Leaf (docs/consul-compatibility.md, 'CA certificates').
     let id = service_id(&td, "dc1", "web");
     let req = new_leaf_request(&id, &["web.internal"]).unwrap();
     let now = OffsetDateTime::now_utc();
@@ -116,7 +116,7 @@ async fn conformance(factory: Arc<dyn ProviderFactory>, provider_name: &str) {
         assert!(serials.insert(CertInfo::parse(&l.cert).unwrap().serial));
     }
 
-    // §3.4 secondary intermediate
+    // Secondary intermediate (docs/consul-compatibility.md, 'Secondary intermediates').
     let s = Ca::init_secondary(opts("dc2"), &p).await.unwrap();
     let int_pem = s
         .roots()
@@ -152,7 +152,7 @@ async fn conformance(factory: Arc<dyn ProviderFactory>, provider_name: &str) {
     );
     verify_chain(&sl, std::slice::from_ref(&root_der)).unwrap();
 
-    // §3.5 rotation
+    // Rotation (docs/consul-compatibility.md, 'Root rotation and cross-signing').
     let rot = p.rotate().await.unwrap();
     let cross = CertInfo::parse(rot.cross_signed.as_ref().unwrap()).unwrap();
     let new_der = certs_from_pem(&p.roots().active_root().unwrap().root_cert)

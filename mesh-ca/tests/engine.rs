@@ -385,7 +385,7 @@ async fn secondary_intermediate_chain_and_roots_view() {
         active.signing_key_id,
         pv.active_root().unwrap().signing_key_id
     );
-    // §3.4.4: CA with pathLen 0, the signing URI, empty subject, 1 year.
+    // As the primary signs it: CA with pathLen 0, the signing URI, empty subject, 1 year.
     assert!(int.is_ca);
     assert_eq!(int.path_len, Some(0));
     assert_eq!(int.uris, [p.trust_domain().signing_uri()]);

@@ -1,12 +1,14 @@
-//! Config entries `proxy-defaults` and `service-defaults` in Consul's JSON (consul-semantics
-//! §6.1, §6.2), and the mesh-gateway mode they give each upstream (§6.4).
+//! Config entries `proxy-defaults` and `service-defaults` in Consul's JSON, and the
+//! mesh-gateway mode they give each upstream (see docs/consul-compatibility.md,
+//! 'proxy-defaults and service-defaults' and 'Mesh-gateway mode resolution').
 //!
 //! Field names are PascalCase on output; snake_case is accepted on input. Values Consul checks
 //! in `Validate` (protocol, mTLS mode, balance, failover mode) are checked while parsing, with
 //! Consul's messages; rules that relate fields are checked by [`ConfigEntry::validate`].
-//! Unlike Consul, an unknown `MeshGateway.Mode` is refused (§9.12), and fields mesh does not
+//! Unlike Consul, an unknown `MeshGateway.Mode` is refused, and fields mesh does not
 //! implement (`TransparentProxy`, `Destination`, `Expose`, `EnvoyExtensions`, ...) are refused as
-//! unknown rather than stored and ignored.
+//! unknown rather than stored and ignored (docs/consul-compatibility.md, 'Unknown mesh-gateway
+//! modes are refused' and 'Unknown fields are refused').
 //!
 //! ```
 //! use mesh_core::config_entry::ConfigEntry;
@@ -330,7 +332,8 @@ pub struct ProxyDefaults {
         skip_serializing_if = "MutualTlsMode::is_default"
     )]
     pub mutual_tls_mode: MutualTlsMode,
-    /// The mesh-gateway mode of every proxy (layer 1 of §6.4).
+    /// The mesh-gateway mode of every proxy (layer 1 of docs/consul-compatibility.md,
+    /// 'Mesh-gateway mode resolution').
     #[serde(
         rename = "MeshGateway",
         alias = "mesh_gateway",
@@ -469,7 +472,8 @@ pub struct UpstreamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub passive_health_check: Option<Map<String, Value>>,
-    /// The mesh-gateway mode (layers 3 and 5 of §6.4).
+    /// The mesh-gateway mode (layers 3 and 5 of docs/consul-compatibility.md,
+    /// 'Mesh-gateway mode resolution').
     #[serde(
         rename = "MeshGateway",
         alias = "mesh_gateway",
@@ -554,8 +558,9 @@ pub struct ServiceDefaults {
         skip_serializing_if = "MutualTlsMode::is_default"
     )]
     pub mutual_tls_mode: MutualTlsMode,
-    /// The mesh-gateway mode: layer 2 of §6.4 for the service's own upstreams, and the start of
-    /// stage C when the service is a target.
+    /// The mesh-gateway mode: layer 2 of docs/consul-compatibility.md, 'Mesh-gateway mode
+    /// resolution', for the service's own upstreams, and the starting point of the target's
+    /// mode (stage C) when the service is a target.
     #[serde(
         rename = "MeshGateway",
         alias = "mesh_gateway",
@@ -776,7 +781,8 @@ impl<'de> Deserialize<'de> for ConfigEntry {
     }
 }
 
-/// The mesh-gateway modes the server resolves for a proxy (stage A of §6.4,
+/// The mesh-gateway modes the server resolves for a proxy (stage A, layers 1-5 of
+/// docs/consul-compatibility.md, 'Mesh-gateway mode resolution'; Consul's
 /// `ComputeResolvedServiceConfig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedMeshGateway {
@@ -788,7 +794,8 @@ pub struct ResolvedMeshGateway {
     pub upstreams: BTreeMap<ServiceName, MeshGatewayMode>,
 }
 
-/// The §6.4 layers for one upstream of a proxy whose destination service has `service_defaults`,
+/// The mesh-gateway mode layers (docs/consul-compatibility.md, 'Mesh-gateway mode resolution')
+/// for one upstream of a proxy whose destination service has `service_defaults`,
 /// under `proxy_defaults`, with the registration's proxy-wide mode `proxy_mode` and the mode
 /// written on the upstream itself `upstream_mode`. `upstream` is `None` for the wildcard
 /// upstream, which no override applies to.

@@ -1,6 +1,6 @@
 //! Mesh-gateway modes: what `MeshGateway.Mode` means, how the effective mode of an upstream is
-//! resolved from config entries and registrations (consul-semantics §6.4), and which hop a
-//! sidecar dials for it (§2.2).
+//! resolved from config entries and registrations, and which hop a sidecar dials for it (see
+//! docs/consul-compatibility.md, 'Mesh-gateway mode resolution' and 'Upstream hops').
 //!
 //! Everything here is a pure function over values; the config entries themselves live in
 //! [`crate::config_entry`], the registrations in [`crate::catalog`].
@@ -15,8 +15,9 @@ use crate::names::Datacenter;
 
 /// How a sidecar reaches an upstream in another datacenter.
 ///
-/// Consul stores any string here and treats an unknown one like "no gateway" (§9.12); mesh
-/// refuses unknown modes when parsing, naming the field and the value.
+/// Consul stores any string here and treats an unknown one like "no gateway"; mesh refuses
+/// unknown modes when parsing, naming the field and the value (see
+/// docs/consul-compatibility.md, 'Unknown mesh-gateway modes are refused').
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MeshGatewayMode {
     /// Unset (`""`): inherit from the next layer; if nothing sets it, dial directly.
@@ -181,7 +182,8 @@ impl<'de> Deserialize<'de> for MeshGatewayConfig {
 }
 
 /// Every layer that can set the mesh-gateway mode of one upstream, in Consul's order
-/// (consul-semantics §6.4, stages A and B). Later layers win when they are set.
+/// (docs/consul-compatibility.md, 'Mesh-gateway mode resolution'): layers 1-5 are resolved by
+/// the server (stage A), layer 6 by the agent (stage B). Later layers win when they are set.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamModeLayers {
     /// 1. proxy-defaults `MeshGateway`.
@@ -256,7 +258,7 @@ pub fn chain_target_mode(
     upstream_override.or(target_service_defaults.or(proxy_defaults))
 }
 
-/// Which hop a sidecar dials for an upstream (consul-semantics §2.2).
+/// Which hop a sidecar dials for an upstream (see docs/consul-compatibility.md, 'Upstream hops').
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum UpstreamPath {
     /// Dial the upstream's instances directly (same datacenter, or mode `none`/unset).

@@ -1,5 +1,6 @@
-//! Consul-style SNI names (consul-semantics §2.1): build them, and parse one back into what it
-//! names, so a router can ask "which datacenter and service is this?" without string hacks.
+//! Consul-style SNI names (see docs/consul-compatibility.md, 'SNI names'): build them, and parse
+//! one back into what it names, so a router can ask "which datacenter and service is this?"
+//! without string hacks.
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
-//! SPIFFE IDs of services, agents, mesh gateways, servers and the signing CA
-//! (consul-semantics §1.2-§1.4).
+//! SPIFFE IDs of services, agents, mesh gateways, servers and the signing CA (see
+//! docs/consul-compatibility.md, 'SPIFFE IDs' and 'Which IDs a CA may sign').
 
 use std::fmt;
 use std::str::FromStr;
@@ -200,7 +200,8 @@ pub enum SpiffeId {
 }
 
 impl SpiffeId {
-    /// The signing ID of a trust domain; `None` when the domain has no dot (Consul's rule §1.3.4).
+    /// The signing ID of a trust domain; `None` when the domain has no dot (Consul only reads
+    /// a path-less URI as a signing ID when its host has a dot after the first character).
     pub fn signing(td: TrustDomain) -> Option<Self> {
         td.domain().is_some().then_some(Self::Signing(td))
     }
@@ -235,7 +236,7 @@ impl SpiffeId {
         }
     }
 
-    /// Whether a CA whose signing ID is `self` may sign `other` (Consul's `CanSign`, §1.4):
+    /// Whether a CA whose signing ID is `self` may sign `other` (Consul's `CanSign`):
     /// a signing ID only itself; service, mesh-gateway and server IDs of the same trust domain;
     /// never agents (their host is rewritten at signing time instead) and never from a non-signing
     /// ID.
@@ -250,8 +251,9 @@ impl SpiffeId {
         }
     }
 
-    /// Parses a SPIFFE ID (consul-semantics §1.3). Percent-escapes in path segments are decoded
-    /// before the segment is validated as a name; a query or fragment is refused.
+    /// Parses a SPIFFE ID with Consul's rules (see docs/consul-compatibility.md, 'SPIFFE IDs').
+    /// Percent-escapes in path segments are decoded before the segment is validated as a name;
+    /// a query or fragment is refused.
     pub fn parse(s: &str) -> Result<Self, SpiffeIdError> {
         if s.len() > MAX_SPIFFE_ID_LEN {
             return Err(SpiffeIdError::TooLong);

@@ -11,7 +11,7 @@ use crate::names::{NameError, NameErrorReason};
 pub const MAX_DOMAIN_LEN: usize = 253;
 
 /// The domain every Consul-style trust domain ends in. Consul hard-codes it, independent of the
-/// agents' DNS domain (consul-semantics §1.1).
+/// agents' DNS domain (see docs/consul-compatibility.md, 'Trust domain').
 pub const SIGNING_DOMAIN: &str = "consul";
 
 /// Why a string is not a valid cluster id.

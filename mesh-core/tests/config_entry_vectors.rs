@@ -19,8 +19,8 @@ fn mode(v: &Value) -> MeshGatewayMode {
 /// Vectors mesh deliberately does not follow, with the reason.
 const DELIBERATE: &[(&str, &str)] = &[(
     "derived: service-defaults MeshGateway.Mode is NOT validated by the config entry (any string is stored)",
-    "mesh refuses an unknown MeshGateway.Mode (consul-semantics §9.12): Consul stores it and then \
-     silently routes without a gateway",
+    "mesh refuses an unknown MeshGateway.Mode (docs/consul-compatibility.md, 'Unknown \
+     mesh-gateway modes are refused'): Consul stores it and then silently routes without a gateway",
 )];
 
 #[test]

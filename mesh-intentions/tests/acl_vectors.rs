@@ -16,15 +16,16 @@ use mesh_intentions::acl::{
 use mesh_intentions::intention::{Intention, can_read, can_write};
 use serde_json::Value;
 
-/// Vectors where mesh deliberately differs, with the reason (consul-semantics §9.6).
+/// Vectors where mesh deliberately differs, with the reason (see docs/consul-compatibility.md,
+/// 'Case-insensitive access levels').
 const DIFFERENCES: &[(&str, &str)] = &[
     (
         "derived: policy values are case-insensitive ('WRITE' accepted, stored verbatim)",
-        "mesh accepts any case but stores the level lower case (\"write\"), so WRITE means write everywhere (§9.6)",
+        "mesh accepts any case but stores the level lower case (\"write\"), so WRITE means write everywhere",
     ),
     (
         "derived: comparison is case-sensitive ('WRITE' loses to 'read')",
-        "mesh levels are case-normalised when parsed, so WRITE takes precedence over read (§9.6)",
+        "mesh levels are case-normalised when parsed, so WRITE takes precedence over read",
     ),
 ];
 
@@ -175,7 +176,10 @@ fn acl_policy_merge_vectors() {
                 let before = inputs.clone();
                 let merged = merge_rules(inputs.iter());
                 assert_eq!(rules_set(&merged), shape_set(&v["expected"]), "{name}");
-                assert_eq!(inputs, before, "{name}: inputs must not change (§9.7)");
+                assert_eq!(
+                    inputs, before,
+                    "{name}: inputs must not change (mesh merges into fresh copies)"
+                );
             }
             "takes_precedence_over" => {
                 let a = level(v["input"]["a"].as_str().unwrap());

@@ -51,7 +51,8 @@ impl Diff {
 
 /// Compares the local copy with the primary's COMPLETE listing.
 ///
-/// Rules (§7.1/§7.2): items are matched by key; a key only local is deleted, a key only remote is
+/// Rules (Consul's ACL and config-entry replication, see docs/consul-compatibility.md,
+/// 'Replication'): items are matched by key; a key only local is deleted, a key only remote is
 /// upserted; a key on both sides is upserted when the remote modify index is above
 /// `last_remote_index` and the hashes differ (an empty hash on either side counts as different);
 /// empty keys are skipped and counted. Passing `Index::ZERO` (full resync) compares every hash.

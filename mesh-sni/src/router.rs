@@ -1,5 +1,5 @@
 //! The route table of a mesh gateway: from the SNI of a ClientHello to a pool of endpoints
-//! (consul-semantics §2.3).
+//! (see docs/consul-compatibility.md, 'Mesh-gateway routing').
 //!
 //! A table belongs to one gateway, which lives in one datacenter and partition of one trust
 //! domain. [`RouteTable::route`] decides, in this order:

@@ -1,5 +1,5 @@
 //! Checks the route table against every `MeshGatewayListenerRouting` vector of Consul's SNI
-//! vectors (consul-semantics §2.3).
+//! vectors (see docs/consul-compatibility.md, 'Mesh-gateway routing').
 //!
 //! Consul answers with an Envoy filter chain and cluster; mesh answers with a [`Route`]. The
 //! mapping used here:

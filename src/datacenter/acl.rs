@@ -59,17 +59,37 @@ impl Acl<'_> {
         description: &str,
         rules: &str,
     ) -> Result<PolicyRecord, Error> {
+        self.policy_create_with(
+            token,
+            PolicySpec {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                rules: rules.to_owned(),
+                datacenters: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    /// Creates a policy from a [`PolicySpec`], with the datacenters it applies in. Needs
+    /// `acl:write`; names are unique and follow Consul's rule (see [`PolicySpec::name`]).
+    pub async fn policy_create_with(
+        &self,
+        token: &Secret,
+        spec: PolicySpec,
+    ) -> Result<PolicyRecord, Error> {
         self.dc.require(token, acl_write(), None)?;
-        check_acl_name("policy", name)?;
+        check_acl_name("policy", &spec.name)?;
         // Parse now so a bad policy is refused with its position, before anything is written.
         let record = PolicyRecord {
             id: ids::uuid()?,
-            name: name.to_owned(),
-            description: description.to_owned(),
-            rules: rules.to_owned(),
-            datacenters: Vec::new(),
+            name: spec.name.clone(),
+            description: spec.description,
+            rules: spec.rules,
+            datacenters: spec.datacenters,
         };
         record.to_policy()?;
+        let name = &spec.name;
         let ops = vec![
             upsert_cas(
                 tables::ACL_POLICIES,
@@ -112,8 +132,9 @@ impl Acl<'_> {
         }
     }
 
-    /// Replaces a policy's name, description and rules. Needs `acl:write`. The built-in
-    /// policies cannot be changed. A new name must be free, as on creation.
+    /// Replaces a policy's name, description and rules; its datacenters stay. Needs
+    /// `acl:write`. The built-in policies cannot be changed. A new name must be free, as on
+    /// creation.
     pub async fn policy_update(
         &self,
         token: &Secret,
@@ -122,15 +143,38 @@ impl Acl<'_> {
         description: &str,
         rules: &str,
     ) -> Result<PolicyRecord, Error> {
-        self.dc.require(token, acl_write(), None)?;
-        check_acl_name("policy", name)?;
         let old = self.policy_read(id).await?;
+        self.policy_update_with(
+            token,
+            id,
+            PolicySpec {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                rules: rules.to_owned(),
+                datacenters: old.datacenters,
+            },
+        )
+        .await
+    }
+
+    /// Replaces a policy's name, description, rules and datacenters. Needs `acl:write`. A new
+    /// name must be free, as on creation.
+    pub async fn policy_update_with(
+        &self,
+        token: &Secret,
+        id: &str,
+        spec: PolicySpec,
+    ) -> Result<PolicyRecord, Error> {
+        self.dc.require(token, acl_write(), None)?;
+        check_acl_name("policy", &spec.name)?;
+        let old = self.policy_read(id).await?;
+        let name = spec.name.as_str();
         let record = PolicyRecord {
             id: id.to_owned(),
             name: name.to_owned(),
-            description: description.to_owned(),
-            rules: rules.to_owned(),
-            datacenters: old.datacenters.clone(),
+            description: spec.description.clone(),
+            rules: spec.rules.clone(),
+            datacenters: spec.datacenters.clone(),
         };
         record.to_policy()?;
         let mut ops = vec![upsert(tables::ACL_POLICIES, id, json(&record)?)];
@@ -173,14 +217,24 @@ impl Acl<'_> {
         policy_names: &[&str],
         service_identities: &[&str],
     ) -> Result<RoleRecord, Error> {
+        self.role_create_with(token, role_spec(name, policy_names, service_identities))
+            .await
+    }
+
+    /// Creates a role from a [`RoleSpec`]: description, policies, datacenter-limited service
+    /// identities and node identities. Needs `acl:write`. Names are unique.
+    pub async fn role_create_with(
+        &self,
+        token: &Secret,
+        spec: RoleSpec,
+    ) -> Result<RoleRecord, Error> {
         self.dc.require(token, acl_write(), None)?;
-        check_acl_name("role", name)?;
-        let record = self
-            .dc
-            .role_record(ids::uuid()?, name, policy_names, service_identities)?;
+        check_acl_name("role", &spec.name)?;
+        let name = spec.name.clone();
+        let record = self.dc.role_record(ids::uuid()?, spec)?;
         let ops = vec![
             upsert_cas(tables::ACL_ROLES, &record.id, json(&record)?, Index::ZERO),
-            name_claim(tables::ACL_ROLE_NAMES, name, &record.id)?,
+            name_claim(tables::ACL_ROLE_NAMES, &name, &record.id)?,
         ];
         self.dc
             .global_txn(token, tables::ACL_ROLES, ops)
@@ -194,7 +248,8 @@ impl Acl<'_> {
         self.dc.stored(tables::ACL_ROLES, id, "role").await
     }
 
-    /// Replaces a role's name, policies and service identities. Needs `acl:write`.
+    /// Replaces a role's name, policies and service identities (its description and node
+    /// identities are cleared). Needs `acl:write`.
     pub async fn role_update(
         &self,
         token: &Secret,
@@ -203,15 +258,25 @@ impl Acl<'_> {
         policy_names: &[&str],
         service_identities: &[&str],
     ) -> Result<RoleRecord, Error> {
+        self.role_update_with(token, id, role_spec(name, policy_names, service_identities))
+            .await
+    }
+
+    /// Replaces a role with a [`RoleSpec`]. Needs `acl:write`. A new name must be free.
+    pub async fn role_update_with(
+        &self,
+        token: &Secret,
+        id: &str,
+        spec: RoleSpec,
+    ) -> Result<RoleRecord, Error> {
         self.dc.require(token, acl_write(), None)?;
-        check_acl_name("role", name)?;
+        check_acl_name("role", &spec.name)?;
         let old = self.role_read(id).await?;
-        let record = self
-            .dc
-            .role_record(id.to_owned(), name, policy_names, service_identities)?;
+        let name = spec.name.clone();
+        let record = self.dc.role_record(id.to_owned(), spec)?;
         let mut ops = vec![upsert(tables::ACL_ROLES, id, json(&record)?)];
         if old.name != name {
-            ops.push(name_claim(tables::ACL_ROLE_NAMES, name, id)?);
+            ops.push(name_claim(tables::ACL_ROLE_NAMES, &name, id)?);
             ops.push(delete(tables::ACL_ROLE_NAMES, &old.name));
         }
         self.dc
@@ -239,18 +304,118 @@ impl Acl<'_> {
     }
 
     /// Creates a token; the returned record holds its secret. Needs `acl:write`. A local token
-    /// stays in this datacenter; a global one is written in the primary and replicated.
+    /// stays in this datacenter; a global one is written in the primary and replicated. A
+    /// chosen accessor or secret must be a UUID not reserved for built-ins, and free (else
+    /// [`Error::Conflict`]); an expiry must lie between one minute and 24 hours ahead.
     pub async fn token_create(
         &self,
         token: &Secret,
         spec: TokenSpec,
     ) -> Result<TokenRecord, Error> {
         self.dc.require(token, acl_write(), None)?;
-        let record = self.dc.token_record(ids::uuid()?, ids::uuid()?, spec)?;
+        let accessor = match &spec.accessor_id {
+            Some(a) => {
+                check_token_uuid("AccessorID", a)?;
+                if self.token_read(a).await.is_ok() {
+                    return Err(Error::Conflict(format!("token AccessorID {a:?}")));
+                }
+                a.clone()
+            }
+            None => ids::uuid()?,
+        };
+        let secret = match &spec.secret_id {
+            Some(s) => {
+                check_token_uuid("SecretID", s.expose_secret())?;
+                if self.dc.inner.acl.load().token(s.expose_secret()).is_some()
+                    || self
+                        .token_list()
+                        .await?
+                        .iter()
+                        .any(|t| t.secret_id == s.expose_secret())
+                {
+                    return Err(Error::Conflict("token SecretID".into()));
+                }
+                s.expose_secret().to_owned()
+            }
+            None => ids::uuid()?,
+        };
+        let now = crate::acl::unix_now();
+        let expiration = match spec.expiration {
+            Some(at) => Some(check_expiration(at, now)?),
+            None => None,
+        };
+        let mut record = self.dc.token_record(accessor, secret, spec)?;
+        record.expiration_time = expiration;
+        record.create_time = Some(now);
+        record.to_token()?;
         self.dc
             .store_token(token, &record, Some(Index::ZERO))
-            .await?;
+            .await
+            .map_err(|e| conflict_as(e, "token AccessorID".into()))?;
         tracing::info!(accessor = %record.accessor_id, local = record.local, "ACL token created");
+        Ok(record)
+    }
+
+    /// Bootstraps ACLs: creates the first management token (linked to the global-management
+    /// policy) and returns it, secret included. Possible once, in the primary, and only when
+    /// no global token was ever written: not after `acl.tokens.initial_management` created
+    /// one, nor after an earlier bootstrap, even if that token was deleted since (Consul's
+    /// reset index rule; the refusal is [`Error::BootstrapNotAllowed`] with that index). A
+    /// chosen `secret` must be a free UUID. No token is needed: this is how the first one
+    /// is made.
+    pub async fn bootstrap(&self, secret: Option<&Secret>) -> Result<TokenRecord, Error> {
+        if !self.dc.inner.config.acl.enabled {
+            return Err(Error::invalid_msg("ACL support disabled"));
+        }
+        if !self.dc.inner.config.is_primary() {
+            return Err(Error::PrimaryOnly("ACL bootstrap".into()));
+        }
+        let _one = self.dc.inner.bootstrap.lock().await;
+        let listing = self.dc.inner.store.list(&table(tables::ACL_TOKENS)).await?;
+        if listing.index != Index::ZERO || !listing.records.is_empty() {
+            let reset_index = listing
+                .records
+                .iter()
+                .map(|r| r.create_index.0)
+                .min()
+                .unwrap_or(listing.index.0)
+                .max(1);
+            return Err(Error::BootstrapNotAllowed { reset_index });
+        }
+        let secret = match secret {
+            Some(s) => {
+                check_token_uuid("SecretID", s.expose_secret())?;
+                if self.dc.inner.acl.load().token(s.expose_secret()).is_some() {
+                    return Err(Error::Conflict("token SecretID".into()));
+                }
+                s.expose_secret().to_owned()
+            }
+            None => ids::uuid()?,
+        };
+        let record = TokenRecord {
+            accessor_id: ids::uuid()?,
+            secret_id: secret,
+            description: "Bootstrap Token (Global Management)".into(),
+            policies: vec![GLOBAL_MANAGEMENT_POLICY_ID.to_owned()],
+            roles: Vec::new(),
+            service_identities: Vec::new(),
+            node_identities: Vec::new(),
+            local: false,
+            expiration_time: None,
+            create_time: Some(crate::acl::unix_now()),
+        };
+        let op = TxnOp::Upsert {
+            table: table(tables::ACL_TOKENS),
+            id: record.accessor_id.clone(),
+            value: json(&record)?,
+            cas: Some(Index::ZERO),
+        };
+        // No caller authority to check (this makes the first one), but the record is decoded
+        // and validated as every write is; the bootstrap rule above is the authorization.
+        authz::decode(&op).map_err(refused)?;
+        self.dc.inner.store.txn(vec![op]).await?;
+        self.dc.inner.refresh(tables::ACL_TOKENS).await?;
+        tracing::info!(accessor = %record.accessor_id, "ACL bootstrapped");
         Ok(record)
     }
 
@@ -268,8 +433,9 @@ impl Acl<'_> {
         Err(Error::NotFound(format!("token {accessor:?}")))
     }
 
-    /// Replaces a token's description, policies, roles and service identities; its secret and
-    /// its locality stay. Needs `acl:write`.
+    /// Replaces a token's description, policies, roles, service and node identities; its
+    /// accessor, secret, expiry, creation time and locality stay (a spec naming other ones
+    /// is refused). Needs `acl:write`.
     pub async fn token_update(
         &self,
         token: &Secret,
@@ -283,10 +449,35 @@ impl Acl<'_> {
                 "a token's locality cannot change: create a new token",
             ));
         }
+        if spec.accessor_id.as_deref().is_some_and(|a| a != accessor) {
+            return Err(Error::invalid_msg(
+                "Token Accessor ID in URL and payload do not match",
+            ));
+        }
+        if spec
+            .secret_id
+            .as_ref()
+            .is_some_and(|s| s.expose_secret() != old.secret_id)
+        {
+            return Err(Error::invalid_msg(
+                "Changing a token's SecretID is not permitted",
+            ));
+        }
+        if let Some(at) = spec.expiration {
+            let secs = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if Some(secs) != old.expiration_time {
+                return Err(Error::invalid_msg(format!(
+                    "Cannot change expiration time of {accessor}"
+                )));
+            }
+        }
         let mut record =
             self.dc
                 .token_record(old.accessor_id.clone(), old.secret_id.clone(), spec)?;
         record.expiration_time = old.expiration_time;
+        record.create_time = old.create_time;
         self.dc.store_token(token, &record, None).await?;
         Ok(record)
     }
@@ -339,27 +530,29 @@ impl Acl<'_> {
 }
 
 impl Datacenter {
-    fn role_record(
-        &self,
-        id: String,
-        name: &str,
-        policy_names: &[&str],
-        service_identities: &[&str],
-    ) -> Result<RoleRecord, Error> {
+    fn role_record(&self, id: String, spec: RoleSpec) -> Result<RoleRecord, Error> {
         let snap = self.inner.acl.load();
         let record = RoleRecord {
             id,
-            name: name.to_owned(),
-            description: String::new(),
-            policies: policy_ids(&snap, policy_names.iter().copied())?,
-            service_identities: service_identities
-                .iter()
-                .map(|s| ServiceIdentityRecord {
-                    service_name: (*s).to_owned(),
-                    datacenters: Vec::new(),
+            name: spec.name,
+            description: spec.description,
+            policies: policy_ids(&snap, spec.policy_names.iter().map(String::as_str))?,
+            service_identities: spec
+                .service_identities
+                .into_iter()
+                .map(|(service_name, datacenters)| ServiceIdentityRecord {
+                    service_name,
+                    datacenters,
                 })
                 .collect(),
-            node_identities: Vec::new(),
+            node_identities: spec
+                .node_identities
+                .into_iter()
+                .map(|(node_name, datacenter)| NodeIdentityRecord {
+                    node_name,
+                    datacenter,
+                })
+                .collect(),
         };
         record.to_role()?;
         Ok(record)
@@ -389,15 +582,25 @@ impl Datacenter {
             roles,
             service_identities: spec
                 .service_identities
-                .iter()
-                .map(|s| ServiceIdentityRecord {
-                    service_name: s.clone(),
-                    datacenters: Vec::new(),
+                .into_iter()
+                .map(|s| (s, Vec::new()))
+                .chain(spec.scoped_service_identities)
+                .map(|(service_name, datacenters)| ServiceIdentityRecord {
+                    service_name,
+                    datacenters,
                 })
                 .collect(),
-            node_identities: Vec::new(),
+            node_identities: spec
+                .node_identities
+                .into_iter()
+                .map(|(node_name, datacenter)| NodeIdentityRecord {
+                    node_name,
+                    datacenter,
+                })
+                .collect(),
             local: spec.local,
             expiration_time: None,
+            create_time: None,
         };
         record.to_token()?;
         Ok(record)
@@ -467,4 +670,70 @@ impl Datacenter {
             .and_then(|r| decode::<NameIndexRecord>(&r))
             .map(|r| r.id))
     }
+}
+
+fn role_spec(name: &str, policy_names: &[&str], service_identities: &[&str]) -> RoleSpec {
+    RoleSpec {
+        name: name.to_owned(),
+        description: String::new(),
+        policy_names: policy_names.iter().map(|s| (*s).to_owned()).collect(),
+        service_identities: service_identities
+            .iter()
+            .map(|s| ((*s).to_owned(), Vec::new()))
+            .collect(),
+        node_identities: Vec::new(),
+    }
+}
+
+/// The prefix of the IDs reserved for built-in ACL objects.
+const RESERVED_ID_PREFIX: &str = "00000000-0000-0000-0000-0000000000";
+
+/// Consul's check of a chosen accessor or secret ID: a UUID as go-uuid parses it (either
+/// case), not reserved for built-ins.
+fn check_token_uuid(what: &str, id: &str) -> Result<(), Error> {
+    let uuid = id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if !uuid {
+        return Err(Error::invalid_msg(format!(
+            "Invalid Token: {what} - not a valid UUID"
+        )));
+    }
+    if id.starts_with(RESERVED_ID_PREFIX) {
+        return Err(Error::invalid_msg(format!(
+            "Invalid Token: {what} - UUIDs with the prefix \"{RESERVED_ID_PREFIX}\" are reserved"
+        )));
+    }
+    Ok(())
+}
+
+/// The shortest and longest token lifetimes Consul accepts by default.
+const MIN_TOKEN_TTL: u64 = 60;
+const MAX_TOKEN_TTL: u64 = 24 * 60 * 60;
+
+/// Checks an expiry against Consul's bounds; the expiry in seconds since the epoch.
+fn check_expiration(at: SystemTime, now: u64) -> Result<u64, Error> {
+    let at = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if at < now {
+        return Err(Error::invalid_msg(
+            "ExpirationTime cannot be before CreateTime",
+        ));
+    }
+    if at - now < MIN_TOKEN_TTL {
+        return Err(Error::invalid_msg(format!(
+            "ExpirationTime cannot be less than 1m0s in the future (was {}s)",
+            at - now
+        )));
+    }
+    if at - now > MAX_TOKEN_TTL {
+        return Err(Error::invalid_msg(format!(
+            "ExpirationTime cannot be more than 24h0m0s in the future (was {}s)",
+            at - now
+        )));
+    }
+    Ok(at)
 }

@@ -106,7 +106,13 @@ impl Catalog<'_> {
                 Some(entry)
             }
         };
-        service.connect = None;
+        // The sidecar is registered on its own; `Connect.Native` stays: the service itself
+        // is where mTLS lands, and it is listed as a Connect endpoint of its name.
+        let native = def.connect.as_ref().is_some_and(|c| c.native);
+        service.connect = native.then_some(ServiceConnect {
+            native: true,
+            sidecar_service: None,
+        });
         let entry = CatalogEntry {
             lan: lan_addr(&service),
             service,
@@ -114,6 +120,19 @@ impl Catalog<'_> {
         };
         ops.push(upsert(tables::CATALOG, id.as_str(), json(&entry)?));
         self.dc.inner.store.txn(ops).await?;
+        if entry.is_native()
+            && let Some(address) = entry.lan
+        {
+            let ep = ServiceEndpoint {
+                datacenter: self.dc.name().clone(),
+                service: name.clone(),
+                address,
+            };
+            let ep_id = self.dc.global_id(name.as_str(), id.as_str());
+            self.dc
+                .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                .await?;
+        }
         if let Some(sc) = &sidecar
             && let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan)
         {
@@ -183,29 +202,67 @@ impl Catalog<'_> {
         Ok(fed)
     }
 
-    /// Removes an instance from the local catalog (and a gateway from the federation).
+    /// Removes an instance from the local catalog (and a gateway from the federation). A
+    /// service's sidecar registered with it (`<id>-sidecar-proxy`, proxying this instance)
+    /// is removed in the same transaction, as Consul's agent does; every permission is
+    /// checked first, so a refusal removes nothing.
     pub async fn deregister(&self, token: &Secret, id: &str) -> Result<(), Error> {
-        let Some(rec) = self.dc.inner.store.get(&table(tables::CATALOG), id).await? else {
+        let catalog = table(tables::CATALOG);
+        let Some(rec) = self.dc.inner.store.get(&catalog, id).await? else {
             return Err(Error::NotFound(format!("service instance {id:?}")));
         };
         let entry: CatalogEntry =
             decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
+        // The sidecar registered with a service (Consul's `<id>-sidecar-proxy`, proxying this
+        // very instance) goes with it, as Consul's agent removes it.
+        let sidecar_id = format!("{id}-sidecar-proxy");
+        let sidecar = match self.dc.inner.store.get(&catalog, &sidecar_id).await? {
+            Some(r) if entry.service.kind != ServiceKind::ConnectProxy => {
+                decode::<CatalogEntry>(&r).filter(|sc| {
+                    sc.service.kind == ServiceKind::ConnectProxy
+                        && sc
+                            .service
+                            .proxy
+                            .as_ref()
+                            .and_then(|p| p.destination_service_id.as_ref())
+                            .is_some_and(|d| d.as_str() == id)
+                })
+            }
+            _ => None,
+        };
+        // Every permission first: a refusal removes nothing.
+        let mut removed = vec![(id.to_owned(), entry)];
+        if let Some(sc) = sidecar {
+            removed.push((sidecar_id, sc));
+        }
+        for (_, e) in &removed {
+            let name = e.name().map(|n| n.as_str()).unwrap_or_default();
+            self.dc.require(token, service_write(), Some(name))?;
+        }
+        // One transaction: both go or neither.
+        let ops = removed
+            .iter()
+            .map(|(i, _)| delete(tables::CATALOG, i))
+            .collect();
+        self.dc.inner.store.txn(ops).await?;
+        for (i, e) in &removed {
+            self.unpublish(token, i, e).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the global record describing a local instance that is gone.
+    async fn unpublish(&self, token: &Secret, id: &str, entry: &CatalogEntry) -> Result<(), Error> {
         let name = entry
             .name()
             .map(|n| n.as_str().to_owned())
             .unwrap_or_default();
-        self.dc.require(token, service_write(), Some(&name))?;
-        self.dc
-            .inner
-            .store
-            .delete(&table(tables::CATALOG), id, None)
-            .await?;
         match entry.service.kind {
             ServiceKind::MeshGateway => {
                 let fed_id = self.dc.global_id(&name, id);
                 self.dc
                     .publish_global(token, tables::FEDERATION, &fed_id, None)
-                    .await?
+                    .await
             }
             ServiceKind::ConnectProxy => {
                 let dest = entry
@@ -218,11 +275,16 @@ impl Catalog<'_> {
                 let ep_id = self.dc.global_id(&dest, id);
                 self.dc
                     .publish_global(token, tables::ENDPOINTS, &ep_id, None)
-                    .await?
+                    .await
             }
-            _ => {}
+            _ if entry.is_native() => {
+                let ep_id = self.dc.global_id(&name, id);
+                self.dc
+                    .publish_global(token, tables::ENDPOINTS, &ep_id, None)
+                    .await
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Moves an instance to `addr` (a sidecar bound elsewhere than registered). Needs
@@ -255,12 +317,18 @@ impl Catalog<'_> {
                 Some(rec.modify_index),
             )
             .await?;
-        let dest = entry
-            .service
-            .proxy
-            .as_ref()
-            .and_then(|p| p.destination_service_name.clone());
-        if let (ServiceKind::ConnectProxy, Some(service)) = (entry.service.kind, dest) {
+        let fronted = if entry.service.kind == ServiceKind::ConnectProxy {
+            entry
+                .service
+                .proxy
+                .as_ref()
+                .and_then(|p| p.destination_service_name.clone())
+        } else if entry.is_native() {
+            entry.name().cloned()
+        } else {
+            None
+        };
+        if let Some(service) = fronted {
             let ep = ServiceEndpoint {
                 datacenter: self.dc.name().clone(),
                 service,
@@ -280,27 +348,22 @@ impl Catalog<'_> {
         Ok(listing.records.iter().filter_map(decode).collect())
     }
 
-    /// The LAN addresses of the sidecars of `service` in this datacenter (where mTLS
-    /// connections to the service land).
+    /// The LAN addresses of the sidecars of `service` in this datacenter, or of its
+    /// instances themselves when they are Connect-native: where mTLS connections to the
+    /// service land.
     pub async fn sidecar_addresses(&self, service: &ServiceName) -> Result<Vec<SocketAddr>, Error> {
         Ok(self
             .entries()
             .await?
-            .into_iter()
-            .filter(|e| {
-                !e.down
-                    && e.service.kind == ServiceKind::ConnectProxy
-                    && e.service
-                        .proxy
-                        .as_ref()
-                        .and_then(|p| p.destination_service_name.as_ref())
-                        == Some(service)
-            })
-            .filter_map(|e| e.lan)
+            .iter()
+            .filter_map(CatalogEntry::mesh_endpoint)
+            .filter(|(dest, _)| *dest == service)
+            .map(|(_, addr)| addr)
             .collect())
     }
 
-    /// The sidecar addresses of `service` in another datacenter (for mesh-gateway mode `none`).
+    /// The sidecar addresses of `service` in another datacenter (for mesh-gateway mode
+    /// `none`), or its instances' own when they are Connect-native.
     pub async fn remote_endpoints(
         &self,
         datacenter: &DatacenterName,

@@ -64,6 +64,122 @@ impl ConfigEntries<'_> {
         Ok(entry)
     }
 
+    /// Writes a config entry given as JSON text if the stored one is still at `cas` (its
+    /// modify index as this datacenter answers it; `Index::ZERO`: only if there is none):
+    /// Consul's `?cas=`. `Ok(false)` when the entry changed meanwhile; nothing is written
+    /// then. Needs what [`Self::write_json`] needs. Written in the primary (forwarded from a
+    /// secondary); in the primary the check is made in the write's transaction, in a
+    /// secondary against its copy first (see the note on indexes below).
+    ///
+    /// A secondary's copies carry its own indexes, not the primary's, so after its own check
+    /// it sends a creation-only write as such and any other unconditionally: a change made
+    /// in the primary that has not replicated yet can be overwritten.
+    pub async fn write_json_cas(
+        &self,
+        token: &Secret,
+        entry_json: &str,
+        cas: Index,
+    ) -> Result<bool, Error> {
+        let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
+        match &entry {
+            ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
+            _ => self
+                .dc
+                .require(token, service_write(), Some(entry.name()))?,
+        }
+        let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
+        let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
+        let Some(cas) = self.primary_cas(&id, cas).await? else {
+            return Ok(false);
+        };
+        match self
+            .dc
+            .write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), cas)
+            .await
+            .map_err(|e| conflict_as(e, id.clone()))
+        {
+            Ok(_) => Ok(true),
+            Err(Error::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a config entry if it is still at `cas` (its modify index): Consul's delete
+    /// with `?cas=`. `Ok(false)` when it changed meanwhile (or is gone). Needs what
+    /// [`Self::delete`] needs.
+    pub async fn delete_cas(
+        &self,
+        token: &Secret,
+        kind: ConfigEntryKind,
+        name: &str,
+        cas: Index,
+    ) -> Result<bool, Error> {
+        self.require_delete(token, &kind, name)?;
+        let id = authz::config_entry_id(kind.as_str(), name);
+        if cas == Index::ZERO {
+            return Ok(false);
+        }
+        let Some(cas) = self.primary_cas(&id, cas).await? else {
+            return Ok(false);
+        };
+        let op = TxnOp::Delete {
+            table: table(tables::CONFIG_ENTRIES),
+            id: id.clone(),
+            cas,
+        };
+        match self
+            .dc
+            .global_txn(token, tables::CONFIG_ENTRIES, vec![op])
+            .await
+            .map_err(|e| conflict_as(e, id))
+        {
+            Ok(_) => Ok(true),
+            Err(Error::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The check-and-set a write sends to the primary for `cas`, an index this datacenter
+    /// answered, or `None` when the entry here is not at `cas` (the write loses at once). In
+    /// the primary it is `cas` itself, checked in the write's transaction. A secondary's
+    /// copies carry its own indexes, not the primary's: it checks `cas` against its copy,
+    /// then sends a creation-only write as such (`Index::ZERO` means the same everywhere)
+    /// and any other unconditionally, so a change made in the primary that has not
+    /// replicated yet can be overwritten (Consul's secondaries compare their own index with
+    /// the primary's, which fails whenever the indexes differ).
+    async fn primary_cas(&self, id: &str, cas: Index) -> Result<Option<Option<Index>>, Error> {
+        if self.dc.is_primary() {
+            return Ok(Some(Some(cas)));
+        }
+        let current = self
+            .dc
+            .inner
+            .store
+            .get(&table(tables::CONFIG_ENTRIES), id)
+            .await?;
+        Ok(match (current, cas) {
+            (None, Index::ZERO) => Some(Some(Index::ZERO)),
+            (Some(r), c) if c != Index::ZERO && r.modify_index == c => Some(None),
+            _ => None,
+        })
+    }
+
+    fn require_delete(
+        &self,
+        token: &Secret,
+        kind: &ConfigEntryKind,
+        name: &str,
+    ) -> Result<(), Error> {
+        match kind {
+            ConfigEntryKind::ProxyDefaults => self.dc.require(token, mesh_write(), None),
+            ConfigEntryKind::ServiceDefaults => self.dc.require(token, service_write(), Some(name)),
+            other => Err(Error::invalid_msg(format!(
+                "config entry kind {:?} is not supported",
+                other.as_str()
+            ))),
+        }
+    }
+
     /// A config entry by kind and name.
     pub async fn get(
         &self,
@@ -118,18 +234,7 @@ impl ConfigEntries<'_> {
         kind: ConfigEntryKind,
         name: &str,
     ) -> Result<(), Error> {
-        match kind {
-            ConfigEntryKind::ProxyDefaults => self.dc.require(token, mesh_write(), None)?,
-            ConfigEntryKind::ServiceDefaults => {
-                self.dc.require(token, service_write(), Some(name))?
-            }
-            other => {
-                return Err(Error::invalid_msg(format!(
-                    "config entry kind {:?} is not supported",
-                    other.as_str()
-                )));
-            }
-        }
+        self.require_delete(token, &kind, name)?;
         self.dc
             .delete_global(
                 token,

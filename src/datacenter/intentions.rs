@@ -129,6 +129,64 @@ impl Intentions<'_> {
         Ok(ixn)
     }
 
+    /// Creates or replaces a whole intention, with its description and meta (and, for the
+    /// legacy by-ID API, its ID and times): the source and destination names of `intention`
+    /// say which one. Needs `intentions:write` on the destination. `SourceType` defaults to
+    /// `consul`; the value is normalised, validated and its precedence computed before the
+    /// write, which the primary decodes and authorizes again. Written in the primary
+    /// (forwarded from a secondary) and visible here when the call returns.
+    pub async fn upsert(&self, token: &Secret, intention: Intention) -> Result<Intention, Error> {
+        self.write_whole(token, None, intention).await
+    }
+
+    /// As [`Intentions::upsert`], removing `replaces` (an earlier record of the same
+    /// intention under other names, as the legacy by-ID update renames one) in the same
+    /// transaction: either both happen or neither. Needs `intentions:write` on both
+    /// destinations.
+    pub async fn upsert_replacing(
+        &self,
+        token: &Secret,
+        replaces: &Intention,
+        intention: Intention,
+    ) -> Result<Intention, Error> {
+        self.write_whole(token, Some(replaces), intention).await
+    }
+
+    async fn write_whole(
+        &self,
+        token: &Secret,
+        replaces: Option<&Intention>,
+        mut ixn: Intention,
+    ) -> Result<Intention, Error> {
+        if ixn.source_type.is_empty() {
+            ixn.source_type = "consul".into();
+        }
+        ixn.normalize();
+        ixn.validate().map_err(Error::invalid)?;
+        ixn.update_precedence();
+        let authz = self.dc.inner.authorizer(token.expose_secret())?;
+        can_write(&authz, &ixn)?;
+        let id = authz::intention_id(&ixn.source_name, &ixn.destination_name);
+        let mut ops = Vec::new();
+        if let Some(old) = replaces {
+            can_write(&authz, old)?;
+            let old_id = authz::intention_id(&old.source_name, &old.destination_name);
+            if old_id != id {
+                ops.push(delete(tables::INTENTIONS, &old_id));
+            }
+        }
+        let value = serde_json::to_value(&ixn).map_err(Error::invalid)?;
+        ops.push(upsert(tables::INTENTIONS, &id, Value::json(value)));
+        self.dc.global_txn(token, tables::INTENTIONS, ops).await?;
+        tracing::info!(
+            source = %ixn.source_name,
+            destination = %ixn.destination_name,
+            action = %ixn.action,
+            "intention written"
+        );
+        Ok(ixn)
+    }
+
     /// Deletes the intention `source -> destination` (idempotent). Needs `intentions:write`
     /// on the destination.
     pub async fn delete(

@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use mesh_ca::tls::TrustBundle;
 use mesh_ca::{Ca, CaOptions, CaState, IntermediateSigner, IssuedLeaf, RootsView, SignerError};
 use mesh_core::catalog::{
-    MeshGatewayRegistration, ServiceDefinition, ServiceInstanceId, ServiceKind, SidecarPortRange,
-    sidecar_from_service,
+    MeshGatewayRegistration, ServiceConnect, ServiceDefinition, ServiceInstanceId, ServiceKind,
+    SidecarPortRange, sidecar_from_service,
 };
 use mesh_core::{
     ConfigEntry, ConfigEntryKind, Datacenter as DatacenterName, Index, NameError, ServiceName,
@@ -33,8 +33,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::acl::{
-    AclRecords, AclSnapshot, NameIndexRecord, PolicyRecord, RoleRecord, ServiceIdentityRecord,
-    TokenRecord,
+    AclRecords, AclSnapshot, NameIndexRecord, NodeIdentityRecord, PolicyRecord, RoleRecord,
+    ServiceIdentityRecord, TokenRecord,
 };
 use crate::authz;
 use crate::catalog::{CatalogEntry, FederationGateway, ServiceEndpoint};
@@ -83,6 +83,52 @@ pub struct TokenSpec {
     pub service_identities: Vec<String>,
     /// Keep the token in this datacenter only.
     pub local: bool,
+    /// The accessor ID to create the token with (a UUID not reserved for built-ins; a taken
+    /// one is a [`Error::Conflict`]). `None`: a new random one. On update it must be `None`
+    /// or the token's own.
+    pub accessor_id: Option<String>,
+    /// The secret to create the token with (a UUID, as in Consul; a taken one is a
+    /// [`Error::Conflict`]). `None`: a new random one. On update it must be `None` or the
+    /// token's own.
+    pub secret_id: Option<Secret>,
+    /// When the token expires: between one minute and 24 hours from now (Consul's
+    /// `ExpirationTime` and `ExpirationTTL` bounds). An expired token is refused. On update it
+    /// must be `None` or unchanged.
+    pub expiration: Option<SystemTime>,
+    /// Node identities: node name and the datacenter it is valid in.
+    pub node_identities: Vec<(String, DatacenterName)>,
+    /// Service identities limited to datacenters (an empty list: every datacenter), beside
+    /// the unlimited ones of `service_identities`.
+    pub scoped_service_identities: Vec<(String, Vec<DatacenterName>)>,
+}
+
+/// What a role is created or replaced with ([`Acl::role_create_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct RoleSpec {
+    /// Unique name: 1 to 256 letters, digits, `-` or `_`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Names of the policies to link.
+    pub policy_names: Vec<String>,
+    /// Service identities with the datacenters they are valid in (empty: every datacenter).
+    pub service_identities: Vec<(String, Vec<DatacenterName>)>,
+    /// Node identities: node name and the datacenter it is valid in.
+    pub node_identities: Vec<(String, DatacenterName)>,
+}
+
+/// What a policy is created or replaced with ([`Acl::policy_create_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct PolicySpec {
+    /// Unique name, by Consul's rule: 1 to 128 characters matching
+    /// `^[A-Za-z0-9\-_]+/?[A-Za-z0-9\-_]*$`, not starting with `builtin/`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Rules text (HCL or JSON).
+    pub rules: String,
+    /// Datacenters the policy applies in (empty: all).
+    pub datacenters: Vec<DatacenterName>,
 }
 
 /// The answer to "may this client reach this service?" with the reason.
@@ -123,6 +169,8 @@ struct Inner {
     /// Serialises rebuilds of the ACL and intention views: two rebuilds racing could
     /// otherwise publish an older view after a newer one.
     rebuild: tokio::sync::Mutex<()>,
+    /// Serialises ACL bootstraps: of two concurrent ones exactly one succeeds.
+    bootstrap: tokio::sync::Mutex<()>,
     /// Background publications of global records (by `<table>/<id>`) waiting for the primary;
     /// a newer publication or a removal of the same record replaces the pending one.
     pending: Mutex<std::collections::HashMap<String, JoinHandle<()>>>,
@@ -250,6 +298,7 @@ impl Datacenter {
             acl,
             intentions: Arc::new(SharedIntentions::default()),
             rebuild: tokio::sync::Mutex::new(()),
+            bootstrap: tokio::sync::Mutex::new(()),
             pending: Mutex::new(std::collections::HashMap::new()),
             ca: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
@@ -807,6 +856,7 @@ impl Inner {
                     node_identities: Vec::new(),
                     local: false,
                     expiration_time: None,
+                    create_time: Some(crate::acl::unix_now()),
                 };
                 self.store
                     .upsert(
@@ -885,8 +935,11 @@ fn decode<T: for<'de> Deserialize<'de>>(rec: &Record) -> Option<T> {
 
 /// A policy or role name: Consul's rule, 1-128 of `[A-Za-z0-9_-]`.
 fn check_acl_name(what: &str, name: &str) -> Result<(), Error> {
+    if what == "policy" {
+        return check_policy_name(name);
+    }
     let ok = !name.is_empty()
-        && name.len() <= 128
+        && name.len() <= 256
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
@@ -894,7 +947,36 @@ fn check_acl_name(what: &str, name: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::invalid_msg(format!(
-            "invalid {what} name {name:?}: 1 to 128 letters, digits, '-' or '_'"
+            "invalid {what} name {name:?}: 1 to 256 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Consul's policy name rule: 1 to 128 characters matching
+/// `^[A-Za-z0-9\-_]+/?[A-Za-z0-9\-_]*$`, not prefixed with `/` or `builtin/`.
+fn check_policy_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::invalid_msg(format!(
+            "invalid policy name {name:?}: length must be greater than 0 and at most 128"
+        )));
+    }
+    if name.starts_with('/') || name.starts_with("builtin/") {
+        return Err(Error::invalid_msg(format!(
+            "invalid policy name {name:?}: names cannot be prefixed with '/' or 'builtin/'"
+        )));
+    }
+    let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let ok = match name.split_once('/') {
+        None => name.bytes().all(ok_byte),
+        Some((head, tail)) => {
+            !head.is_empty() && head.bytes().all(ok_byte) && tail.bytes().all(ok_byte)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_msg(format!(
+            "invalid policy name {name:?}: only letters, digits, a single '/', '-' and '_' are allowed"
         )))
     }
 }

@@ -6,8 +6,9 @@ use clap::CommandFactory;
 use super::acl::AclCommand;
 use super::*;
 
-/// The guide's command lines (`../shared/docs/guide.md`) that this CLI owns, as written
-/// there: a `$ consul` prompt, backslash-newline continuations, double quotes.
+/// The command lines of the guide (Consul's tutorial on connecting services across
+/// datacenters with mesh gateways, whose files are in `testdata/guide/`) that this CLI owns,
+/// as written there: a `$ consul` prompt, backslash-newline continuations, double quotes.
 /// (`consul connect envoy …` belongs to the `connect` extension point.)
 const GUIDE_LINES: &[&str] = &[
     "$ consul leave",

@@ -1,10 +1,11 @@
-//! `/v1/agent/*` (spec §3, §8) and `/v1/status/*` (spec §7).
+//! `/v1/agent/*` (service registration, connect CA roots, leaf, authorize, metrics)
+//! and `/v1/status/*` (see docs/consul-compatibility.md, "HTTP API conventions").
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use mesh::Secret;
-use mesh::core::catalog::{RegistrationError, SIDECAR_SUFFIX, ServiceDefinition, ServiceKind};
+use mesh::core::catalog::{RegistrationError, ServiceDefinition};
 use mesh::intentions::acl::{Access, Resource};
 use mesh::tables;
 use serde_json::{Map, Value, json};
@@ -327,31 +328,8 @@ pub(crate) async fn service_deregister(
             super::error::go_quote(&id)
         ))
     };
-    let all = instances(&s).await?;
-    let Some(target) = all.iter().find(|i| i.id == id) else {
-        return Err(unknown());
-    };
-    let sidecar_id = format!("{id}{SIDECAR_SUFFIX}");
-    let sidecar = all.iter().find(|i| {
-        i.id == sidecar_id
-            && i.entry.service.kind == ServiceKind::ConnectProxy
-            && i.entry
-                .service
-                .proxy
-                .as_ref()
-                .and_then(|p| p.destination_service_id.as_ref())
-                .is_some_and(|d| d.as_str() == id)
-    });
-    // Check every permission before removing anything, so a refusal removes nothing.
-    let authz = authorizer(&s, &ctx)?;
-    require_service_write(&s, &authz, target.name())?;
-    if let Some(sc) = sidecar {
-        require_service_write(&s, &authz, sc.name())?;
-        match s.dc().catalog().deregister(&ctx.token, &sc.id).await {
-            Ok(()) | Err(mesh::Error::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    // The datacenter removes the sidecar registered with the service in the same
+    // transaction, after checking every permission.
     match s.dc().catalog().deregister(&ctx.token, &id).await {
         Ok(()) => Ok(reply::empty()),
         Err(mesh::Error::NotFound(_)) => Err(unknown()),

@@ -1,4 +1,5 @@
-//! `/v1/catalog/*` and `/v1/health/*` (spec §6), and the JSON shapes of services, nodes and
+//! `/v1/catalog/*` and `/v1/health/*` (see docs/consul-compatibility.md, "HTTP API
+//! conventions"), and the JSON shapes of services, nodes and
 //! checks that the agent endpoints share.
 //!
 //! Every `mesh agent` is the one server of its datacenter and the node every local

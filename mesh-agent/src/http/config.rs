@@ -1,4 +1,5 @@
-//! `/v1/config*`: config entries (spec §5). mesh implements `proxy-defaults` and
+//! `/v1/config*`: config entries (see docs/consul-compatibility.md,
+//! "proxy-defaults and service-defaults"). mesh implements `proxy-defaults` and
 //! `service-defaults`; the other kinds Consul knows are refused on write and absent on read.
 
 use axum::body::Bytes;
@@ -8,8 +9,7 @@ use axum::response::Response;
 use mesh::core::ConfigEntry;
 use mesh::core::config_entry::ConfigEntryError;
 use mesh::intentions::acl::{Access, Authorizer, Resource};
-use mesh::replication_engine::{TxnOp, Value as StoreValue};
-use mesh::tables::{self, table};
+use mesh::tables;
 use serde_json::{Map, Value, json};
 
 use super::ApiState;
@@ -181,24 +181,12 @@ pub(crate) async fn write(State(s): State<ApiState>, ctx: Ctx, body: Bytes) -> R
     if !matches {
         return Ok(reply::json(&ctx, &false));
     }
-    let op = TxnOp::Upsert {
-        table: table(tables::CONFIG_ENTRIES),
-        id,
-        value: StoreValue::json(new),
-        cas: Some(mesh::core::Index(cas)),
-    };
-    match raw::apply(
-        &s,
-        &ctx.token,
-        vec![op],
-        "a check-and-set config entry write",
-    )
-    .await
-    {
-        Ok(_) => Ok(reply::json(&ctx, &true)),
-        Err(e) if e.status == StatusCode::CONFLICT => Ok(reply::json(&ctx, &false)),
-        Err(e) => Err(e),
-    }
+    let written = s
+        .dc()
+        .config_entries()
+        .write_json_cas(&ctx.token, &text, mesh::core::Index(cas))
+        .await?;
+    Ok(reply::json(&ctx, &written))
 }
 
 /// `GET /v1/config/:kind/:name`.
@@ -291,14 +279,19 @@ pub(crate) async fn delete(
     {
         return Ok(done(false));
     }
-    let op = TxnOp::Delete {
-        table: table(tables::CONFIG_ENTRIES),
-        id,
-        cas: Some(current.modify_index),
-    };
-    match raw::apply(&s, &ctx.token, vec![op], "deleting a config entry").await {
-        Ok(_) => Ok(done(true)),
-        Err(e) if e.status == StatusCode::CONFLICT => Ok(done(false)),
-        Err(e) => Err(e),
+    let kind: mesh::core::ConfigEntryKind = kind
+        .parse()
+        .map_err(|_| invalid_kind(&kind, StatusCode::BAD_REQUEST))?;
+    let entries = s.dc().config_entries();
+    match cas {
+        Some(_) => Ok(done(
+            entries
+                .delete_cas(&ctx.token, kind, &name, current.modify_index)
+                .await?,
+        )),
+        None => {
+            entries.delete(&ctx.token, kind, &name).await?;
+            Ok(done(true))
+        }
     }
 }

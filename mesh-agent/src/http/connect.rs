@@ -1,4 +1,5 @@
-//! `/v1/connect/ca/*` and `/v1/agent/connect/ca/roots` (spec §3.6, §4.1, §4.2).
+//! `/v1/connect/ca/*` and `/v1/agent/connect/ca/roots` (see docs/consul-compatibility.md,
+//! "CA roots list" and "Connect CA configuration").
 
 use axum::body::Bytes;
 use axum::extract::State;

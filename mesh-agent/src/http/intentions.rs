@@ -1,4 +1,5 @@
-//! `/v1/connect/intentions*` and `/v1/agent/connect/authorize` (spec §3.6, §4.3-4.7).
+//! `/v1/connect/intentions*` and `/v1/agent/connect/authorize` (see
+//! docs/consul-compatibility.md, "Intention model" to "service-intentions validation").
 
 use std::collections::HashMap;
 
@@ -8,8 +9,8 @@ use axum::response::Response;
 use mesh::IntentionTarget;
 use mesh::intentions::acl::{Access, Authorizer, Resource};
 use mesh::intentions::intention::{Action, AuthorizeError, Intention, authorize_connect, can_read};
-use mesh::replication_engine::{Record, TxnOp, Value as StoreValue};
-use mesh::tables::{self, table};
+use mesh::replication_engine::Record;
+use mesh::tables;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -60,12 +61,6 @@ fn intention_json(ixn: &Intention, create: u64, modify: u64) -> Value {
         m.insert("ModifyIndex".into(), json!(modify));
     }
     v
-}
-
-/// The id mesh stores an intention under (`<destination>/<source>`); the datacenter checks
-/// that a write's id is the one its content derives.
-fn record_id(source: &str, destination: &str) -> String {
-    format!("{destination}/{source}")
 }
 
 /// The typed source and destination of an intention the datacenter API takes. A name no
@@ -342,55 +337,35 @@ pub(crate) async fn exact_put(State(s): State<ApiState>, ctx: Ctx, body: Bytes) 
     }
     let action = Action::parse(&req.action)
         .ok_or_else(|| ApiError::server("Action must be set to 'allow' or 'deny'"))?;
-    if req.description.is_empty() {
-        let (from, to) = targets(&source, &destination, action)?;
-        s.dc()
-            .intentions()
-            .create(&ctx.token, &from, &to, action)
-            .await?;
-        return Ok(reply::json(&ctx, &true));
-    }
-    // The datacenter's intention API takes no description yet: write the whole intention
-    // as one checked record.
-    let mut ixn = Intention::new(&source, &destination, action);
+    let (from, to) = targets(&source, &destination, action)?;
+    let mut ixn = Intention::new(from.as_str(), to.as_str(), action);
     ixn.description = req.description;
     ixn.meta = req.meta;
-    write_intention(&s, &ctx, &ixn, None, "an intention with a description").await?;
+    s.dc().intentions().upsert(&ctx.token, ixn).await?;
     Ok(reply::json(&ctx, &true))
 }
 
-/// Writes a whole intention (and removes `replaces`, an older record of it, in the same
-/// transaction).
+/// Writes a whole intention through the datacenter's API (and removes `replaces`, an older
+/// record of it, in the same transaction).
 async fn write_intention(
     s: &ApiState,
     ctx: &Ctx,
     ixn: &Intention,
     replaces: Option<&Stored>,
-    what: &str,
 ) -> Result<(), ApiError> {
     let mut ixn = ixn.clone();
     ixn.normalize();
     ixn.validate()
         .map_err(|e| ApiError::server(e.to_string()))?;
-    let value = serde_json::to_value(&ixn).map_err(|e| ApiError::server(e.to_string()))?;
-    let id = record_id(&ixn.source_name, &ixn.destination_name);
-    let mut ops = Vec::new();
-    if let Some(old) = replaces
-        && old.rec.id != id
-    {
-        ops.push(TxnOp::Delete {
-            table: table(tables::INTENTIONS),
-            id: old.rec.id.clone(),
-            cas: Some(old.rec.modify_index),
-        });
-    }
-    ops.push(TxnOp::Upsert {
-        table: table(tables::INTENTIONS),
-        id,
-        value: StoreValue::json(value),
-        cas: None,
-    });
-    raw::apply(s, &ctx.token, ops, what).await?;
+    let intentions = s.dc().intentions();
+    match replaces {
+        Some(old) => {
+            intentions
+                .upsert_replacing(&ctx.token, &old.ixn, ixn)
+                .await?
+        }
+        None => intentions.upsert(&ctx.token, ixn).await?,
+    };
     Ok(())
 }
 
@@ -470,7 +445,7 @@ pub(crate) async fn legacy_create(State(s): State<ApiState>, ctx: Ctx, body: Byt
     ixn.id = id.clone();
     ixn.created_at = Some(now.clone());
     ixn.updated_at = Some(now);
-    write_intention(&s, &ctx, &ixn, None, "creating an intention by ID").await?;
+    write_intention(&s, &ctx, &ixn, None).await?;
     Ok(reply::json(&ctx, &json!({ "ID": id })))
 }
 
@@ -536,7 +511,7 @@ pub(crate) async fn legacy_update(
     ixn.id = id;
     ixn.created_at = old.ixn.created_at.clone();
     ixn.updated_at = Some(rfc3339_system(std::time::SystemTime::now()));
-    write_intention(&s, &ctx, &ixn, Some(old), "updating an intention by ID").await?;
+    write_intention(&s, &ctx, &ixn, Some(old)).await?;
     Ok(reply::empty())
 }
 

@@ -1,4 +1,5 @@
-//! `GET /v1/agent/connect/ca/leaf/:service` (spec §3.6): the agent makes a key and a CSR for
+//! `GET /v1/agent/connect/ca/leaf/:service` (see docs/consul-compatibility.md,
+//! "Leaf signing rules"): the agent makes a key and a CSR for
 //! the service's SPIFFE ID, has the datacenter sign it with the caller's token, and keeps
 //! the leaf until it nears expiry or the roots change.
 

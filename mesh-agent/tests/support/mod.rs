@@ -78,29 +78,75 @@ acl {{
     s
 }
 
-/// Starts `mesh agent -config-file FILE` (plus `-config-dir DIR` when given) and waits until
-/// its HTTP API answers.
+/// Starts `mesh agent -config-file FILE` and waits until its HTTP API answers.
 pub fn start_agent(dir: &Path, name: &str, hcl: &str, http: u16, server: u16) -> Agent {
     let file = dir.join(format!("{name}.hcl"));
     std::fs::write(&file, hcl).unwrap();
+    let mut agent = spawn_agent(
+        dir,
+        name,
+        &["-config-file".as_ref(), file.as_os_str()],
+        http,
+        server,
+    );
+    wait_http(&mut agent);
+    agent
+}
+
+/// Spawns `mesh agent ARGS...`, its output in `<dir>/<name>.log`, without waiting for it.
+pub fn spawn_agent(
+    dir: &Path,
+    name: &str,
+    args: &[&std::ffi::OsStr],
+    http: u16,
+    server: u16,
+) -> Agent {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["agent", "-config-file"])
-        .arg(&file)
+        .arg("agent")
+        .args(args)
         .env("RUST_LOG", "info")
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
         .unwrap();
-    let mut agent = Agent {
+    Agent {
         child,
         http: SocketAddr::from(([127, 0, 0, 1], http)),
         server: SocketAddr::from(([127, 0, 0, 1], server)),
         log,
-    };
-    wait_http(&mut agent);
-    agent
+    }
+}
+
+/// Waits (bounded) for the agent to exit: `None` if it still runs after `bound`.
+pub fn wait_exit(agent: &mut Agent, bound: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Starts an agent from `hcl` that must refuse to start: returns its log once it has exited
+/// with a failure (a bound on a hang, not a timing assertion).
+pub fn failed_start(dir: &Path, name: &str, hcl: &str) -> String {
+    let file = dir.join(format!("{name}.hcl"));
+    std::fs::write(&file, hcl).unwrap();
+    let mut agent = spawn_agent(
+        dir,
+        name,
+        &["-config-file".as_ref(), file.as_os_str()],
+        0,
+        0,
+    );
+    let status =
+        wait_exit(&mut agent, Duration::from_secs(30)).expect("the agent exits instead of hanging");
+    assert!(!status.success());
+    std::fs::read_to_string(&agent.log).unwrap()
 }
 
 fn wait_http(agent: &mut Agent) {

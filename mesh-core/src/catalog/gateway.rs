@@ -1,4 +1,4 @@
-//! Mesh-gateway registrations (consul-semantics §8.1).
+//! Mesh-gateway registrations (see docs/consul-compatibility.md, 'Mesh-gateway registration').
 
 use super::{
     CheckDefinition, GoDuration, Host, HostPort, NodeAddresses, RegistrationError,

@@ -1,4 +1,5 @@
-//! The catalog model: service registrations in Consul's JSON (consul-semantics §8).
+//! The catalog model: service registrations in Consul's JSON (see docs/consul-compatibility.md,
+//! 'Sidecar registration defaults' and 'Mesh-gateway registration').
 //!
 //! A [`ServiceDefinition`] is what an agent registers: a typical service (optionally with a
 //! `connect.sidecar_service`), a connect proxy, or a mesh gateway. Parsing accepts Consul's
@@ -348,7 +349,8 @@ pub struct ProxyConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub upstreams: Vec<Upstream>,
-    /// The proxy-wide mesh-gateway mode (layer 4 of §6.4).
+    /// The proxy-wide mesh-gateway mode (layer 4 of docs/consul-compatibility.md,
+    /// 'Mesh-gateway mode resolution').
     #[serde(
         rename = "MeshGateway",
         alias = "mesh_gateway",

@@ -1,5 +1,6 @@
 //! From a `connect.sidecar_service` stanza to the sidecar proxy's own registration
-//! (consul-semantics §8.2): defaults, port allocation and default checks.
+//! (see docs/consul-compatibility.md, 'Sidecar registration defaults'): defaults, port
+//! allocation and default checks.
 
 use std::collections::BTreeSet;
 

@@ -208,7 +208,8 @@ pub struct Upstream {
         skip_serializing_if = "Map::is_empty"
     )]
     pub config: Map<String, Value>,
-    /// The upstream's own mesh-gateway mode (layer 6 of §6.4).
+    /// The upstream's own mesh-gateway mode (layer 6 of docs/consul-compatibility.md,
+    /// 'Mesh-gateway mode resolution'): it wins over every other layer when set.
     #[serde(
         rename = "MeshGateway",
         alias = "mesh_gateway",

@@ -73,7 +73,8 @@ pub enum DefaultPolicy {
     Deny,
 }
 
-/// The last authorizer of a chain, answering what no policy decided (§5.4).
+/// The last authorizer of a chain, answering what no policy decided (see
+/// docs/consul-compatibility.md, 'Authorizer chain and default policy').
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RootAuthorizer {
     /// Default policy `allow`: everything except `acl:read`, `acl:write` and `snapshot`.
@@ -100,7 +101,8 @@ pub enum RuleAttribute {
     Policy,
     /// An explicit `intentions = ...`.
     Intentions,
-    /// `intentions` left unset, derived from `policy` (§4.6).
+    /// `intentions` left unset, derived from `policy` (`read` when it is `read` or `write`,
+    /// else `deny`).
     ImpliedIntentions,
 }
 
@@ -433,7 +435,8 @@ impl Resource {
     }
 }
 
-/// The kind of access a check asks for, including Consul's aggregate checks (§5.2).
+/// The kind of access a check asks for, including Consul's aggregate checks (see
+/// docs/consul-compatibility.md, 'ACL evaluation').
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
     /// Read.
@@ -570,7 +573,7 @@ impl fmt::Display for AnonPart<'_> {
     }
 }
 
-/// Peering context of a check (§5.2): names imported from a peer are checked with the
+/// Peering context of a check: names imported from a peer are checked with the
 /// aggregate rules instead of by name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuthorizerContext<'a> {
@@ -579,7 +582,7 @@ pub struct AuthorizerContext<'a> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Merging (§5.3)
+// Merging (see docs/consul-compatibility.md, 'Merging policies')
 
 #[derive(Clone, Copy, Debug)]
 struct SrcGrant {
@@ -616,8 +619,8 @@ fn merge<'a>(inputs: impl IntoIterator<Item = (&'a Rules, u32)>) -> MergedSet {
             keep_stronger(&mut out.single[i], new);
         }
         for r in rules.iter() {
-            // Fresh entries owned by the merged set: inputs are never modified (unlike
-            // Consul's merger, §9.7).
+            // Fresh entries owned by the merged set: inputs are never modified (unlike Consul's
+            // merger; see docs/consul-compatibility.md, 'Policies merged into fresh copies').
             let m = out
                 .named
                 .entry((r.family, r.kind, r.name.to_owned()))
@@ -638,10 +641,10 @@ fn merge<'a>(inputs: impl IntoIterator<Item = (&'a Rules, u32)>) -> MergedSet {
     out
 }
 
-/// Merges the rules of several policies of one token into a new rule set (§5.3): per
-/// single-valued rule and per (family, kind, name) the level that takes precedence
-/// (`deny` > `write` > `list` > `read`), service `policy` and `intentions` independently.
-/// The inputs are not modified.
+/// Merges the rules of several policies of one token into a new rule set (see
+/// docs/consul-compatibility.md, 'Merging policies'): per single-valued rule and per (family,
+/// kind, name) the level that takes precedence (`deny` > `write` > `list` > `read`), service
+/// `policy` and `intentions` independently. The inputs are not modified.
 pub fn merge_rules<'a>(inputs: impl IntoIterator<Item = &'a Rules>) -> Rules {
     let merged = merge(inputs.into_iter().map(|r| (r, 0)));
     let mut out = Rules::new();
@@ -883,7 +886,7 @@ impl Check<'_> {
     }
 }
 
-/// The rules of one token (all its policies merged, §5.3) compiled for fast lookups. Its
+/// The rules of one token (all its policies merged) compiled for fast lookups. Its
 /// checks return `None` when no rule applies (Consul's `Default`); an [`Authorizer`] chains it
 /// with the default policy.
 ///
@@ -1221,7 +1224,7 @@ impl Authorizer {
     }
 
     /// Compiles policies (already resolved) in front of the default policy. Policies whose
-    /// datacenters do not include `dc` are skipped (§5.4 step 7).
+    /// datacenters do not include `dc` are skipped, as in Consul.
     pub fn for_policies<'a>(
         policies: impl IntoIterator<Item = &'a Policy>,
         default: DefaultPolicy,
@@ -1236,11 +1239,12 @@ impl Authorizer {
         Self::chain(vec![layer], default.into())
     }
 
-    /// Compiles what a token grants in datacenter `dc` (§5.4, §5.5): its policies and its
-    /// roles' policies (each once, those scoped to other datacenters dropped), its and its
-    /// roles' service identities valid in `dc` (one per name), and node identities of `dc`;
-    /// all merged into one layer in front of the default policy. Links that do not resolve
-    /// (deleted policies or roles) are skipped, as in Consul.
+    /// Compiles what a token grants in datacenter `dc` (see docs/consul-compatibility.md,
+    /// 'Authorizer chain and default policy' and 'Built-in tokens, policies and identities'):
+    /// its policies and its roles' policies (each once, those scoped to other datacenters
+    /// dropped), its and its roles' service identities valid in `dc` (one per name), and node
+    /// identities of `dc`; all merged into one layer in front of the default policy. Links that
+    /// do not resolve (deleted policies or roles) are skipped, as in Consul.
     ///
     /// Pure: the caller resolves IDs (storage belongs to replication) and checks expiry with
     /// [`Token::is_expired`] before calling.
@@ -1473,7 +1477,8 @@ impl Authorizer {
     }
 
     /// Whether intentions default to allow when none matches: policies never decide this; the
-    /// root does (default policy allow or ACLs disabled: allow), §4.5.
+    /// root does (default policy allow or ACLs disabled: allow). See
+    /// docs/consul-compatibility.md, 'Intention default decision'.
     pub fn intention_default_allow(&self) -> Decision<'_> {
         self.decide(Check::IntentionDefaultAllow)
     }
@@ -1504,7 +1509,7 @@ impl Authorizer {
     }
 
     /// `service:read` with a context: a name imported from a peer is checked with the
-    /// aggregate rules (§5.2).
+    /// aggregate rules (see docs/consul-compatibility.md, 'ACL evaluation').
     pub fn service_read_in(&self, name: &str, ctx: AuthorizerContext<'_>) -> Decision<'_> {
         match ctx.peer {
             Some(p) if !p.is_empty() => self.decide(Check::PeeredRead(Family::Service)),

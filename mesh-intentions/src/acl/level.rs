@@ -70,7 +70,7 @@ pub(crate) fn rank(level: Option<AccessLevel>) -> u8 {
     level.map_or(0, AccessLevel::rank)
 }
 
-/// Consul's `takesPrecedenceOver(a, b)` used when several policies are merged (§5.3):
+/// Consul's `takesPrecedenceOver(a, b)` used when several policies are merged:
 /// `deny` > `write` > `list` > `read` > unset. Like Consul, `deny` takes precedence over `deny`.
 pub fn takes_precedence_over(a: Option<AccessLevel>, b: Option<AccessLevel>) -> bool {
     a == Some(AccessLevel::Deny) || rank(a) > rank(b)
@@ -123,7 +123,7 @@ impl fmt::Display for Effect {
     }
 }
 
-/// Consul's `enforce(rule, required)` (§5.2): `None` when no rule applies (the authorizer has
+/// Consul's `enforce(rule, required)`: `None` when no rule applies (the authorizer has
 /// no opinion and the next one in the chain decides).
 pub fn enforce(rule: Option<AccessLevel>, required: Required) -> Option<Effect> {
     let rule = rule?;

@@ -327,7 +327,7 @@ pub struct Grant {
     /// The `policy` level.
     pub policy: AccessLevel,
     /// The explicit `intentions` level (service rules only); `None` means derived from
-    /// `policy` (§4.6: `read` when policy is `read` or `write`, else `deny`).
+    /// `policy` (`read` when policy is `read` or `write`, else `deny`).
     pub intentions: Option<AccessLevel>,
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::parse::RulesError;
 use super::rules::Rules;
 
-/// Longest policy name (§5.1).
+/// Longest policy name (Consul's limit).
 pub const MAX_POLICY_NAME_LEN: usize = 128;
 /// Longest role name.
 pub const MAX_ROLE_NAME_LEN: usize = 256;
@@ -192,7 +192,8 @@ impl fmt::Debug for SecretId {
     }
 }
 
-/// Checks a policy name (§5.1).
+/// Checks a policy name: 1 to 128 characters from `A-Za-z0-9-_` with at most one inner `/`, not
+/// starting with `/` or `builtin/` (Consul's rule).
 pub fn validate_policy_name(name: &str) -> Result<(), AclObjectError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     let shape = match name.split_once('/') {
@@ -284,7 +285,7 @@ impl Policy {
         self
     }
 
-    /// The built-in `global-management` policy (§5.5): `write` on everything.
+    /// The built-in `global-management` policy: `write` on everything.
     pub fn global_management() -> Self {
         Self::builtin(GLOBAL_MANAGEMENT_POLICY_ID, "global-management", "write")
             .with_description("Builtin Policy that grants unlimited access")
@@ -340,13 +341,14 @@ impl Policy {
     pub fn datacenters(&self) -> &[Datacenter] {
         &self.datacenters
     }
-    /// Whether the policy applies in `dc` (§5.4 step 7).
+    /// Whether the policy applies in `dc`: it lists no datacenters, or lists `dc`.
     pub fn applies_in(&self, dc: &Datacenter) -> bool {
         self.datacenters.is_empty() || self.datacenters.contains(dc)
     }
 }
 
-/// A service identity: the rules a service and its sidecar need (§5.5).
+/// A service identity: the rules a service and its sidecar need (see
+/// docs/consul-compatibility.md, 'Built-in tokens, policies and identities').
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceIdentity {
     name: String,
@@ -394,7 +396,8 @@ impl ServiceIdentity {
     }
 }
 
-/// A node identity: the rules a node's agent needs (§5.5), valid in one datacenter.
+/// A node identity: the rules a node's agent needs, valid in one datacenter (see
+/// docs/consul-compatibility.md, 'Built-in tokens, policies and identities').
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeIdentity {
     name: String,
@@ -537,7 +540,7 @@ impl Token {
         }
     }
 
-    /// The anonymous token (§5.5), used when a request carries no token. It has no links, so
+    /// The anonymous token, used when a request carries no token. It has no links, so
     /// only the default policy applies to it unless an operator links policies.
     pub fn anonymous() -> Self {
         Self::new(

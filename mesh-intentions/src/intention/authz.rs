@@ -1,4 +1,6 @@
-//! Who may read and write intentions (§4.6), and the agent's connect-authorize check (§4.4).
+//! Who may read and write intentions, and the agent's connect-authorize check (see
+//! docs/consul-compatibility.md, 'Who may read and write intentions' and 'Intention matching and
+//! connect authorize').
 
 use mesh_core::{SpiffeId, SpiffeIdError};
 
@@ -105,7 +107,7 @@ impl AuthorizeError {
     }
 }
 
-/// The agent's `/v1/agent/connect/authorize` (§4.4): may the service named by the client
+/// The agent's `/v1/agent/connect/authorize`: may the service named by the client
 /// certificate URI connect to `target`? The caller (`authz`) needs `service:write` on the
 /// target. Like Consul, the URI's trust domain and datacenter are not checked here (the TLS
 /// handshake already verified the chain).

@@ -1,4 +1,5 @@
-//! The `service-intentions` config entry: all intentions of one destination (§4.1, §6.3).
+//! The `service-intentions` config entry: all intentions of one destination (see
+//! docs/consul-compatibility.md, 'Intention model' and 'service-intentions validation').
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -348,7 +349,7 @@ impl ServiceIntentionsEntry {
     }
 
     /// Consul's `Validate` (`legacy_write` for writes through the legacy intentions API):
-    /// the first problem, in Consul's order (§6.3). Stricter than Consul: the entry's name and
+    /// the first problem, in Consul's order. Stricter than Consul: the entry's name and
     /// each source's name must be `*` or a valid service name, else the entry could never
     /// match ([`EntryError::InvalidName`], [`SourceProblem::InvalidName`]).
     pub fn validate(&self, legacy_write: bool) -> Result<(), EntryError> {

@@ -196,8 +196,9 @@ fn count_exact(ns: &str, name: &str) -> i32 {
     }
 }
 
-/// The precedence of an intention (§4.3): destination exactness picks 9, 6 or 3, minus how
-/// much less exact the source is. Peers and sameness groups do not change it.
+/// The precedence of an intention (see docs/consul-compatibility.md, 'Intention precedence'):
+/// destination exactness picks 9, 6 or 3, minus how much less exact the source is. Peers and
+/// sameness groups do not change it.
 pub fn precedence(
     source_ns: &str,
     source_name: &str,
@@ -330,7 +331,8 @@ impl fmt::Display for IntentionErrors {
     }
 }
 
-/// Checks wildcard use of a (namespace, name) pair (§4.2), pushing errors named by field.
+/// Checks wildcard use of a (namespace, name) pair, pushing errors named by field: either part
+/// is exactly `*` or holds no `*`, and an exact name cannot follow a `*` namespace.
 pub(crate) fn check_wildcards(
     ns: (&'static str, &str),
     name: (&'static str, &str),
@@ -590,9 +592,10 @@ pub enum LegacyApplyError {
     Invalid(#[from] IntentionErrors),
 }
 
-/// Checks a legacy write (§4.7): the operation rules, given the existing intention (by ID for
-/// update/delete, by name for upsert), then [`Intention::validate`] for create, update and
-/// upsert. Deleting by name is idempotent: the caller skips the write when nothing exists.
+/// Checks a legacy write (`/v1/connect/intentions`, Consul's `Intention.Apply`): the operation
+/// rules, given the existing intention (by ID for update/delete, by name for upsert), then
+/// [`Intention::validate`] for create, update and upsert. Deleting by name is idempotent: the
+/// caller skips the write when nothing exists.
 pub fn validate_legacy_apply(
     op: LegacyOp,
     ixn: &Intention,
@@ -710,7 +713,8 @@ mod tests {
         f
     }
 
-    // One test per rule of §4.3.
+    // One test per rule of Consul's precedence and ordering (docs/consul-compatibility.md,
+    // 'Intention precedence').
 
     #[test]
     fn precedence_exact_source_to_exact_destination_is_9() {

@@ -15,7 +15,8 @@ use super::model::{
 #[error("Unsupported default intention policy: {0}")]
 pub struct UnsupportedDefaultIntentionPolicy(pub String);
 
-/// What decides when no intention matches (§4.5).
+/// What decides when no intention matches (see docs/consul-compatibility.md, 'Intention default
+/// decision').
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DefaultSource {
     /// The `default_intention_policy` setting.
@@ -104,7 +105,7 @@ pub enum IntentionReason<'a> {
     FailClosed,
     /// An L4 intention matched.
     L4(&'a Intention),
-    /// An L7 intention matched; for a connection-level check it counts as deny (§9.4).
+    /// An L7 intention matched; for a connection-level check it counts as deny, as in Consul.
     L7(&'a Intention),
     /// No intention matched.
     Default(IntentionDefault),

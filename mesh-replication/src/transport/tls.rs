@@ -1,6 +1,6 @@
 //! mTLS for the framed transport: a [`TlsConnector`] that wraps any [`Connector`], and rustls
 //! configurations that authenticate the primary's servers by their SPIFFE identity
-//! (`spiffe://<td>/agent/server/dc/<dc>`, §1.2) instead of a DNS name.
+//! (`spiffe://<td>/agent/server/dc/<dc>`, Consul's server ID) instead of a DNS name.
 //!
 //! The TLS server name sent is the servers' SNI `server.<dc>.<domain>`
 //! ([`mesh_core::Sni::Server`]), so the connection can go straight to the primary or through

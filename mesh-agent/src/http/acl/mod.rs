@@ -1,4 +1,5 @@
-//! `/v1/acl/*`: bootstrap, policies, tokens, roles and replication status (spec §2).
+//! `/v1/acl/*`: bootstrap, policies, tokens, roles and replication status (see
+//! docs/consul-compatibility.md, "ACL rules language" to "Token locality").
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,7 +12,6 @@ use super::ApiState;
 use super::ctx::Ctx;
 use super::decode;
 use super::error::ApiError;
-use super::raw;
 use super::reply;
 use super::util::ZERO_TIME;
 
@@ -50,24 +50,64 @@ enum Lookup<'a> {
     Name(&'a str),
 }
 
-/// `PUT /v1/acl/bootstrap`: mesh bootstraps ACLs from `acl.tokens.initial_management` at
-/// start-up, so this answers as Consul does once bootstrapping is done.
-pub(crate) async fn bootstrap(State(s): State<ApiState>, body: Bytes) -> Res {
+/// `PUT /v1/acl/bootstrap`: [`mesh::Acl::bootstrap`] in the primary. A secondary sends the
+/// request to the primary's HTTP API when it knows it (as Consul forwards the RPC), and answers
+/// 500 otherwise.
+pub(crate) async fn bootstrap(
+    State(s): State<ApiState>,
+    ctx: Ctx,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Res {
     enabled(&s)?;
+    let mut secret = None;
     if !body.is_empty() {
-        decode::parse(&body)
+        let v = decode::parse(&body)
             .map_err(|e| ApiError::bad_request(format!("Request decoding failed: {e}")))?;
+        match v.get("BootstrapSecret") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(t)) if t.is_empty() => {}
+            Some(serde_json::Value::String(t)) => secret = Some(mesh::Secret::new(t.clone())),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Request decoding failed: BootstrapSecret must be a string, not {other}"
+                )));
+            }
+        }
     }
-    let reset = raw::list(&s, tables::ACL_TOKENS)
+    let dc = s.dc();
+    if !dc.is_primary() {
+        let primary = dc.config().primary_datacenter.clone();
+        if s.peers().contains_key(&primary) {
+            return super::forward::forward(&s, &parts, body, primary.as_str()).await;
+        }
+        return Err(ApiError::server(format!(
+            "ACL bootstrap is made in the primary datacenter {primary}, and this agent has no address for it"
+        )));
+    }
+    let rec = match dc.acl().bootstrap(secret.as_ref()).await {
+        Ok(rec) => rec,
+        Err(mesh::Error::BootstrapNotAllowed { reset_index }) => {
+            return Err(ApiError::forbidden(format!(
+                "Permission denied: ACL bootstrap no longer allowed (reset index: {reset_index})"
+            )));
+        }
+        Err(mesh::Error::Conflict(_)) => {
+            return Err(ApiError::server(
+                "Provided token cannot be used because a token with that secret already exists.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let names = shapes::Names::load(&s).await?;
+    let (stored, t) = shapes::stored_token(&s, &rec.accessor_id)
         .await?
-        .records
-        .iter()
-        .map(|r| r.create_index.0)
-        .min()
-        .unwrap_or(1);
-    Err(ApiError::forbidden(format!(
-        "Permission denied: ACL bootstrap no longer allowed (reset index: {reset})"
-    )))
+        .ok_or_else(|| ApiError::server("the bootstrap token was not stored"))?;
+    let mut v = shapes::token_json(Some(&stored), &t, &names, true);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("ID".into(), json!(t.secret_id));
+    }
+    Ok(reply::json(&ctx, &v))
 }
 
 /// `GET /v1/acl/replication`.

@@ -1,11 +1,12 @@
-//! `/v1/acl/policy*` and `/v1/acl/policies` (spec §2.3).
+//! `/v1/acl/policy*` and `/v1/acl/policies` (see docs/consul-compatibility.md, "ACL
+//! rules language").
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use mesh::Error;
 use mesh::acl::PolicyRecord;
 use mesh::intentions::acl::GLOBAL_MANAGEMENT_POLICY_ID;
 use mesh::tables;
+use mesh::{Error, PolicySpec};
 
 use super::checks::{check_policy_name, check_rules, unwrap_rules};
 use super::shapes::{PolicyIn, policy_json};
@@ -118,6 +119,21 @@ async fn stored_policy(s: &ApiState, ctx: &Ctx, id: &str) -> Res {
     Ok(reply::json(ctx, &policy_json(&rec, &p, false)))
 }
 
+/// A policy's `Datacenters`, each a valid datacenter name.
+fn datacenters(names: &[String]) -> Result<Vec<mesh::core::Datacenter>, ApiError> {
+    names
+        .iter()
+        .map(|n| {
+            n.parse().map_err(|e| {
+                ApiError::bad_request(format!(
+                    "Policy decoding failed: invalid datacenter {}: {e}",
+                    go_quote(n)
+                ))
+            })
+        })
+        .collect()
+}
+
 /// `PUT /v1/acl/policy`.
 pub(crate) async fn policy_create(State(s): State<ApiState>, ctx: Ctx, body: Bytes) -> Res {
     enabled(&s)?;
@@ -132,15 +148,16 @@ pub(crate) async fn policy_create(State(s): State<ApiState>, ctx: Ctx, body: Byt
     check_policy_name(&p.name)?;
     let rules = unwrap_rules(&p.rules);
     check_rules(&rules)?;
-    if !p.datacenters.is_empty() {
-        return Err(ApiError::bad_request(
-            "Datacenters on a policy are not supported by mesh yet",
-        ));
-    }
+    let spec = PolicySpec {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        rules,
+        datacenters: datacenters(&p.datacenters)?,
+    };
     let rec = s
         .dc()
         .acl()
-        .policy_create(&ctx.token, &p.name, &p.description, &rules)
+        .policy_create_with(&ctx.token, spec)
         .await
         .map_err(|e| policy_write_error(e, &p.name, true))?;
     stored_policy(&s, &ctx, &rec.id).await
@@ -182,15 +199,15 @@ pub(crate) async fn policy_update(
         }
     }
     check_rules(&rules)?;
-    let old_dcs: Vec<&str> = old.datacenters.iter().map(|d| d.as_str()).collect();
-    if p.datacenters.iter().map(String::as_str).collect::<Vec<_>>() != old_dcs {
-        return Err(ApiError::bad_request(
-            "Datacenters on a policy are not supported by mesh yet",
-        ));
-    }
+    let spec = PolicySpec {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        rules,
+        datacenters: datacenters(&p.datacenters)?,
+    };
     s.dc()
         .acl()
-        .policy_update(&ctx.token, &id, &p.name, &p.description, &rules)
+        .policy_update_with(&ctx.token, &id, spec)
         .await
         .map_err(|e| policy_write_error(e, &p.name, false))?;
     stored_policy(&s, &ctx, &id).await

@@ -1,13 +1,11 @@
-//! `/v1/acl/role*` and `/v1/acl/roles` (spec §2.5).
+//! `/v1/acl/role*` and `/v1/acl/roles` (see docs/consul-compatibility.md, "ACL rules
+//! language").
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use mesh::Error;
 use mesh::acl::RoleRecord;
-use mesh::replication_engine::{TxnOp, Value};
-use mesh::tables::{self, table};
-use serde_json::json;
+use mesh::tables;
+use mesh::{Error, RoleSpec};
 
 use super::checks::{check_role_name, node_identities, refuse_templated, service_identities};
 use super::shapes::{Names, RoleIn, role_json};
@@ -21,7 +19,6 @@ use crate::http::raw::{
     self, authorizer, decode as decode_rec, require_acl_read, require_acl_write,
 };
 use crate::http::reply;
-use crate::http::util::uuid_v4;
 
 pub(crate) async fn role_missing_id() -> ApiError {
     ApiError::bad_request("Missing role ID")
@@ -112,96 +109,31 @@ async fn role_write(s: &ApiState, ctx: &Ctx, id: Option<&str>, r: RoleIn) -> Res
     let policies = Names::resolve(&names.policies, &r.policies, "policy")?;
     let sis = service_identities(&r.service_identities)?;
     let nis = node_identities(&r.node_identities, "role")?;
-    let old = match id {
-        Some(id) => Some(
-            raw::record(s, tables::ACL_ROLES, id)
-                .await?
-                .ok_or_else(|| ApiError::server(format!("cannot find role {id}")))?,
-        ),
-        None => None,
+    if let Some(id) = id
+        && raw::record(s, tables::ACL_ROLES, id).await?.is_none()
+    {
+        return Err(ApiError::server(format!("cannot find role {id}")));
+    }
+    let spec = RoleSpec {
+        name: r.name.clone(),
+        description: r.description.clone(),
+        policy_names: policies.into_iter().map(|(_, n)| n).collect(),
+        service_identities: sis
+            .into_iter()
+            .map(|s| (s.service_name, s.datacenters))
+            .collect(),
+        node_identities: nis
+            .into_iter()
+            .map(|n| (n.node_name, n.datacenter))
+            .collect(),
     };
-    let fits =
-        r.description.is_empty() && nis.is_empty() && sis.iter().all(|s| s.datacenters.is_empty());
-    let policy_names: Vec<&str> = policies.iter().map(|(_, n)| n.as_str()).collect();
-    let si_names: Vec<&str> = sis.iter().map(|s| s.service_name.as_str()).collect();
-    let role_id = if fits {
-        match id {
-            None => {
-                s.dc()
-                    .acl()
-                    .role_create(&ctx.token, &r.name, &policy_names, &si_names)
-                    .await
-                    .map_err(|e| role_write_error(e, &r.name))?
-                    .id
-            }
-            Some(id) => {
-                s.dc()
-                    .acl()
-                    .role_update(&ctx.token, id, &r.name, &policy_names, &si_names)
-                    .await
-                    .map_err(|e| role_write_error(e, &r.name))?
-                    .id
-            }
-        }
-    } else {
-        // The datacenter's role API has no description or node identities yet: write the
-        // role and its unique name as one checked transaction, as the API itself does.
-        let role_id = match id {
-            Some(id) => id.to_owned(),
-            None => uuid_v4(),
-        };
-        let record = RoleRecord {
-            id: role_id.clone(),
-            name: r.name.clone(),
-            description: r.description.clone(),
-            policies: policies.iter().map(|(i, _)| i.clone()).collect(),
-            service_identities: sis,
-            node_identities: nis,
-        };
-        record.to_role()?;
-        let value = serde_json::to_value(&record).map_err(|e| ApiError::server(e.to_string()))?;
-        let mut ops = vec![TxnOp::Upsert {
-            table: table(tables::ACL_ROLES),
-            id: role_id.clone(),
-            value: Value::json(value),
-            cas: Some(
-                old.as_ref()
-                    .map_or(mesh::core::Index::ZERO, |o| o.modify_index),
-            ),
-        }];
-        let old_name = old
-            .as_ref()
-            .and_then(decode_rec::<RoleRecord>)
-            .map(|o| o.name);
-        if old_name.as_deref() != Some(r.name.as_str()) {
-            ops.push(TxnOp::Upsert {
-                table: table(tables::ACL_ROLE_NAMES),
-                id: r.name.clone(),
-                value: Value::json(json!({"ID": role_id})),
-                cas: Some(mesh::core::Index::ZERO),
-            });
-            if let Some(n) = old_name {
-                ops.push(TxnOp::Delete {
-                    table: table(tables::ACL_ROLE_NAMES),
-                    id: n,
-                    cas: None,
-                });
-            }
-        }
-        raw::apply(s, &ctx.token, ops, "this role write")
-            .await
-            .map_err(|e| {
-                if e.status == StatusCode::CONFLICT {
-                    ApiError::server(format!(
-                        "Invalid Role: A Role with Name {} already exists",
-                        go_quote(&r.name)
-                    ))
-                } else {
-                    e
-                }
-            })?;
-        role_id
-    };
+    let acl = s.dc().acl();
+    let role_id = match id {
+        None => acl.role_create_with(&ctx.token, spec).await,
+        Some(id) => acl.role_update_with(&ctx.token, id, spec).await,
+    }
+    .map_err(|e| role_write_error(e, &r.name))?
+    .id;
     let names = Names::load(s).await?;
     let rec = raw::record(s, tables::ACL_ROLES, &role_id)
         .await?

@@ -300,9 +300,15 @@ pub(super) fn token_json(
     if let Some(exp) = t.expiration_time {
         m.insert("ExpirationTime".into(), json!(rfc3339(exp as i64, 0)));
     }
-    // mesh's token records keep no creation time: Go's zero time, as for a token
+    // A record written before mesh kept the creation time: Go's zero time, as for a token
     // created before Consul recorded one.
-    m.insert("CreateTime".into(), json!(ZERO_TIME));
+    m.insert(
+        "CreateTime".into(),
+        match t.create_time {
+            Some(at) => json!(rfc3339(at as i64, 0)),
+            None => json!(ZERO_TIME),
+        },
+    );
     match rec {
         Some(rec) => {
             m.insert("Hash".into(), json!(token_hash(t)));
@@ -330,6 +336,7 @@ pub(super) fn anonymous() -> TokenRecord {
         node_identities: Vec::new(),
         local: false,
         expiration_time: None,
+        create_time: None,
     }
 }
 

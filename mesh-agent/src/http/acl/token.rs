@@ -1,13 +1,12 @@
-//! `/v1/acl/token*` and `/v1/acl/tokens` (spec §2.4).
+//! `/v1/acl/token*` and `/v1/acl/tokens` (see docs/consul-compatibility.md, "Token
+//! locality" and "Built-in tokens, policies and identities").
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use mesh::acl::{NodeIdentityRecord, ServiceIdentityRecord, TokenRecord};
-use mesh::replication_engine::{TxnOp, Value};
-use mesh::tables::{self, table};
-use mesh::{Error, TokenSpec};
+use mesh::acl::{NodeIdentityRecord, ServiceIdentityRecord};
+use mesh::{Error, Secret, TokenSpec};
 
 use super::checks::{node_identities, refuse_templated, service_identities};
 use super::shapes::{Names, TokenIn, all_tokens, anonymous, stored_token, token_json};
@@ -17,11 +16,10 @@ use crate::http::blocking;
 use crate::http::ctx::{ANONYMOUS_ACCESSOR, Ctx};
 use crate::http::decode;
 use crate::http::error::{ApiError, go_quote};
-use crate::http::raw::{self, authorizer, require_acl_read, require_acl_write};
+use crate::http::raw::{authorizer, require_acl_read, require_acl_write};
 use crate::http::reply;
 use crate::http::util::{
-    RESERVED_ID_PREFIX, ZERO_TIME, go_duration, is_uuid, now_unix, parse_go_duration,
-    parse_rfc3339, uuid_v4,
+    RESERVED_ID_PREFIX, ZERO_TIME, go_duration, is_uuid, now_unix, parse_go_duration, parse_rfc3339,
 };
 
 pub(crate) async fn token_missing_id() -> ApiError {
@@ -168,44 +166,32 @@ impl TokenPlan {
         })
     }
 
-    /// Whether [`mesh::Datacenter`]'s token API can express it.
-    fn fits_spec(&self) -> bool {
-        self.node_identities.is_empty()
-            && self.expiration.is_none()
-            && self
-                .service_identities
-                .iter()
-                .all(|s| s.datacenters.is_empty())
-    }
-
     fn spec(&self, local: bool) -> TokenSpec {
         TokenSpec {
             description: self.description.clone(),
             policy_names: self.policies.iter().map(|(_, n)| n.clone()).collect(),
             role_names: self.roles.iter().map(|(_, n)| n.clone()).collect(),
-            service_identities: self
+            scoped_service_identities: self
                 .service_identities
                 .iter()
-                .map(|s| s.service_name.clone())
+                .map(|s| (s.service_name.clone(), s.datacenters.clone()))
                 .collect(),
+            node_identities: self
+                .node_identities
+                .iter()
+                .map(|n| (n.node_name.clone(), n.datacenter.clone()))
+                .collect(),
+            expiration: self
+                .expiration
+                .map(|at| std::time::UNIX_EPOCH + std::time::Duration::from_secs(at)),
             local,
-        }
-    }
-
-    fn record(&self, accessor: String, secret: String, local: bool) -> TokenRecord {
-        TokenRecord {
-            accessor_id: accessor,
-            secret_id: secret,
-            description: self.description.clone(),
-            policies: self.policies.iter().map(|(i, _)| i.clone()).collect(),
-            roles: self.roles.iter().map(|(i, _)| i.clone()).collect(),
-            service_identities: self.service_identities.clone(),
-            node_identities: self.node_identities.clone(),
-            local,
-            expiration_time: self.expiration,
+            ..TokenSpec::default()
         }
     }
 }
+
+/// Consul's default `acl.token_max_expiration_ttl`.
+const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 fn expiration(t: &TokenIn) -> Result<Option<u64>, ApiError> {
     let now = now_unix();
@@ -261,6 +247,12 @@ fn expiration(t: &TokenIn) -> Result<Option<u64>, ApiError> {
                     go_duration(d)
                 )));
             }
+            if d > MAX_TTL {
+                return Err(ApiError::server(format!(
+                    "ExpirationTime cannot be more than 24h0m0s in the future (was {})",
+                    go_duration(d)
+                )));
+            }
             Ok(Some(now as u64 + d.as_secs()))
         }
         (None, Some(at)) => {
@@ -273,6 +265,12 @@ fn expiration(t: &TokenIn) -> Result<Option<u64>, ApiError> {
                 return Err(ApiError::server(format!(
                     "ExpirationTime cannot be less than 1m0s in the future (was {}s)",
                     at - now
+                )));
+            }
+            if at - now > MAX_TTL.as_secs() as i64 {
+                return Err(ApiError::server(format!(
+                    "ExpirationTime cannot be more than 24h0m0s in the future (was {})",
+                    go_duration(std::time::Duration::from_secs((at - now) as u64))
                 )));
             }
             Ok(Some(at as u64))
@@ -303,9 +301,8 @@ async fn answer_token(s: &ApiState, ctx: &Ctx, accessor: &str) -> Res {
     Ok(reply::json(ctx, &token_json(Some(&rec), &t, &names, true)))
 }
 
-/// Creates a token from a plan: through the datacenter's API when it can express the plan,
-/// otherwise (chosen IDs, node identities, scoped service identities, expiry) as one checked
-/// write of the token record.
+/// Creates a token from a plan through the datacenter's API (forwarded to the primary
+/// from a secondary, as every global write).
 async fn create_token(
     s: &ApiState,
     ctx: &Ctx,
@@ -314,19 +311,6 @@ async fn create_token(
     secret: &str,
     local: bool,
 ) -> Res {
-    if accessor.is_empty() && secret.is_empty() && plan.fits_spec() {
-        let rec = s
-            .dc()
-            .acl()
-            .token_create(&ctx.token, plan.spec(local))
-            .await?;
-        return answer_token(s, ctx, &rec.accessor_id).await;
-    }
-    if local {
-        return Err(ApiError::server(
-            "local tokens with chosen IDs, node identities, scoped service identities or an expiry are not supported by mesh yet",
-        ));
-    }
     if !accessor.is_empty() {
         check_token_id("AccessorID", accessor)?;
         if stored_token(s, accessor).await?.is_some() {
@@ -347,32 +331,24 @@ async fn create_token(
             ));
         }
     }
-    let accessor = if accessor.is_empty() {
-        uuid_v4()
-    } else {
-        accessor.to_owned()
+    let mut spec = plan.spec(local);
+    spec.accessor_id = (!accessor.is_empty()).then(|| accessor.to_owned());
+    spec.secret_id = (!secret.is_empty()).then(|| Secret::new(secret));
+    let rec = match s.dc().acl().token_create(&ctx.token, spec).await {
+        Ok(rec) => rec,
+        Err(Error::Conflict(what)) if what.contains("SecretID") => {
+            return Err(ApiError::server(
+                "Invalid Token: SecretID is already in use",
+            ));
+        }
+        Err(Error::Conflict(_)) => {
+            return Err(ApiError::server(
+                "Invalid Token: AccessorID is already in use",
+            ));
+        }
+        Err(e) => return Err(e.into()),
     };
-    let secret = if secret.is_empty() {
-        raw::secret_uuid()?
-    } else {
-        secret.to_owned()
-    };
-    let record = plan.record(accessor.clone(), secret, false);
-    let value = serde_json::to_value(&record).map_err(|e| ApiError::server(e.to_string()))?;
-    raw::apply(
-        s,
-        &ctx.token,
-        vec![TxnOp::Upsert {
-            table: table(tables::ACL_TOKENS),
-            id: accessor.clone(),
-            value: Value::json(value),
-            cas: Some(mesh::core::Index::ZERO),
-        }],
-        "this token creation",
-    )
-    .await?;
-    tracing::info!(accessor = %accessor, "ACL token created");
-    answer_token(s, ctx, &accessor).await
+    answer_token(s, ctx, &rec.accessor_id).await
 }
 
 /// `PUT /v1/acl/token`.
@@ -413,7 +389,7 @@ pub(crate) async fn token_update(
     if !is_uuid(&accessor) {
         return Err(ApiError::server("AccessorID is not a valid UUID"));
     }
-    let (old_rec, old) = stored_token(&s, &accessor)
+    let (_, old) = stored_token(&s, &accessor)
         .await?
         .ok_or_else(|| ApiError::server(format!("Cannot find token {}", go_quote(&accessor))))?;
     if !t.secret_id.is_empty() && t.secret_id != old.secret_id {
@@ -433,38 +409,11 @@ pub(crate) async fn token_update(
             "Cannot change expiration time of {accessor}"
         )));
     }
-    plan.expiration = old.expiration_time;
-    let lib_ok = plan.node_identities.is_empty()
-        && plan
-            .service_identities
-            .iter()
-            .all(|s| s.datacenters.is_empty());
-    if lib_ok {
-        s.dc()
-            .acl()
-            .token_update(&ctx.token, &accessor, plan.spec(old.local))
-            .await?;
-    } else {
-        if old.local {
-            return Err(ApiError::server(
-                "node identities or scoped service identities on local tokens are not supported by mesh yet",
-            ));
-        }
-        let record = plan.record(accessor.clone(), old.secret_id.clone(), false);
-        let value = serde_json::to_value(&record).map_err(|e| ApiError::server(e.to_string()))?;
-        raw::apply(
-            &s,
-            &ctx.token,
-            vec![TxnOp::Upsert {
-                table: table(tables::ACL_TOKENS),
-                id: accessor.clone(),
-                value: Value::json(value),
-                cas: Some(old_rec.modify_index),
-            }],
-            "this token update",
-        )
+    plan.expiration = None;
+    s.dc()
+        .acl()
+        .token_update(&ctx.token, &accessor, plan.spec(old.local))
         .await?;
-    }
     answer_token(&s, &ctx, &accessor).await
 }
 
