@@ -13,21 +13,7 @@ use support::*;
 #[test]
 fn a_secondary_with_a_wrong_replication_token_fails_start_up_naming_the_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let (p_http, p_server) = (free_port(), free_port());
-    let primary = start_agent(
-        dir.path(),
-        "primary",
-        &agent_hcl(
-            "primary",
-            &dir.path().join("p"),
-            p_http,
-            p_server,
-            None,
-            None,
-        ),
-        p_http,
-        p_server,
-    );
+    let primary = start_primary(dir.path(), "primary");
     let (s_http, s_server) = (free_port(), free_port());
     let text = failed_start(
         dir.path(),
@@ -51,21 +37,7 @@ fn a_secondary_with_a_wrong_replication_token_fails_start_up_naming_the_cause() 
 #[test]
 fn a_secondary_whose_primary_datacenter_does_not_match_fails_start_up_naming_both() {
     let dir = tempfile::tempdir().unwrap();
-    let (p_http, p_server) = (free_port(), free_port());
-    let primary = start_agent(
-        dir.path(),
-        "primary",
-        &agent_hcl(
-            "primary",
-            &dir.path().join("p"),
-            p_http,
-            p_server,
-            None,
-            None,
-        ),
-        p_http,
-        p_server,
-    );
+    let primary = start_primary(dir.path(), "primary");
     // A secondary that believes the primary is "elsewhere", pointed at the real primary's
     // server, with a token that may replicate (management).
     let (s_http, s_server) = (free_port(), free_port());
@@ -171,21 +143,7 @@ fn a_primary_restarts_on_its_data_dir_and_reload_reads_new_service_files() {
 #[test]
 fn curl_reads_metrics_and_error_statuses_from_a_running_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let (http, server) = (free_port(), free_port());
-    let agent = start_agent(
-        dir.path(),
-        "primary",
-        &agent_hcl(
-            "primary",
-            &dir.path().join("data"),
-            http,
-            server,
-            None,
-            None,
-        ),
-        http,
-        server,
-    );
+    let agent = start_primary(dir.path(), "primary");
     let base = format!("http://{}", agent.http);
     let curl = |args: &[&str]| -> (u16, String) {
         let out = Command::new("curl")

@@ -15,21 +15,7 @@ fn py_consul_drives_the_guide_across_two_agents() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/py/guide_control_plane.py"
     );
-    let (p_http, p_server) = (free_port(), free_port());
-    let primary = start_agent(
-        dir.path(),
-        "primary",
-        &agent_hcl(
-            "primary",
-            &dir.path().join("primary-data"),
-            p_http,
-            p_server,
-            None,
-            None,
-        ),
-        p_http,
-        p_server,
-    );
+    let primary = start_primary(dir.path(), "primary");
     let env = |extra: Vec<(&'static str, String)>| {
         let mut v = vec![
             ("GUIDE_DIR", guide.to_owned()),
@@ -43,20 +29,12 @@ fn py_consul_drives_the_guide_across_two_agents() {
     let token: serde_json::Value = serde_json::from_str(last_line(&out)).unwrap();
     let token = token["secret"].as_str().unwrap().to_owned();
 
-    let (s_http, s_server) = (free_port(), free_port());
-    let secondary = start_agent(
+    let secondary = start_datacenter(
         dir.path(),
         "secondary",
-        &agent_hcl(
-            "secondary",
-            &dir.path().join("secondary-data"),
-            s_http,
-            s_server,
-            Some(primary.server),
-            Some(&token),
-        ),
-        s_http,
-        s_server,
+        "secondary",
+        Some(primary.server),
+        Some(&token),
     );
     let out = run_py(
         script,

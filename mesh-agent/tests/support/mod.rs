@@ -78,6 +78,32 @@ acl {{
     s
 }
 
+/// Starts the primary datacenter's agent (data under `<dir>/<name>-data`) on free ports.
+pub fn start_primary(dir: &Path, name: &str) -> Agent {
+    start_datacenter(dir, name, "primary", None, None)
+}
+
+/// Starts an agent of datacenter `dc` on free ports, with its data under `<dir>/<name>-data`;
+/// a secondary is given the primary's server address and its replication token.
+pub fn start_datacenter(
+    dir: &Path,
+    name: &str,
+    dc: &str,
+    primary_server: Option<SocketAddr>,
+    replication_token: Option<&str>,
+) -> Agent {
+    let (http, server) = (free_port(), free_port());
+    let hcl = agent_hcl(
+        dc,
+        &dir.join(format!("{name}-data")),
+        http,
+        server,
+        primary_server,
+        replication_token,
+    );
+    start_agent(dir, name, &hcl, http, server)
+}
+
 /// Starts `mesh agent -config-file FILE` and waits until its HTTP API answers.
 pub fn start_agent(dir: &Path, name: &str, hcl: &str, http: u16, server: u16) -> Agent {
     let file = dir.join(format!("{name}.hcl"));
