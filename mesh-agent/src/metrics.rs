@@ -54,6 +54,7 @@ pub struct Metrics {
     sidecar_handshakes: Counters,
     replication_index: Gauges,
     replication_staleness: FloatGauges,
+    leaf_expiry: FloatGauges,
     replication_failures: Gauges,
     replication_running: Gauges,
 }
@@ -128,6 +129,12 @@ impl Metrics {
             "The primary's index each replicated table reflects, by table",
             replication_index.clone(),
         );
+        let leaf_expiry = FloatGauges::default();
+        registry.register(
+            "leaf_certificate_expiry_seconds",
+            "Seconds until the soonest-expiring leaf the agent holds for each service expires",
+            leaf_expiry.clone(),
+        );
         let replication_staleness = FloatGauges::default();
         registry.register(
             "replication_staleness_seconds",
@@ -158,6 +165,7 @@ impl Metrics {
             sidecar_handshakes,
             replication_index,
             replication_staleness,
+            leaf_expiry,
             replication_failures,
             replication_running,
         }
@@ -251,6 +259,16 @@ impl Metrics {
             self.replication_running
                 .get_or_create(&l)
                 .set(i64::from(st.running));
+        }
+    }
+
+    /// Sets, per service, the seconds until the soonest-expiring leaf the agent holds expires
+    /// (call before encoding).
+    pub fn set_leaf_expiry(&self, per_service: &[(String, f64)]) {
+        for (service, secs) in per_service {
+            self.leaf_expiry
+                .get_or_create(&vec![("service", service.clone())])
+                .set(*secs);
         }
     }
 

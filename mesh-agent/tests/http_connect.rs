@@ -156,6 +156,18 @@ async fn roots_leaves_and_rotation() {
     assert_eq!(r.header("X-Cache"), Some("HIT"));
     assert_eq!(r.json()["SerialNumber"], serial);
 
+    // The metrics say how long the agent's leaf for web has left.
+    let m = get(a, "/v1/agent/metrics?format=prometheus", MGMT)
+        .await
+        .expect(200);
+    let line = m
+        .body
+        .lines()
+        .find(|l| l.starts_with("mesh_leaf_certificate_expiry_seconds{service=\"web\"}"))
+        .unwrap_or_else(|| panic!("no leaf expiry gauge in:\n{}", m.body));
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 0.0, "{line}");
+
     // Another service's token may not have web's leaf.
     let r = get(a, "/v1/agent/connect/ca/leaf/web", &socat)
         .await

@@ -152,6 +152,7 @@ pub(crate) async fn metrics(
 ) -> Res {
     require_agent(&s, &ctx, false)?;
     s.metrics.set_replication(&s.dc().replication_status());
+    s.metrics.set_leaf_expiry(&s.leaves.expiry_by_service());
     let accept = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())

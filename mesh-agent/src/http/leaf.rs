@@ -56,6 +56,24 @@ impl Leaf {
 }
 
 impl LeafCache {
+    /// Per service, the seconds until its soonest-expiring cached leaf expires.
+    pub(crate) fn expiry_by_service(&self) -> Vec<(String, f64)> {
+        let now = now_unix();
+        let map = self
+            .leaves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut soonest: HashMap<&str, i64> = HashMap::new();
+        for ((service, _), leaf) in map.iter() {
+            let e = soonest.entry(service.as_str()).or_insert(leaf.valid_before);
+            *e = (*e).min(leaf.valid_before);
+        }
+        soonest
+            .into_iter()
+            .map(|(s, before)| (s.to_owned(), (before - now) as f64))
+            .collect()
+    }
+
     fn key(&self, service: &str, token: &str) -> (String, u64) {
         (service.to_owned(), self.keys.hash_one(token))
     }
