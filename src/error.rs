@@ -3,7 +3,9 @@
 use mesh_replication::store::StoreError;
 
 /// Why a datacenter call failed. Refusals say what refused; malformed input, policy refusals,
-/// configuration and I/O failures are separate variants.
+/// configuration and I/O failures are separate variants. `Display` names the failure and its
+/// immediate cause; [`crate::core::error_chain`] prints the whole chain without repeating a
+/// cause, and `source()` still gives the typed cause.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -15,7 +17,7 @@ pub enum Error {
     #[error(transparent)]
     PermissionDenied(#[from] Box<mesh_intentions::acl::PermissionDenied>),
     /// The input is malformed or breaks a rule.
-    #[error("invalid input")]
+    #[error("invalid input: {0}")]
     Invalid(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A named object does not exist.
     #[error("{0} not found")]
@@ -40,25 +42,25 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The local store failed.
-    #[error("state store")]
+    #[error("state store: {0}")]
     Store(#[from] StoreError),
     /// A write could not reach the primary or was refused there.
-    #[error("write to the primary datacenter failed")]
+    #[error("write to the primary datacenter failed: {0}")]
     Forward(#[from] mesh_replication::WriteError),
     /// A replicated write did not become visible locally in time.
-    #[error("waiting for replication")]
+    #[error("waiting for replication: {0}")]
     Wait(#[from] mesh_replication::WaitError),
     /// The CA failed.
-    #[error("certificate authority")]
+    #[error("certificate authority: {0}")]
     Ca(#[from] mesh_ca::CaError),
     /// A leaf CSR was not signed.
-    #[error("leaf signing")]
+    #[error("leaf signing: {0}")]
     Sign(#[source] Box<mesh_ca::SignError>),
     /// TLS configuration.
-    #[error("TLS configuration")]
+    #[error("TLS configuration: {0}")]
     Tls(#[from] mesh_ca::tls::TlsError),
     /// Network or file I/O.
-    #[error("I/O")]
+    #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
 

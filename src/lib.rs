@@ -70,3 +70,9 @@ pub use mesh_core as core;
 pub use mesh_intentions as intentions;
 pub use mesh_replication as replication_engine;
 pub use mesh_sni as sni;
+
+/// The rustls that mesh's TLS configs and certificates are made with (so an application need
+/// not pin a matching version by hand).
+pub use rustls;
+/// The tokio-rustls that mesh's acceptors and connectors are made with.
+pub use tokio_rustls;

@@ -48,8 +48,16 @@ tables! {
     CATALOG = "catalog", Local;
 }
 
-/// A table name from one of the constants above.
-pub fn table(name: &'static str) -> TableName {
+/// One of the tables above by name: `None` for a name this datacenter does not keep.
+pub fn lookup(name: &str) -> Option<TableName> {
+    ALL.iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(n, _)| n.parse().ok())
+}
+
+/// A table name from one of the constants above (crate-internal: every caller passes a
+/// constant, checked by `registry_builds`).
+pub(crate) fn table(name: &'static str) -> TableName {
     // Every constant above is a valid table name (checked by `registry_builds`).
     name.parse()
         .unwrap_or_else(|_| unreachable!("table constant {name} is valid"))
@@ -79,5 +87,12 @@ mod tests {
         assert!(r.is_global(&table(INTENTIONS)));
         assert!(!r.is_global(&table(CATALOG)));
         assert!(!r.is_global(&table(CA_STATE)));
+    }
+
+    #[test]
+    fn lookup_finds_only_known_tables() {
+        assert_eq!(lookup(INTENTIONS), Some(table(INTENTIONS)));
+        assert_eq!(lookup(""), None);
+        assert_eq!(lookup("no-such-table"), None);
     }
 }

@@ -470,7 +470,7 @@ async fn config_entries_check_and_set_in_either_datacenter() {
         let at = d
             .store()
             .get(
-                &mesh::tables::table(mesh::tables::CONFIG_ENTRIES),
+                &mesh::tables::lookup(mesh::tables::CONFIG_ENTRIES).unwrap(),
                 &format!("service-defaults/{name}"),
             )
             .await
@@ -483,7 +483,7 @@ async fn config_entries_check_and_set_in_either_datacenter() {
         let at = d
             .store()
             .get(
-                &mesh::tables::table(mesh::tables::CONFIG_ENTRIES),
+                &mesh::tables::lookup(mesh::tables::CONFIG_ENTRIES).unwrap(),
                 &format!("service-defaults/{name}"),
             )
             .await

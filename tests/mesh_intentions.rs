@@ -7,6 +7,7 @@ mod common;
 
 use common::{Mesh, bounded, echo_ok, echo_on, wait_until};
 use mesh::Error;
+use mesh::core::error_chain;
 use mesh::intentions::intention::Action;
 use tokio::net::TcpStream;
 
@@ -446,15 +447,4 @@ async fn fresh_web_echo(m: &Mesh, apps: &common::Apps) -> bool {
         tokio::time::timeout(common::ECHO_TIMEOUT, tls.read_exact(&mut buf)).await,
         Ok(Ok(_)) if &buf == b"fresh\n"
     )
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }

@@ -345,7 +345,8 @@ async fn start_secondary(
     let token = config.acl.tokens.replication.clone().unwrap_or_default();
     let probe = transport.list(ListRequest {
         token: SecretToken::new(token),
-        table: mesh::tables::table(mesh::tables::DATACENTERS),
+        table: mesh::tables::lookup(mesh::tables::DATACENTERS)
+            .ok_or_else(|| AgentError::Other("the datacenters table is unknown".into()))?,
         min_index: mesh::core::Index::ZERO,
         wait: Duration::ZERO,
     });

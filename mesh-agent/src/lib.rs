@@ -21,18 +21,4 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 
-/// An error and its causes, `outer: inner: root`, as the CLI and the logs print them.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        // Wrappers that display their source already are not repeated.
-        if !s.ends_with(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use mesh::core::error_chain;

@@ -1,5 +1,6 @@
 //! The CA engine: bootstrap, secondaries, leaf signing, rotation, the roots list, state.
 
+use mesh_core::error_chain;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1284,15 +1285,4 @@ pub fn half_life_passed(
 ) -> bool {
     let half = (not_after - not_before) / 2;
     now >= not_before + half
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

@@ -83,3 +83,25 @@ pub use names::{
 pub use sni::{Sni, SniError, trust_domain_for_target};
 pub use spiffe::{AgentId, MeshGatewayId, ServerId, ServiceId, SpiffeId, SpiffeIdError};
 pub use trust_domain::{ClusterId, ClusterIdError, TrustDomain, TrustDomainError};
+
+/// An error and its causes as one line, `outer: inner: root`, as logs and command lines print
+/// them. A cause whose text the line already ends with (an error that displays its source) is
+/// not repeated.
+///
+/// ```
+/// let e = std::io::Error::other("disk full");
+/// assert_eq!(mesh_core::error_chain(&e), "disk full");
+/// ```
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        if !s.ends_with(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,6 +1,7 @@
 //! Replicators: one task per global table that keeps a secondary's copy in step with the
 //! primary, and the status each one reports.
 
+use mesh_core::error_chain;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -653,18 +654,6 @@ impl Worker {
         self.local.txn(ops).await?;
         Ok((listing.index, applied))
     }
-}
-
-/// The error and its sources, `outer: inner: root`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

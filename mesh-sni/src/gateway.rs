@@ -11,6 +11,7 @@
 //! [`ArcSwap`] (swap it at any time; connections already relaying keep their endpoint), the
 //! connection limit is a semaphore, and the counters are atomics.
 
+use mesh_core::error_chain;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
@@ -912,17 +913,6 @@ where
         w.write_all(&buf).await?;
         bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

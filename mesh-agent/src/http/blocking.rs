@@ -6,20 +6,21 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use mesh::core::Index;
-use mesh::tables::table;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::ApiState;
 use super::ctx::Ctx;
 use super::error::ApiError;
+use super::raw::table;
 
 /// The current index of a set of tables: the largest table index, at least 1.
 pub(crate) fn tables_index(state: &ApiState, tables: &[&'static str]) -> u64 {
     let store = state.dc().store();
     tables
         .iter()
-        .map(|t| store.table_index(&table(t)).0)
+        .filter_map(|t| table(t).ok())
+        .map(|t| store.table_index(&t).0)
         .max()
         .unwrap_or(0)
         .max(1)
@@ -49,14 +50,14 @@ pub(crate) async fn wait_tables(
     let store = state.dc().store().clone();
     if let [only] = tables {
         store
-            .wait_table(&table(only), Index(after), timeout)
+            .wait_table(&table(only)?, Index(after), timeout)
             .await?;
         return Ok(());
     }
     let mut set = tokio::task::JoinSet::new();
     for t in tables {
         let store = store.clone();
-        let name = table(t);
+        let name = table(t)?;
         set.spawn(async move { store.wait_table(&name, Index(after), timeout).await });
     }
     // The first table to move (or time out) answers; dropping the set stops the others.

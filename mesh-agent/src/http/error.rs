@@ -115,17 +115,7 @@ pub(crate) fn go_quote(s: &str) -> String {
 
 /// An error and its sources, `a: b: c` (library errors keep their detail in the chain).
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !text.ends_with(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cur = s.source();
-    }
-    text
+    crate::error_chain(e)
 }
 
 fn remote(r: &RemoteError) -> ApiError {

@@ -2,13 +2,19 @@
 //! ACL checks handlers make themselves. Every write goes through the datacenter's API.
 
 use mesh::intentions::acl::{Access, Authorizer, Decision, Permission, Resource};
+use mesh::replication_engine::TableName;
 use mesh::replication_engine::{Listing, Record};
-use mesh::tables::table;
 use serde::de::DeserializeOwned;
 
 use super::ApiState;
 use super::ctx::Ctx;
 use super::error::ApiError;
+
+/// A table of the datacenter by its `mesh::tables` name; a name it does not keep is a server
+/// error (every caller here passes one of those constants).
+pub(crate) fn table(name: &str) -> Result<TableName, ApiError> {
+    mesh::tables::lookup(name).ok_or_else(|| ApiError::server(format!("unknown table {name}")))
+}
 
 /// One stored record.
 pub(crate) async fn record(
@@ -19,12 +25,12 @@ pub(crate) async fn record(
     if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
         return Ok(None);
     }
-    Ok(state.dc().store().get(&table(t), id).await?)
+    Ok(state.dc().store().get(&table(t)?, id).await?)
 }
 
 /// Every record of a table.
 pub(crate) async fn list(state: &ApiState, t: &'static str) -> Result<Listing, ApiError> {
-    Ok(state.dc().store().list(&table(t)).await?)
+    Ok(state.dc().store().list(&table(t)?).await?)
 }
 
 /// A record's JSON value decoded (`None` when it does not decode; the datacenter logs those).
