@@ -178,10 +178,7 @@ impl Acl<'_> {
         };
         record.to_policy()?;
         let mut ops = vec![upsert(tables::ACL_POLICIES, id, json(&record)?)];
-        if old.name != name {
-            ops.push(name_claim(tables::ACL_POLICY_NAMES, name, id)?);
-            ops.push(delete(tables::ACL_POLICY_NAMES, &old.name));
-        }
+        ops.extend(rename(tables::ACL_POLICY_NAMES, &old.name, name, id)?);
         self.dc
             .global_txn(token, tables::ACL_POLICIES, ops)
             .await
@@ -194,16 +191,15 @@ impl Acl<'_> {
     pub async fn policy_delete(&self, token: &Secret, id: &str) -> Result<(), Error> {
         self.dc.require(token, acl_write(), None)?;
         let old = self.policy_read(id).await?;
-        let mut ops = vec![delete(tables::ACL_POLICIES, id)];
-        if self
-            .dc
-            .name_owner(tables::ACL_POLICY_NAMES, &old.name)
-            .await?
-            == Some(id.to_owned())
-        {
-            ops.push(delete(tables::ACL_POLICY_NAMES, &old.name));
-        }
-        self.dc.global_txn(token, tables::ACL_POLICIES, ops).await?;
+        self.dc
+            .delete_named(
+                token,
+                tables::ACL_POLICIES,
+                tables::ACL_POLICY_NAMES,
+                id,
+                &old.name,
+            )
+            .await?;
         tracing::info!(policy = %id, name = %old.name, "ACL policy deleted");
         Ok(())
     }
@@ -275,10 +271,7 @@ impl Acl<'_> {
         let name = spec.name.clone();
         let record = self.dc.role_record(id.to_owned(), spec)?;
         let mut ops = vec![upsert(tables::ACL_ROLES, id, json(&record)?)];
-        if old.name != name {
-            ops.push(name_claim(tables::ACL_ROLE_NAMES, &name, id)?);
-            ops.push(delete(tables::ACL_ROLE_NAMES, &old.name));
-        }
+        ops.extend(rename(tables::ACL_ROLE_NAMES, &old.name, &name, id)?);
         self.dc
             .global_txn(token, tables::ACL_ROLES, ops)
             .await
@@ -290,16 +283,15 @@ impl Acl<'_> {
     pub async fn role_delete(&self, token: &Secret, id: &str) -> Result<(), Error> {
         self.dc.require(token, acl_write(), None)?;
         let old = self.role_read(id).await?;
-        let mut ops = vec![delete(tables::ACL_ROLES, id)];
-        if self
-            .dc
-            .name_owner(tables::ACL_ROLE_NAMES, &old.name)
-            .await?
-            == Some(id.to_owned())
-        {
-            ops.push(delete(tables::ACL_ROLE_NAMES, &old.name));
-        }
-        self.dc.global_txn(token, tables::ACL_ROLES, ops).await?;
+        self.dc
+            .delete_named(
+                token,
+                tables::ACL_ROLES,
+                tables::ACL_ROLE_NAMES,
+                id,
+                &old.name,
+            )
+            .await?;
         Ok(())
     }
 
@@ -736,4 +728,33 @@ fn check_expiration(at: SystemTime, now: u64) -> Result<u64, Error> {
         )));
     }
     Ok(at)
+}
+
+/// The name-index operations of renaming `id` from `old` to `new` (none when the name stays):
+/// the new name is claimed (failing if taken), the old one released, in the caller's
+/// transaction.
+fn rename(names: &'static str, old: &str, new: &str, id: &str) -> Result<Vec<TxnOp>, Error> {
+    if old == new {
+        return Ok(Vec::new());
+    }
+    Ok(vec![name_claim(names, new, id)?, delete(names, old)])
+}
+
+impl Datacenter {
+    /// Deletes the object `id` of `objects` and, when the name index gives `name` to it, that
+    /// entry too, in one transaction.
+    async fn delete_named(
+        &self,
+        token: &Secret,
+        objects: &'static str,
+        names: &'static str,
+        id: &str,
+        name: &str,
+    ) -> Result<(), Error> {
+        let mut ops = vec![delete(objects, id)];
+        if self.name_owner(names, name).await?.as_deref() == Some(id) {
+            ops.push(delete(names, name));
+        }
+        self.global_txn(token, objects, ops).await.map(|_| ())
+    }
 }
