@@ -559,6 +559,14 @@ impl Datacenter {
         t: &'static str,
         ops: Vec<TxnOp>,
     ) -> Result<Index, Error> {
+        // Every table the transaction touches replicates on its own: read-your-writes waits
+        // for each of them, not only the main one.
+        let mut touched: Vec<mesh_replication::TableName> = Vec::new();
+        for op in &ops {
+            if !touched.contains(op.table()) {
+                touched.push(op.table().clone());
+            }
+        }
         let receipt = self
             .inner
             .forwarder
@@ -567,9 +575,11 @@ impl Datacenter {
         if receipt.forwarded
             && let Some(replicas) = &self.inner.replicas
         {
-            replicas
-                .wait_for_index(&table(t), receipt.index, READ_YOUR_WRITES_TIMEOUT)
-                .await?;
+            for tbl in &touched {
+                replicas
+                    .wait_for_index(tbl, receipt.index, READ_YOUR_WRITES_TIMEOUT)
+                    .await?;
+            }
         }
         // Local views (ACL, intentions) follow the table; make the caller's next call see it.
         self.inner.refresh(t).await?;
