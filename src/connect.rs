@@ -8,16 +8,16 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use mesh_ca::tls::{ConnectAuthorizer, ExpectedServer, HandshakeError, TlsIdentity};
 use mesh_ca::{IssuedLeaf, LeafManager, LeafManagerOptions, LeafSigner, Refusal, SignError};
-use mesh_core::catalog::{ServiceKind, Upstream};
+use mesh_core::catalog::Upstream;
 use mesh_core::mesh_gateway::{MeshGatewayMode, UpstreamPath, upstream_path};
-use mesh_core::{ConfigEntry, Datacenter as DatacenterName, ServiceId, ServiceName, Sni, SpiffeId};
+use mesh_core::{Datacenter as DatacenterName, ServiceId, ServiceName, Sni, SpiffeId};
 use mesh_sni::Pool;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::datacenter::authorize_with;
-use crate::{Datacenter, Error, Secret};
+use crate::dataplane::{AsControlPlane, ControlPlane, IntentionSource};
+use crate::{Error, Secret};
 
 /// Time allowed for a TLS handshake, either side.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,15 +28,24 @@ const HOLD_OFF: Duration = Duration::from_secs(5);
 
 /// A service's identity in the mesh: its leaf (renewed underneath), the roots (following
 /// rotations), and the intention check of its inbound connections.
+///
+/// Dropping it stops the renewal; connections already made keep their certificates.
 pub struct Service {
-    dc: Datacenter,
+    cp: Arc<dyn ControlPlane>,
+    token: Secret,
     name: ServiceName,
     id: SpiffeId,
     identity: TlsIdentity,
     acceptor: TlsAcceptor,
     gate: Arc<IntentionGate>,
-    _leaves: LeafManager,
-    _follow: tokio::task::JoinHandle<()>,
+    leaves: LeafManager,
+    follow: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.follow.abort();
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -47,35 +56,30 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Signs this service's CSRs through its datacenter with its token.
-struct DcSigner {
-    dc: Datacenter,
+/// Signs this service's CSRs through its control plane with its token.
+struct CpSigner {
+    cp: Arc<dyn ControlPlane>,
     token: Secret,
+    service: ServiceName,
 }
 
 #[async_trait::async_trait]
-impl LeafSigner for DcSigner {
+impl LeafSigner for CpSigner {
     async fn sign(&self, csr_pem: &str) -> Result<IssuedLeaf, SignError> {
-        self.dc.sign_leaf_typed(&self.token, csr_pem).await
+        self.cp.sign_leaf(&self.token, &self.service, csr_pem).await
     }
 }
 
 /// The inbound check: the caller's SPIFFE ID against the intentions of our service, on
 /// every handshake (so a new or deleted intention changes the next connection).
 struct IntentionGate {
-    dc: Datacenter,
+    source: Arc<dyn IntentionSource>,
     target: ServiceName,
 }
 
 impl ConnectAuthorizer for IntentionGate {
     fn authorize(&self, peer: &SpiffeId) -> Result<(), Refusal> {
-        let a = authorize_with(
-            &self.dc.intentions().shared(),
-            self.dc.intentions().default(),
-            self.dc.trust_domain().as_ref(),
-            peer,
-            &self.target,
-        );
+        let a = self.source.authorize(peer);
         if a.authorized {
             Ok(())
         } else {
@@ -86,46 +90,66 @@ impl ConnectAuthorizer for IntentionGate {
 }
 
 impl Service {
-    /// Obtains a leaf for `name` in `dc` (needs `service:write` on it through `token`) and
-    /// starts keeping it fresh. Returns once the first leaf is issued.
-    pub async fn new(dc: &Datacenter, token: &Secret, name: ServiceName) -> Result<Self, Error> {
-        let td = dc.trust_domain().ok_or(Error::ConnectDisabled)?;
-        let id = SpiffeId::from(ServiceId::new(td, dc.name().clone(), name.clone()));
-        let roots = dc.connect_ca().subscribe_roots()?;
-        let signer = Arc::new(DcSigner {
-            dc: dc.clone(),
+    /// Obtains a leaf for `name` from the control plane `cp` (a
+    /// [`Datacenter`](crate::Datacenter) in this process, or an
+    /// [`AgentControlPlane`](crate::dataplane::AgentControlPlane)); `token` needs
+    /// `service:write` on `name`. Starts keeping the leaf fresh and the intentions of `name`
+    /// current, and returns once the first leaf is issued.
+    pub async fn new(
+        cp: &impl AsControlPlane,
+        token: &Secret,
+        name: ServiceName,
+    ) -> Result<Self, Error> {
+        Self::with_leaf_options(cp, token, name, LeafManagerOptions::default()).await
+    }
+
+    /// [`Service::new`] with the leaf manager's options (how soon a new leaf follows a root
+    /// rotation, retry windows, extra DNS names).
+    pub async fn with_leaf_options(
+        cp: &impl AsControlPlane,
+        token: &Secret,
+        name: ServiceName,
+        leaf_options: LeafManagerOptions,
+    ) -> Result<Self, Error> {
+        let cp = cp.control_plane();
+        let roots = cp.roots().await?;
+        let td = roots
+            .borrow()
+            .trust_domain()
+            .ok_or(Error::ConnectDisabled)?;
+        let id = SpiffeId::from(ServiceId::new(td, cp.datacenter().clone(), name.clone()));
+        let signer = Arc::new(CpSigner {
+            cp: cp.clone(),
             token: token.clone(),
+            service: name.clone(),
         });
         // One first signing up front, so a refusal is reported to the caller with its reason.
         let probe = mesh_ca::new_leaf_request(&id, &[]).map_err(Error::invalid)?;
         signer.sign(&probe.csr_pem).await?;
-        let leaves = LeafManager::spawn(
-            id.clone(),
-            signer,
-            roots.clone(),
-            LeafManagerOptions::default(),
-        );
+        let leaves = LeafManager::spawn(id.clone(), signer, roots.clone(), leaf_options);
         let first = leaves
             .ready()
             .await
             .ok_or_else(|| Error::Config("leaf manager stopped".into()))?;
-        let identity = TlsIdentity::with_leaf(&first, dc.connect_ca().roots()?.as_ref())?;
+        let current_roots = roots.borrow().clone();
+        let identity = TlsIdentity::with_leaf(&first, &current_roots)?;
         let follow = identity.follow(leaves.subscribe(), roots);
         let gate = Arc::new(IntentionGate {
-            dc: dc.clone(),
+            source: cp.intentions(token, &name).await?,
             target: name.clone(),
         });
         // mesh-ca's server config never resumes sessions, so the gate sees every handshake.
         let acceptor = TlsAcceptor::from(Arc::new(identity.server_config(gate.clone())?));
         Ok(Self {
-            dc: dc.clone(),
+            cp,
+            token: token.clone(),
             name,
             id,
             identity,
             acceptor,
             gate,
-            _leaves: leaves,
-            _follow: follow,
+            leaves,
+            follow,
         })
     }
 
@@ -137,6 +161,11 @@ impl Service {
     /// The service's name.
     pub fn name(&self) -> &ServiceName {
         &self.name
+    }
+
+    /// The leaf certificate presented now.
+    pub fn leaf(&self) -> Option<Arc<mesh_ca::LeafCert>> {
+        self.leaves.current()
     }
 
     /// A TLS acceptor that requires a client certificate of the mesh and refuses, inside the
@@ -170,8 +199,12 @@ impl Service {
         let target_dc = upstream
             .datacenter
             .clone()
-            .unwrap_or_else(|| self.dc.name().clone());
-        let td = self.dc.trust_domain().ok_or(Error::ConnectDisabled)?;
+            .unwrap_or_else(|| self.cp.datacenter().clone());
+        let td = self
+            .id
+            .as_service()
+            .map(|s| s.trust_domain().clone())
+            .ok_or(Error::ConnectDisabled)?;
         let sni = Sni::service(target.clone(), target_dc.clone(), td.clone()).to_string();
         let server_name = ServerName::try_from(sni.clone()).map_err(Error::invalid)?;
         let expected = ExpectedServer::id(SpiffeId::from(ServiceId::new(
@@ -181,7 +214,8 @@ impl Service {
         )));
         let connector = TlsConnector::from(Arc::new(self.identity.client_config(expected)?));
         Ok(Dialer {
-            dc: self.dc.clone(),
+            cp: self.cp.clone(),
+            token: self.token.clone(),
             service: self.name.clone(),
             target,
             target_dc,
@@ -197,7 +231,8 @@ impl Service {
 /// Dials one upstream with mTLS and its service SNI, through the local gateways, the remote
 /// datacenter's gateways or straight to the instances, round-robin with failover.
 pub struct Dialer {
-    dc: Datacenter,
+    cp: Arc<dyn ControlPlane>,
+    token: Secret,
     service: ServiceName,
     target: ServiceName,
     target_dc: DatacenterName,
@@ -229,90 +264,40 @@ impl Dialer {
     /// (`service-defaults` of the calling service over `proxy-defaults`), when central config
     /// is on.
     pub async fn mode(&self) -> Result<MeshGatewayMode, Error> {
-        if !self.dc.config().enable_central_service_config {
-            return Ok(self.upstream_mode);
-        }
-        let pd = match self
-            .dc
-            .config_entries()
-            .get(mesh_core::ConfigEntryKind::ProxyDefaults, "global")
-            .await?
-        {
-            Some(ConfigEntry::ProxyDefaults(p)) => Some(p),
-            _ => None,
-        };
-        let sd = match self
-            .dc
-            .config_entries()
-            .get(
-                mesh_core::ConfigEntryKind::ServiceDefaults,
-                self.service.as_str(),
-            )
-            .await?
-        {
-            Some(ConfigEntry::ServiceDefaults(s)) => Some(s),
-            _ => None,
-        };
-        Ok(mesh_core::config_entry::upstream_mode_layers(
-            pd.as_ref(),
-            sd.as_ref(),
-            MeshGatewayMode::Default,
-            Some(&self.target),
-            self.upstream_mode,
-        )
-        .effective())
+        let routing = self.cp.current_routing(&self.token).await?;
+        Ok(routing.mode(&self.service, &self.target, self.upstream_mode))
     }
 
     /// Where connections go now: the resolved path and its endpoints.
     pub async fn endpoints(&self) -> Result<(UpstreamPath, Vec<SocketAddr>), Error> {
-        let path = upstream_path(self.dc.name(), &self.target_dc, self.mode().await?);
-        let addrs = match &path {
-            UpstreamPath::Direct { datacenter } if datacenter == self.dc.name() => {
-                self.dc.catalog().sidecar_addresses(&self.target).await?
-            }
-            UpstreamPath::Direct { datacenter } => {
-                self.dc
-                    .catalog()
-                    .remote_endpoints(datacenter, &self.target)
+        let routing = self.cp.current_routing(&self.token).await?;
+        let mode = routing.mode(&self.service, &self.target, self.upstream_mode);
+        let path = upstream_path(self.cp.datacenter(), &self.target_dc, mode);
+        let addrs = match routing.endpoints(&path, &self.target) {
+            Some(addrs) => addrs,
+            None => {
+                self.cp
+                    .remote_endpoints(&self.token, &self.target_dc, &self.target)
                     .await?
             }
-            UpstreamPath::LocalGateways { .. } => self.gateways(self.dc.name(), false).await?,
-            UpstreamPath::RemoteGateways { datacenter } => self.gateways(datacenter, true).await?,
         };
         Ok((path, addrs))
     }
 
-    async fn gateways(&self, dc: &DatacenterName, wan: bool) -> Result<Vec<SocketAddr>, Error> {
-        if dc == self.dc.name() && !wan {
-            // Local gateways from the local catalog (their LAN addresses).
-            return Ok(self
-                .dc
-                .catalog()
-                .entries()
-                .await?
-                .into_iter()
-                .filter(|e| !e.down && e.service.kind == ServiceKind::MeshGateway)
-                .filter_map(|e| e.lan)
-                .collect());
-        }
-        Ok(self
-            .dc
-            .catalog()
-            .federation()
-            .await?
-            .into_iter()
-            .filter(|g| &g.datacenter == dc)
-            .map(|g| if wan { g.wan } else { g.lan })
-            .collect())
-    }
-
     /// Opens one mTLS connection to the upstream. Endpoints are tried round-robin; one whose
-    /// connect fails is held off and the next is tried.
+    /// connect fails is held off and the next is tried. When every endpoint is held off, all
+    /// are tried anyway.
     pub async fn dial(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
         let (path, addrs) = self.endpoints().await?;
         let pool = self.pool_for(&addrs);
         let mut last = None;
-        for addr in pool.candidates() {
+        let mut candidates: Vec<SocketAddr> = pool.candidates().collect();
+        if candidates.is_empty() {
+            // Every endpoint is held off after a failure: try them all anyway (panic mode)
+            // rather than refuse what may work again by now.
+            candidates.clone_from(&addrs);
+        }
+        for addr in candidates {
             let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

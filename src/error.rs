@@ -1,5 +1,6 @@
 //! The errors of the datacenter API.
 
+#[cfg(feature = "server")]
 use mesh_replication::store::StoreError;
 
 /// Why a datacenter call failed. Refusals say what refused; malformed input, policy refusals,
@@ -42,12 +43,15 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The local store failed.
+    #[cfg(feature = "server")]
     #[error("state store: {0}")]
     Store(#[from] StoreError),
     /// A write could not reach the primary or was refused there.
+    #[cfg(feature = "server")]
     #[error("write to the primary datacenter failed: {0}")]
     Forward(#[from] mesh_replication::WriteError),
     /// A replicated write did not become visible locally in time.
+    #[cfg(feature = "server")]
     #[error("waiting for replication: {0}")]
     Wait(#[from] mesh_replication::WaitError),
     /// The CA failed.
@@ -59,6 +63,10 @@ pub enum Error {
     /// TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] mesh_ca::tls::TlsError),
+    /// An agent's HTTP API could not be reached or refused the request.
+    #[cfg(feature = "client")]
+    #[error("agent API: {0}")]
+    Agent(#[source] Box<crate::client::ClientError>),
     /// Network or file I/O.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

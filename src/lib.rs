@@ -4,8 +4,14 @@
 //! (the control plane: state, ACLs, intentions, config entries, catalog, CA and replication
 //! from the primary, one handle per concern: [`Datacenter::acl`], [`Datacenter::catalog`],
 //! [`Datacenter::intentions`], [`Datacenter::config_entries`], [`Datacenter::connect_ca`]),
-//! and the data plane built on it: mesh gateways fed from the catalog,
-//! sidecars, and in-app Connect.
+//! and the data plane: mesh gateways, sidecars and in-app Connect, built on the narrow
+//! [`dataplane::ControlPlane`] interface that a [`Datacenter`] in the same process and an
+//! [`dataplane::AgentControlPlane`] (an HTTP client of a `mesh agent`) both implement.
+//!
+//! Cargo features: `server` (default) builds the control plane ([`Datacenter`] and what it
+//! needs: the store, replication, the CA's signing side); `client` (default) builds the HTTP
+//! client of an agent ([`client`], [`dataplane::AgentControlPlane`]). An application that
+//! connects through an agent needs only `client`.
 //!
 //! What it does not do: consensus between several servers of one datacenter (one store per
 //! datacenter), DNS, health checking of services by probing, L7 routing.
@@ -43,31 +49,49 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "server")]
 pub mod acl;
+#[cfg(feature = "server")]
 mod authz;
 pub mod catalog;
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod connect;
+#[cfg(feature = "server")]
 pub mod datacenter;
+pub mod dataplane;
 mod error;
 pub mod gateway;
+#[cfg(feature = "server")]
 mod ids;
+#[cfg(feature = "server")]
 mod replication;
 pub mod sidecar;
+#[cfg(feature = "server")]
 pub mod tables;
 
+#[cfg(feature = "server")]
 pub use config::{AclConfig, AclTokens, ConnectConfig, DatacenterConfig, Storage};
+#[cfg(feature = "server")]
 pub use datacenter::{
-    Acl, Authorization, Catalog, ConfigEntries, ConnectCa, Datacenter, IntentionTarget, Intentions,
-    PolicySpec, Registered, RoleSpec, Secret, TokenSpec,
+    Acl, Catalog, ConfigEntries, ConnectCa, Datacenter, IntentionTarget, Intentions, PolicySpec,
+    Registered, RoleSpec, TokenSpec,
 };
+pub use dataplane::Authorization;
 pub use error::Error;
 pub use gateway::MeshGateway;
+/// An ACL token secret, the one secret type of the API: `Debug` never shows it, and
+/// [`Secret::expose_secret`] is the one way to read it. The empty secret is the anonymous
+/// token. Call sites write `&"a-secret".into()` or keep a `Secret` around.
+pub use mesh_core::catalog::TokenSecret as Secret;
 pub use sidecar::{Sidecar, SidecarOptions};
 
 pub use mesh_ca as ca;
 pub use mesh_core as core;
 pub use mesh_intentions as intentions;
+#[cfg(feature = "server")]
 pub use mesh_replication as replication_engine;
 pub use mesh_sni as sni;
 

@@ -10,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::catalog::CatalogEntry;
 use crate::connect::{CONNECT_TIMEOUT, Dialer, Service};
-use crate::{Datacenter, Error, Secret};
+use crate::dataplane::AsControlPlane;
+use crate::{Error, Secret};
 
 /// Where a sidecar listens; `None` takes the addresses of the registration.
 #[derive(Debug, Clone, Default)]
@@ -22,13 +22,79 @@ pub struct SidecarOptions {
     pub public_bind: Option<SocketAddr>,
 }
 
-/// A running sidecar.
+/// A running sidecar. Dropping it stops its listeners and cuts its connections at once;
+/// [`Sidecar::shutdown`] lets live connections finish first.
 #[derive(Debug)]
 pub struct Sidecar {
     service: Arc<Service>,
     public: SocketAddr,
     upstreams: Vec<(String, SocketAddr)>,
     tasks: Vec<JoinHandle<()>>,
+    live: Live,
+}
+
+/// The connections a sidecar relays: counted, and cut together.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    idle: Arc<tokio::sync::Notify>,
+    cut: stop::Cut,
+}
+
+/// One relayed connection: counted while it lives.
+struct LiveGuard(Live);
+
+impl Live {
+    fn enter(&self) -> LiveGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LiveGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A one-way "stop now" signal every relay watches.
+mod stop {
+    use tokio::sync::watch;
+
+    #[derive(Debug, Clone)]
+    pub(super) struct Cut {
+        tx: std::sync::Arc<watch::Sender<bool>>,
+    }
+
+    impl Default for Cut {
+        fn default() -> Self {
+            Self {
+                tx: std::sync::Arc::new(watch::channel(false).0),
+            }
+        }
+    }
+
+    impl Cut {
+        pub(super) fn fire(&self) {
+            self.tx.send_replace(true);
+        }
+
+        pub(super) async fn fired(&self) {
+            let mut rx = self.tx.subscribe();
+            let _ = rx.wait_for(|cut| *cut).await;
+        }
+    }
 }
 
 impl Drop for Sidecar {
@@ -36,30 +102,31 @@ impl Drop for Sidecar {
         for t in &self.tasks {
             t.abort();
         }
+        self.live.cut.fire();
     }
 }
 
 impl Sidecar {
     /// Starts the sidecar of the registered service instance `service_id` (registered with
-    /// [`Catalog::register_json`](crate::Catalog::register_json) and a `connect.sidecar_service` stanza). `token` needs
+    /// [`Catalog::register_json`](crate::Catalog::register_json) and a `connect.sidecar_service` stanza), from the control
+    /// plane `cp` (a [`Datacenter`](crate::Datacenter) in this process or an
+    /// [`AgentControlPlane`](crate::dataplane::AgentControlPlane)). `token` needs
     /// `service:write` on the service (for its leaf certificate).
     pub async fn start(
-        dc: &Datacenter,
+        cp: &impl AsControlPlane,
         token: &Secret,
         service_id: &str,
         opts: SidecarOptions,
     ) -> Result<Self, Error> {
-        let catalog = dc.catalog().entries().await?;
+        let cp = cp.control_plane();
         let sidecar_id = format!("{service_id}-sidecar-proxy");
-        let find = |id: &str| -> Option<&CatalogEntry> {
-            catalog.iter().find(|e| {
-                e.service.id.as_ref().map(|i| i.as_str()) == Some(id)
-                    || (e.service.id.is_none() && e.name().map(|n| n.as_str()) == Some(id))
-            })
+        let entry = match cp.instance(token, &sidecar_id).await {
+            Ok(e) => e,
+            Err(Error::NotFound(_)) => {
+                return Err(Error::NotFound(format!("sidecar {sidecar_id:?}")));
+            }
+            Err(e) => return Err(e),
         };
-        let entry = find(&sidecar_id)
-            .ok_or_else(|| Error::NotFound(format!("sidecar {sidecar_id:?}")))?
-            .clone();
         let proxy = entry
             .service
             .proxy
@@ -80,22 +147,22 @@ impl Sidecar {
         }
         let local_app = SocketAddr::new(local_ip, local_port);
 
-        let service = Arc::new(Service::new(dc, token, name.clone()).await?);
+        let service = Arc::new(Service::new(&cp, token, name.clone()).await?);
         let bind = opts
             .public_bind
             .or(entry.lan)
             .ok_or_else(|| Error::invalid_msg("sidecar has no address"))?;
-        let public_listener = TcpListener::bind(bind).await?;
+        let public_listener = bind_listener(bind, "the public listener").await?;
         let public = public_listener.local_addr()?;
         if Some(public) != entry.lan {
-            dc.catalog()
-                .set_instance_address(token, &sidecar_id, public)
-                .await?;
+            cp.set_instance_address(token, &sidecar_id, public).await?;
         }
+        let live = Live::default();
         let mut tasks = vec![tokio::spawn(serve_public(
             public_listener,
             service.clone(),
             local_app,
+            live.clone(),
         ))];
 
         let mut upstreams = Vec::new();
@@ -105,11 +172,11 @@ impl Sidecar {
                     "unix-socket upstream listeners are not supported",
                 ));
             };
-            let listener = TcpListener::bind(addr).await?;
+            let listener = bind_listener(addr, "an upstream listener").await?;
             let bound = listener.local_addr()?;
             let dialer = Arc::new(service.dialer(up)?);
             upstreams.push((dialer.sni().to_owned(), bound));
-            tasks.push(tokio::spawn(serve_upstream(listener, dialer)));
+            tasks.push(tokio::spawn(serve_upstream(listener, dialer, live.clone())));
         }
         tracing::info!(service = %name, %public, upstreams = upstreams.len(), "sidecar started");
         Ok(Self {
@@ -117,6 +184,7 @@ impl Sidecar {
             public,
             upstreams,
             tasks,
+            live,
         })
     }
 
@@ -134,9 +202,52 @@ impl Sidecar {
     pub fn service(&self) -> &Service {
         &self.service
     }
+
+    /// How many connections the sidecar relays now.
+    pub fn live_connections(&self) -> usize {
+        self.live.count()
+    }
+
+    /// Stops accepting, lets live connections finish for at most `drain`, then cuts what is
+    /// left. Returns how many were cut. The registration stays (it belongs to the service
+    /// definition the sidecar was started from).
+    pub async fn shutdown(mut self, drain: Duration) -> usize {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let live = self.live.clone();
+        let _ = tokio::time::timeout(drain, async {
+            loop {
+                let idle = live.idle.notified();
+                if live.count() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+        let left = live.count();
+        live.cut.fire();
+        left
+    }
 }
 
-async fn serve_public(listener: TcpListener, service: Arc<Service>, local_app: SocketAddr) {
+/// Binds `addr`; an error names what was being bound, and where.
+async fn bind_listener(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("binding {what} on {addr}: {e}"),
+        ))
+    })
+}
+
+async fn serve_public(
+    listener: TcpListener,
+    service: Arc<Service>,
+    local_app: SocketAddr,
+    live: Live,
+) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -147,6 +258,7 @@ async fn serve_public(listener: TcpListener, service: Arc<Service>, local_app: S
             }
         };
         let service = service.clone();
+        let guard = live.enter();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let (tls, client) = match service.accept(tcp).await {
@@ -169,12 +281,12 @@ async fn serve_public(listener: TcpListener, service: Arc<Service>, local_app: S
                     }
                 };
             tracing::debug!(%client, "inbound connection accepted");
-            relay(tls, app).await;
+            relay(tls, app, &guard.0.cut).await;
         });
     }
 }
 
-async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>) {
+async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>, live: Live) {
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(c) => c,
@@ -185,10 +297,11 @@ async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>) {
             }
         };
         let dialer = dialer.clone();
+        let guard = live.enter();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match dialer.dial().await {
-                Ok(tls) => relay(tcp, tls).await,
+                Ok(tls) => relay(tcp, tls, &guard.0.cut).await,
                 Err(e) => {
                     tracing::info!(upstream = dialer.sni(), error = %e, "upstream dial failed")
                 }
@@ -197,15 +310,22 @@ async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>) {
     }
 }
 
-/// Copies both ways until both directions end; half-close is passed on.
-async fn relay<A, B>(mut a: A, mut b: B)
+/// Copies both ways until both directions end (half-close is passed on) or `cut` fires.
+async fn relay<A, B>(mut a: A, mut b: B, cut: &stop::Cut)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(e) =
-        tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await
-    {
-        tracing::debug!(error = %e, "relay ended with an error");
+    tokio::select! {
+        r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
+            // The far side refused inside TLS (an intention, most often): say so.
+            if let Err(e) = r {
+                match mesh_ca::tls::classify_io(&e) {
+                    Some(refusal) => tracing::info!(%refusal, "connection refused by the other side"),
+                    None => tracing::debug!(error = %e, "relay ended with an error"),
+                }
+            }
+        }
+        () = cut.fired() => {}
     }
 }

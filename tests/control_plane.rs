@@ -30,7 +30,15 @@ fn config(name: &str) -> DatacenterConfig {
 }
 
 async fn two_dcs() -> (Datacenter, Datacenter) {
+    two_dcs_in(None).await
+}
+
+/// Two datacenters; with `dir`, each keeps its state on disk under it.
+async fn two_dcs_in(dir: Option<&std::path::Path>) -> (Datacenter, Datacenter) {
     let mut pc = config("primary");
+    if let Some(d) = dir {
+        pc.storage = mesh::Storage::Dir(d.join("primary"));
+    }
     pc.acl.tokens.initial_management = Some(MGMT.into());
     let primary = Datacenter::start_primary(pc).await.unwrap();
     primary
@@ -52,6 +60,9 @@ async fn two_dcs() -> (Datacenter, Datacenter) {
         .unwrap();
     let mut sc = config("secondary");
     sc.acl.tokens.replication = Some(repl.secret_id.clone());
+    if let Some(d) = dir {
+        sc.storage = mesh::Storage::Dir(d.join("secondary"));
+    }
     let secondary = tokio::time::timeout(
         Duration::from_secs(20),
         Datacenter::start_secondary(sc, primary.in_process_link()),
@@ -310,4 +321,139 @@ async fn a_primary_restarted_from_its_data_dir_keeps_its_root_and_acls() {
             .mode();
         assert_eq!(mode & 0o777, 0o700, "the data dir holds the CA key");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_follows_a_root_rotation_as_it_replicates() {
+    let (primary, secondary) = two_dcs().await;
+    let before = secondary
+        .connect_ca()
+        .roots()
+        .unwrap()
+        .active_root_id
+        .clone();
+    let mut watch = secondary.connect_ca().subscribe_roots().unwrap();
+    primary.connect_ca().rotate(&MGMT.into()).await.unwrap();
+    let new_root = primary.connect_ca().roots().unwrap().active_root_id.clone();
+    assert_ne!(before, new_root);
+    // The secondary's roots (and with them every leaf manager watching them) move to the new
+    // root as soon as the primary's list replicates, not at the next hourly check. The bound
+    // only keeps a failure from hanging.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        watch.wait_for(|v| v.active_root_id == new_root),
+    )
+    .await
+    .expect("the secondary follows the rotation")
+    .unwrap();
+    // Its leaves chain to the new root through a new intermediate.
+    let td = secondary.trust_domain().unwrap();
+    let id = format!("spiffe://{td}/ns/default/dc/secondary/svc/web")
+        .parse()
+        .unwrap();
+    let req = mesh::ca::new_leaf_request(&id, &[]).unwrap();
+    let leaf = secondary
+        .connect_ca()
+        .sign_leaf(&MGMT.into(), &req.csr_pem)
+        .await
+        .unwrap();
+    assert_eq!(leaf.root_id, new_root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_lists_the_primary_it_replicates_from() {
+    let (_primary, secondary) = two_dcs().await;
+    // The primary's own record ("I am the primary") arrives by replication and is kept,
+    // although no API write may say it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = secondary.catalog().datacenters().await.unwrap();
+        if all
+            .iter()
+            .any(|d| d.name.as_str() == "primary" && d.primary)
+        {
+            assert!(
+                all.iter()
+                    .any(|d| d.name.as_str() == "secondary" && !d.primary)
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the secondary never listed the primary: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        secondary
+            .replication_status()
+            .iter()
+            .all(|s| s.refused.is_empty())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_datacenters_shut_down_and_restart_at_once_on_their_data_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, secondary) = two_dcs_in(Some(dir.path())).await;
+    let td = secondary.trust_domain().unwrap();
+    let mut sc = secondary.config().clone();
+    let pc = primary.config().clone();
+    sc.storage = mesh::Storage::Dir(dir.path().join("secondary"));
+    secondary.shutdown(Duration::from_secs(10)).await.unwrap();
+    // The same data dir opens again at once: no retry, no "Database already open".
+    let secondary = Datacenter::start_secondary(sc.clone(), primary.in_process_link())
+        .await
+        .unwrap();
+    assert_eq!(secondary.trust_domain().unwrap(), td);
+    // Still a working secondary: a write forwarded to the primary reads back here.
+    secondary
+        .intentions()
+        .create(
+            &MGMT.into(),
+            &"web".parse().unwrap(),
+            &"db".parse().unwrap(),
+            Action::Allow,
+        )
+        .await
+        .unwrap();
+    secondary.shutdown(Duration::from_secs(10)).await.unwrap();
+    primary.shutdown(Duration::from_secs(10)).await.unwrap();
+    let primary = Datacenter::start_primary(pc).await.unwrap();
+    assert_eq!(primary.trust_domain().unwrap(), td);
+    let listed = primary.intentions().list(&MGMT.into()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    primary.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_waits_for_a_write_made_in_the_primary() {
+    let (primary, secondary) = two_dcs().await;
+    primary
+        .intentions()
+        .upsert(
+            &MGMT.into(),
+            mesh::intentions::intention::Intention::new("api", "db", Action::Deny),
+        )
+        .await
+        .unwrap();
+    let table = mesh::tables::lookup(mesh::tables::INTENTIONS).unwrap();
+    let index = primary.store().table_index(&table);
+    secondary
+        .wait_replicated(mesh::tables::INTENTIONS, index, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let listed = secondary.intentions().list(&MGMT.into()).await.unwrap();
+    assert!(listed.iter().any(|i| i.source_name == "api"));
+    // The primary answers at once.
+    primary
+        .wait_replicated(mesh::tables::INTENTIONS, index, Duration::ZERO)
+        .await
+        .unwrap();
+    // A table that is not replicated is named in the error.
+    let err = secondary
+        .wait_replicated(mesh::tables::CATALOG, index, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("catalog"), "{err}");
 }

@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh::ca::tls::{ConnectAuthorizer, ExpectedServer, TlsIdentity, TrustBundle};
+use mesh::ca::{IssuedLeaf, LeafManager, LeafManagerOptions, LeafSigner, Refusal};
+use mesh::core::{ServerId, Sni, SpiffeId};
+use mesh::replication_engine::transport::tls::TlsConnector;
 use mesh::replication_engine::{
     FramedTransport, ListRequest, RemoteErrorKind, ReplicationServer, SecretToken, ServeConfig,
     TcpConnector, Transport, TransportError,
@@ -86,6 +90,18 @@ pub enum AgentError {
     /// The primary could not be reached.
     #[error("cannot reach the primary's server at {addr}")]
     PrimaryUnreachable {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: TransportError,
+    },
+    /// The primary's server certificate is not one this secondary trusts.
+    #[error(
+        "the primary's server at {addr} presented a certificate this secondary does not trust \
+         (is tls.internal_rpc.ca_file the primary's mesh root?)"
+    )]
+    PrimaryUntrusted {
         /// The address.
         addr: String,
         /// The cause.
@@ -205,6 +221,7 @@ pub async fn start(
     let server_addr = server_listener
         .local_addr()
         .map_err(|e| AgentError::Other(e.to_string()))?;
+    let mut client_identity = None;
     let dc = if config.is_primary() {
         Datacenter::start_primary(dc_config)
             .await
@@ -213,19 +230,58 @@ pub async fn start(
                 source,
             })?
     } else {
-        start_secondary(&config, dc_config).await?
+        let identity = match (&config.server_tls.plaintext, &config.server_tls.ca_file) {
+            (true, _) => None,
+            (false, Some(file)) => Some(primary_trust(file)?),
+            (false, None) => {
+                return Err(AgentError::Tls(
+                    "a secondary verifies its primary's server certificate: set \
+                     tls.internal_rpc.ca_file to the mesh root (`mesh ca roots -pem` against \
+                     the primary), or tls.internal_rpc.insecure_plaintext = true on every server"
+                        .into(),
+                ));
+            }
+        };
+        let dc = start_secondary(&config, dc_config, identity.as_ref()).await?;
+        client_identity = identity;
+        dc
     };
 
     let mut tasks = Vec::new();
     // The replication protocol: secondaries pull from here and forward writes to it.
     let server = dc.replication_server();
+    let server_tls = if config.server_tls.plaintext {
+        tracing::warn!(
+            addr = %server_addr,
+            "tls.internal_rpc.insecure_plaintext: the server port speaks plain TCP, and the \
+             tokens and secrets replication carries cross the network readable"
+        );
+        None
+    } else {
+        let (leaves, roots) = server_leaves(&dc, &config).await?;
+        if let Some(identity) = client_identity.take() {
+            // From now on a secondary presents its own server identity to its primary
+            // (mTLS): the same leaf, renewed underneath, with the mesh's roots as they rotate.
+            let follow = identity.follow(leaves.subscribe(), roots.clone());
+            keep_until_stop(&mut tasks, &stop, (follow, identity));
+        }
+        let first = leaves
+            .current()
+            .ok_or_else(|| AgentError::Tls("no server certificate issued".into()))?;
+        let current_roots = roots.borrow().clone();
+        let identity = TlsIdentity::with_leaf(&first, &current_roots)
+            .map_err(|e| AgentError::Tls(format!("server certificate: {e}")))?;
+        let cfg = identity
+            .server_config_optional_client(Arc::new(ServersOnly))
+            .map_err(|e| AgentError::Tls(format!("server port: {e}")))?;
+        let follow = identity.follow(leaves.subscribe(), roots);
+        keep_until_stop(&mut tasks, &stop, (leaves, follow, identity));
+        tracing::info!(addr = %server_addr, "the server port speaks TLS with the mesh CA's server identity");
+        Some(Arc::new(cfg))
+    };
     let handle =
-        ReplicationServer::spawn_tcp(server, server_listener, None, ServeConfig::default())
+        ReplicationServer::spawn_tcp(server, server_listener, server_tls, ServeConfig::default())
             .map_err(|e| AgentError::Other(format!("replication listener: {e}")))?;
-    tracing::warn!(
-        addr = %server_addr,
-        "the server port speaks plain TCP: run it only on a network you trust"
-    );
     {
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -333,6 +389,7 @@ pub async fn start(
 async fn start_secondary(
     config: &AgentConfig,
     dc_config: DatacenterConfig,
+    client_identity: Option<&TlsIdentity>,
 ) -> Result<Datacenter, AgentError> {
     let name = config.datacenter.to_string();
     let addr_text = config
@@ -341,7 +398,34 @@ async fn start_secondary(
         .cloned()
         .ok_or_else(|| AgentError::NoPrimary(name.clone()))?;
     let addr = resolve(&addr_text).await?;
-    let transport: Arc<dyn Transport> = Arc::new(FramedTransport::new(TcpConnector::new(addr)));
+    let transport: Arc<dyn Transport> = match client_identity {
+        None => {
+            tracing::warn!(
+                primary = %addr_text,
+                "tls.internal_rpc.insecure_plaintext: replication and forwarded writes, tokens \
+                 included, cross the network to the primary in plain TCP"
+            );
+            Arc::new(FramedTransport::new(TcpConnector::new(addr)))
+        }
+        Some(identity) => {
+            let primary = config.primary_datacenter.clone();
+            let td = identity.bundle().trust_domain().clone();
+            let expected = ExpectedServer::id(SpiffeId::Server(ServerId::new(td, primary.clone())));
+            let cfg = identity
+                .client_config(expected)
+                .map_err(|e| AgentError::Tls(format!("server port client: {e}")))?;
+            let sni = Sni::server(
+                None,
+                primary,
+                "consul"
+                    .parse()
+                    .map_err(|e| AgentError::Other(format!("the servers' SNI domain: {e}")))?,
+            );
+            let connector = TlsConnector::new(TcpConnector::new(addr), Arc::new(cfg), &sni)
+                .map_err(|e| AgentError::Tls(e.to_string()))?;
+            Arc::new(FramedTransport::new(connector))
+        }
+    };
     let token = config.acl.tokens.replication.clone().unwrap_or_default();
     let probe = transport.list(ListRequest {
         token: SecretToken::new(token),
@@ -360,6 +444,25 @@ async fn start_secondary(
             return Err(AgentError::ReplicationToken {
                 addr: addr_text,
                 message: r.message,
+            });
+        }
+        Ok(Err(TransportError::Tls(e))) => {
+            // A server of another datacenter of this mesh answered: the configuration names
+            // the wrong primary, which is what to say.
+            if let Some(mesh::ca::tls::PeerRefusal::WrongSpiffeId {
+                got: SpiffeId::Server(found),
+                ..
+            }) = mesh::ca::tls::classify_io(&e)
+            {
+                return Err(AgentError::WrongPrimary {
+                    addr: addr_text,
+                    configured: config.primary_datacenter.to_string(),
+                    found: Some(found.datacenter().to_string()),
+                });
+            }
+            return Err(AgentError::PrimaryUntrusted {
+                addr: addr_text,
+                source: TransportError::Tls(e),
             });
         }
         Ok(Err(source)) => {
@@ -564,6 +667,104 @@ async fn issue_agent_cert(
         Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
         after + half,
     ))
+}
+
+/// Who may present a client certificate on the server port: servers of the mesh only (a
+/// client without one is let through the handshake and authorized by its token alone).
+struct ServersOnly;
+
+impl ConnectAuthorizer for ServersOnly {
+    fn authorize(&self, peer: &SpiffeId) -> Result<(), Refusal> {
+        match peer {
+            SpiffeId::Server(_) => Ok(()),
+            other => Err(Refusal::new(format!("{other} is not a server of the mesh"))),
+        }
+    }
+}
+
+/// Signs this agent's server identity with its own datacenter's CA (no token involved: the
+/// agent is the server).
+struct ServerSigner(Datacenter);
+
+#[async_trait::async_trait]
+impl LeafSigner for ServerSigner {
+    async fn sign(&self, csr_pem: &str) -> Result<IssuedLeaf, mesh::ca::SignError> {
+        let ca = self
+            .0
+            .connect_ca()
+            .ca()
+            .map_err(|e| mesh::ca::SignError::Unavailable(e.to_string()))?;
+        let servers_only = |id: &SpiffeId| match id {
+            SpiffeId::Server(_) => Ok(()),
+            other => Err(Refusal::new(format!("{other} is not a server identity"))),
+        };
+        ca.sign_leaf_pem(csr_pem, &servers_only).await
+    }
+}
+
+/// This agent's server identity (`spiffe://<td>/agent/server/dc/<dc>`, with the node name and
+/// `server.<dc>.consul` as DNS names): a leaf manager keeping it fresh, and the roots it
+/// follows. Returns once the first leaf is issued.
+async fn server_leaves(
+    dc: &Datacenter,
+    config: &AgentConfig,
+) -> Result<(LeafManager, watch::Receiver<Arc<mesh::ca::RootsView>>), AgentError> {
+    let tls = |e: &dyn std::fmt::Display| AgentError::Tls(format!("server certificate: {e}"));
+    let td = dc
+        .trust_domain()
+        .ok_or_else(|| tls(&"Connect is off: no mesh CA to issue the server port's certificate"))?;
+    let id = SpiffeId::Server(ServerId::new(td, dc.name().clone()));
+    let roots = dc.connect_ca().subscribe_roots().map_err(|e| tls(&e))?;
+    let opts = LeafManagerOptions {
+        extra_dns: vec![
+            config.node_name.clone(),
+            format!("server.{}.consul", dc.name()),
+        ],
+        ..LeafManagerOptions::default()
+    };
+    let leaves = LeafManager::spawn(id, Arc::new(ServerSigner(dc.clone())), roots.clone(), opts);
+    tokio::time::timeout(Duration::from_secs(30), leaves.ready())
+        .await
+        .map_err(|_| tls(&"no server certificate within 30 s"))?
+        .ok_or_else(|| tls(&"the server certificate manager stopped"))?;
+    Ok((leaves, roots))
+}
+
+/// The trust a secondary gives its primary's server port: the mesh root(s) in `file`, whose
+/// trust domain the primary's identity must be in.
+fn primary_trust(file: &std::path::Path) -> Result<TlsIdentity, AgentError> {
+    let tls = |e: &dyn std::fmt::Display| {
+        AgentError::Tls(format!("tls.internal_rpc.ca_file {}: {e}", file.display()))
+    };
+    let pem = std::fs::read_to_string(file).map_err(|e| tls(&e))?;
+    let certs = mesh::ca::x509::certs_from_pem(&pem).map_err(|e| tls(&e))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| tls(&"no certificate in the file"))?;
+    let info = mesh::ca::x509::CertInfo::parse(first).map_err(|e| tls(&e))?;
+    let td: mesh::core::TrustDomain = info
+        .uris
+        .iter()
+        .find_map(|u| {
+            let rest = u.strip_prefix("spiffe://")?;
+            rest.split('/').next()?.parse().ok()
+        })
+        .ok_or_else(|| tls(&"the certificate names no SPIFFE trust domain: is it a mesh root?"))?;
+    let bundle = TrustBundle::from_certs(td, certs).map_err(|e| tls(&e))?;
+    Ok(TlsIdentity::new(bundle))
+}
+
+/// Keeps `held` alive until the agent stops.
+fn keep_until_stop<T: Send + 'static>(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    stop: &watch::Receiver<bool>,
+    held: T,
+) {
+    let mut stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let _held = held;
+        let _ = stop.wait_for(|s| *s).await;
+    }));
 }
 
 /// A server certificate that renewal swaps underneath live listeners.

@@ -212,6 +212,9 @@ pub struct AgentConfig {
     pub primary_gateways: Vec<String>,
     /// TLS for the HTTPS API: `tls.https`, falling back to `tls.defaults`.
     pub tls: AgentTls,
+    /// TLS of the server port (replication and forwarded writes between datacenters):
+    /// `tls.internal_rpc`, falling back to `tls.defaults` for the CA file.
+    pub server_tls: ServerTls,
     /// Service definitions (`service`, `services`), in file order.
     pub services: Vec<ServiceSource>,
     /// What was read but has no effect (also logged by [`AgentConfig::load`]).
@@ -256,6 +259,21 @@ impl fmt::Debug for AgentAclTokens {
             .field("default", &redact(&self.default))
             .finish()
     }
+}
+
+/// How the server port is secured. It speaks TLS with certificates from the mesh CA for the
+/// server identity `spiffe://<trust domain>/agent/server/dc/<datacenter>`, renewed
+/// underneath; a secondary verifies its primary's against `ca_file` and, once its own CA is
+/// up, presents its own (mTLS). Plain TCP only when asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerTls {
+    /// `tls.internal_rpc.ca_file` (else `tls.defaults.ca_file`): in a secondary, the CA the
+    /// primary's server certificate must chain to (the mesh root).
+    pub ca_file: Option<PathBuf>,
+    /// `tls.internal_rpc.insecure_plaintext`: plain TCP instead (secrets then cross the
+    /// network readable; logged as a warning at every start).
+    pub plaintext: bool,
 }
 
 /// TLS files and checks for the HTTPS API.

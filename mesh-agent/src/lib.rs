@@ -5,7 +5,7 @@
 //! - [`http`]: the Consul-compatible HTTP API a datacenter serves (the subset real Consul
 //!   clients use: ACL, agent, catalog, health, Connect CA and intentions, config entries,
 //!   status, metrics).
-//! - [`client`]: a small client of that API, for the CLI.
+//! - the client of that API the CLI uses is the library's ([`mesh::client`]).
 //! - [`cli`]: the `mesh` command line (`mesh agent`, `mesh acl ...`, `mesh intention ...`).
 //! - [`agent`]: a running server: its datacenter, its listeners, its service files.
 //!
@@ -16,7 +16,6 @@
 
 pub mod agent;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod metrics;

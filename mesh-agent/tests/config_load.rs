@@ -1078,7 +1078,7 @@ fn ignored_consul_settings_warn_once_per_file() {
             "ports.serf_lan",
             "connect.ca_config.address",
             "connect.ca_config.token",
-            "tls.internal_rpc",
+            "tls.internal_rpc.verify_server_hostname",
             "verify_server_hostname"
         ]
     );

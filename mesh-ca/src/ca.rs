@@ -27,7 +27,9 @@ use crate::provider::{
     Validity,
 };
 use crate::roots::{CaRoot, RootsView, root_name};
-use crate::x509::{CertInfo, cert_pem, certs_from_pem, colon_hex, key_id, root_id, signed_by};
+use crate::x509::{
+    CertInfo, CertParseError, cert_pem, certs_from_pem, colon_hex, key_id, root_id, signed_by,
+};
 
 /// Leaves and intermediates are back-dated by this much against clock skew (Consul's 1 minute).
 pub const BACKDATE: Duration = Duration::from_secs(60);
@@ -122,6 +124,38 @@ pub struct IssuedLeaf {
     pub valid_before: OffsetDateTime,
     /// ID of the active root it was signed under.
     pub root_id: String,
+}
+
+impl IssuedLeaf {
+    /// Reads a leaf back from its PEM chain (leaf first, then intermediates), as a remote
+    /// signer returns it: the identity, serial and validity come from the certificate itself,
+    /// never from fields beside it. `root_id` is the active root it was signed under.
+    pub fn from_pem(cert_pem: &str, root_id: String) -> Result<Self, CertParseError> {
+        let mut certs = certs_from_pem(cert_pem)
+            .map_err(|e| CertParseError(format!("certificate PEM: {e}")))?
+            .into_iter();
+        let cert = certs
+            .next()
+            .ok_or_else(|| CertParseError("no certificate in the PEM".into()))?;
+        let info = CertInfo::parse(&cert)?;
+        let uri = match info.uris.as_slice() {
+            [one] => one,
+            _ => return Err(CertParseError("a leaf needs exactly one URI SAN".into())),
+        };
+        let spiffe_id: SpiffeId = uri
+            .parse()
+            .map_err(|e| CertParseError(format!("URI SAN {uri:?}: {e}")))?;
+        Ok(Self {
+            spiffe_id,
+            serial_number: colon_hex(&info.serial),
+            cert,
+            chain: certs.collect(),
+            cert_pem: cert_pem.to_owned(),
+            valid_after: info.not_before,
+            valid_before: info.not_after,
+            root_id,
+        })
+    }
 }
 
 /// Everything needed to restart a CA with the same roots and keys.

@@ -106,6 +106,10 @@ pub enum SignError {
     /// The provider failed.
     #[error("CA provider failed")]
     Provider(#[from] ProviderError),
+    /// A remote signer (a datacenter reached over its API) could not be reached or answered
+    /// with something unusable.
+    #[error("signer unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl SignError {

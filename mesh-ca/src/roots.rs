@@ -38,7 +38,11 @@ pub struct CaRoot {
     pub root_cert: String,
     /// Intermediates presented with leaves: cross-signed certificates first, the local signing
     /// intermediate last.
-    #[serde(rename = "IntermediateCerts")]
+    #[serde(
+        rename = "IntermediateCerts",
+        default,
+        deserialize_with = "null_as_empty"
+    )]
     pub intermediate_certs: Vec<String>,
     /// Whether new leaves are signed under this root.
     #[serde(rename = "Active")]
@@ -152,6 +156,11 @@ pub(crate) fn root_name(provider: &str) -> String {
     }
     out.push_str(" CA Primary Cert");
     out
+}
+
+/// Reads `null` (Go's nil slice, as Consul's API writes it) as an empty list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use mesh_core::Index;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::auth::SecretToken;
+use crate::message::{ApplyRequest, ListRequest, RemoteError, RemoteErrorKind};
 use crate::record::{ContentHash, Record, TxnOp, Value};
 use crate::table::{TableName, TableNameError};
-use crate::transport::{ApplyRequest, ListRequest, RemoteError, RemoteErrorKind};
 
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;

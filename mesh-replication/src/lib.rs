@@ -62,6 +62,7 @@ pub mod auth;
 pub mod diff;
 pub mod forward;
 pub mod frame;
+mod message;
 pub mod record;
 pub mod replicator;
 pub mod server;

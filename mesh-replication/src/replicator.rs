@@ -379,6 +379,23 @@ impl Replicas {
         }
     }
 
+    /// Asks every replicator to stop, then waits (at most `deadline`) until each has; returns
+    /// whether all did. For an owner that holds the set behind a shared reference.
+    pub async fn stop_all(&self, deadline: Duration) -> bool {
+        for h in self.handles.values() {
+            h.stop.send_replace(true);
+        }
+        // A replicator has ended, its copy of the store included, when its worker (which
+        // owns the status sender) is gone.
+        let all = async {
+            for h in self.handles.values() {
+                let mut rx = h.status.clone();
+                while rx.changed().await.is_ok() {}
+            }
+        };
+        tokio::time::timeout(deadline, all).await.is_ok()
+    }
+
     /// Stops every replicator.
     pub async fn stop(self) {
         for (_, h) in self.handles {

@@ -8,10 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::certs::{TD, ca, server_leaf};
+use common::certs::TD;
 use common::*;
-use mesh_core::{ServerId, Sni};
-use mesh_replication::transport::tls::{self, TlsConnector};
+use mesh_ca::tls::{ConnectAuthorizer, ExpectedServer, TlsIdentity};
+use mesh_ca::{Ca, CaOptions, LeafCert, Refusal, new_leaf_request};
+use mesh_core::{ServerId, Sni, SpiffeId};
+use mesh_replication::transport::tls::TlsConnector;
 use mesh_replication::{
     Forwarder, FramedTransport, MemoryStore, Replicas, ReplicationServer, ServeConfig, Store,
     TcpConnector, Transport,
@@ -19,14 +21,44 @@ use mesh_replication::{
 use mesh_sni::{Gateway, GatewayConfig, ListenerKind, Pool, RouteTable};
 use tokio::net::TcpListener;
 
+/// A server identity of `dc`, signed by `ca`.
+async fn server_identity(ca: &Ca, dc: &str) -> Result<TlsIdentity, Box<dyn std::error::Error>> {
+    let id = SpiffeId::Server(ServerId::new(ca.trust_domain().clone(), dc.parse()?));
+    let req = new_leaf_request(&id, &[])?;
+    let servers = |id: &SpiffeId| match id {
+        SpiffeId::Server(_) => Ok(()),
+        _ => Err(Refusal::new("only server identities here")),
+    };
+    let issued = ca.sign_leaf_pem(&req.csr_pem, &servers).await?;
+    Ok(TlsIdentity::with_leaf(
+        &LeafCert::new(issued, req.key),
+        &ca.roots(),
+    )?)
+}
+
+/// The primary accepts only servers of the mesh.
+struct ServersOnly;
+
+impl ConnectAuthorizer for ServersOnly {
+    fn authorize(&self, peer: &SpiffeId) -> Result<(), Refusal> {
+        match peer {
+            SpiffeId::Server(_) => Ok(()),
+            other => Err(Refusal::new(format!("{other} is not a server"))),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_through_mesh_gateways() -> R {
-    let root = ca("mesh root")?;
+    let root = Ca::bootstrap_primary(CaOptions::new("primary".parse()?)).await?;
     // The primary's replication server, behind mTLS.
     let primary: Arc<dyn Store> = Arc::new(MemoryStore::new());
     primary.txn(upserts(POLICIES, 0..200, 1)).await?;
-    let leaf = server_leaf(&root, "primary")?;
-    let server_tls = tls::server_config(std::slice::from_ref(&root.cert), leaf.chain, leaf.key)?;
+    let server_tls = Arc::new(
+        server_identity(&root, "primary")
+            .await?
+            .server_config(Arc::new(ServersOnly))?,
+    );
     let server = Arc::new(ReplicationServer::new(
         registry(),
         primary.clone(),
@@ -55,14 +87,16 @@ async fn replication_through_mesh_gateways() -> R {
         .await?;
 
     // The secondary dials its local gateway, naming the primary's servers.
-    let leaf = server_leaf(&root, "secondary")?;
-    let expected = ServerId::new(TD.parse()?, "primary".parse()?);
-    let client_tls = tls::client_config(
-        std::slice::from_ref(&root.cert),
-        leaf.chain,
-        leaf.key,
-        expected,
-    )?;
+    let expected = ExpectedServer::id(SpiffeId::Server(ServerId::new(
+        root.trust_domain().clone(),
+        "primary".parse()?,
+    )));
+    let secondary_ca = Ca::init_secondary(CaOptions::new("secondary".parse()?), &root).await?;
+    let client_tls = Arc::new(
+        server_identity(&secondary_ca, "secondary")
+            .await?
+            .client_config(expected)?,
+    );
     let sni = Sni::server(None, "primary".parse()?, "consul".parse()?);
     let connector = TlsConnector::new(TcpConnector::new(secondary_lan), client_tls, &sni)?;
     let transport: Arc<dyn Transport> = Arc::new(FramedTransport::new(connector));

@@ -480,6 +480,23 @@ impl Gateway {
         self.inner.config.max_connections - self.inner.limit.available_permits()
     }
 
+    /// Stops at once without waiting: listeners stop accepting and every connection held is
+    /// cut. What dropping an owner of the gateway does; [`Gateway::shutdown`] drains instead.
+    pub fn stop_now(&self) {
+        self.inner.stop_accepting.send_replace(true);
+        self.inner.abort.send_replace(true);
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .accept_tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in tasks {
+            t.abort();
+        }
+    }
+
     /// Stops every listener (their sockets are closed), waits up to `drain` for the connections
     /// held to end by themselves, then cuts the ones left. Returns once every connection is
     /// gone. Calling it again only waits again.

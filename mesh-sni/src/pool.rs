@@ -14,7 +14,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// A list of endpoints for one route target, picked round-robin.
 pub struct Pool {

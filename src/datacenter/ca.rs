@@ -151,8 +151,33 @@ impl Datacenter {
         };
         self.save_ca_state(&ca).await?;
         let renew = ca.clone();
+        let weak = Arc::downgrade(&self.inner);
+        let store = inner.store.clone();
         let task = tokio::spawn(async move {
-            renew.run_secondary(signer, Duration::from_secs(3600)).await;
+            let t = table(tables::CA_ROOTS);
+            let mut seen = store.table_index(&t);
+            loop {
+                // Wake as soon as the primary's roots replicate here (a rotation follows
+                // within moments), and at least hourly (the intermediate's half life).
+                match store.wait_table(&t, seen, SECONDARY_CA_CHECK).await {
+                    Ok(i) => seen = i,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the primary's roots failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+                if let Err(e) = renew.renew_intermediate(signer.as_ref()).await {
+                    tracing::warn!(error = %e, "intermediate renewal failed");
+                }
+                renew.prune_roots().await;
+                // Saved every time: a refreshed roots list changes the state even when the
+                // intermediate stays, and the save is what moves the roots' index here.
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = (Datacenter { inner }).save_ca_state(&renew).await {
+                    tracing::warn!(error = %e, "saving the CA state failed");
+                }
+            }
         });
         inner.push_task(task);
         tracing::info!(trust_domain = %ca.trust_domain(), "CA ready (secondary intermediate signed by the primary)");
@@ -333,3 +358,6 @@ impl IntermediateSigner for ReplicatedSigner {
 fn signer_err(e: impl std::fmt::Display) -> SignerError {
     e.to_string().into()
 }
+
+/// The longest a secondary goes without checking its intermediate against the primary.
+const SECONDARY_CA_CHECK: Duration = Duration::from_secs(3600);

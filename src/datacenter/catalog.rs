@@ -385,24 +385,19 @@ impl Catalog<'_> {
         Ok(listing.records.iter().filter_map(decode).collect())
     }
 
-    /// Blocks until the catalog or the federation table changes past `after`, or `timeout`.
+    /// Blocks until the catalog, the federation table or the config entries change past
+    /// `after`, or `timeout`; returns the highest of their indexes.
     pub async fn wait_routing_change(
         &self,
         after: Index,
         timeout: Duration,
     ) -> Result<Index, Error> {
-        let cat = table(tables::CATALOG);
-        let fed = table(tables::FEDERATION);
-        let store = &self.dc.inner.store;
-        let current = store.table_index(&cat).max(store.table_index(&fed));
-        if current > after {
-            return Ok(current);
-        }
-        tokio::select! {
-            r = store.wait_table(&cat, after, timeout) => r?,
-            r = store.wait_table(&fed, after, timeout) => r?,
-        };
-        Ok(store.table_index(&cat).max(store.table_index(&fed)))
+        wait_routing(&*self.dc.inner.store, after, timeout).await
+    }
+
+    /// The highest index of the tables routing is built from.
+    pub(crate) fn routing_index(&self) -> Index {
+        routing_index(&*self.dc.inner.store)
     }
 
     /// Every datacenter of the mesh this one knows of (itself included), primary first.
@@ -481,4 +476,34 @@ pub struct Registered {
     pub service: CatalogEntry,
     /// The catalog entry of its sidecar, if it has one.
     pub sidecar: Option<CatalogEntry>,
+}
+
+/// The tables a routing view reads.
+const ROUTING_TABLES: [&str; 3] = [tables::CATALOG, tables::FEDERATION, tables::CONFIG_ENTRIES];
+
+fn routing_index(store: &dyn Store) -> Index {
+    ROUTING_TABLES
+        .iter()
+        .map(|t| store.table_index(&table(t)))
+        .max()
+        .unwrap_or(Index::ZERO)
+}
+
+/// Waits until one of the routing tables moves past `after`, or `timeout`.
+pub(super) async fn wait_routing(
+    store: &dyn Store,
+    after: Index,
+    timeout: Duration,
+) -> Result<Index, Error> {
+    let current = routing_index(store);
+    if current > after {
+        return Ok(current);
+    }
+    let [cat, fed, cfg] = ROUTING_TABLES.map(table);
+    tokio::select! {
+        r = store.wait_table(&cat, after, timeout) => r?,
+        r = store.wait_table(&fed, after, timeout) => r?,
+        r = store.wait_table(&cfg, after, timeout) => r?,
+    };
+    Ok(routing_index(store))
 }

@@ -238,6 +238,21 @@ impl Intentions<'_> {
         self.dc.inner.intentions.clone()
     }
 
+    /// The enforced intention set, rebuilt first if the store moved since it was built: what
+    /// an answer "as of the table's index" must reflect.
+    pub async fn current_set(&self) -> Result<Arc<IntentionSet>, Error> {
+        let inner = &self.dc.inner;
+        let at = inner.store.table_index(&table(tables::INTENTIONS));
+        if inner
+            .intentions_built
+            .load(std::sync::atomic::Ordering::Acquire)
+            < at.0
+        {
+            inner.rebuild_intentions().await?;
+        }
+        Ok(inner.intentions.load())
+    }
+
     /// The decision used when no intention matches: from the ACL default policy (deny when
     /// ACLs default to deny; allow when ACLs are off).
     pub fn default(&self) -> IntentionDefault {

@@ -47,17 +47,15 @@ mod acl;
 mod ca;
 mod catalog;
 mod config_entries;
+mod dataplane;
 mod intentions;
 
+use crate::{Authorization, Secret};
 pub use acl::Acl;
 pub use ca::ConnectCa;
 pub use catalog::{Catalog, Registered};
 pub use config_entries::ConfigEntries;
 pub use intentions::{IntentionTarget, Intentions};
-/// An ACL token secret, the one secret type of the API: `Debug` never shows it, and
-/// [`Secret::expose_secret`] is the one way to read it. The empty secret is the anonymous
-/// token. Call sites write `&"a-secret".into()` or keep a `Secret` around.
-pub use mesh_core::catalog::TokenSecret as Secret;
 
 /// How long a write made through the primary may take to replicate back before the call
 /// reports it (the write itself is done by then).
@@ -131,16 +129,6 @@ pub struct PolicySpec {
     pub datacenters: Vec<DatacenterName>,
 }
 
-/// The answer to "may this client reach this service?" with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Authorization {
-    /// Whether the connection is allowed.
-    pub authorized: bool,
-    /// What decided: the matched intention or the default.
-    pub reason: String,
-}
-
 /// A record of the intermediate exchange between a secondary and the primary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -166,6 +154,8 @@ struct Inner {
     server: Arc<ReplicationServer>,
     acl: Arc<ArcSwap<AclSnapshot>>,
     intentions: Arc<SharedIntentions>,
+    /// The intentions table index the shared set was last built from.
+    intentions_built: std::sync::atomic::AtomicU64,
     /// Serialises rebuilds of the ACL and intention views: two rebuilds racing could
     /// otherwise publish an older view after a newer one.
     rebuild: tokio::sync::Mutex<()>,
@@ -175,6 +165,9 @@ struct Inner {
     /// a newer publication or a removal of the same record replaces the pending one.
     pending: Mutex<std::collections::HashMap<String, JoinHandle<()>>>,
     ca: std::sync::OnceLock<Ca>,
+    /// The routing view served to the data plane, started on first use.
+    routing: tokio::sync::OnceCell<watch::Receiver<Arc<crate::dataplane::Routing>>>,
+    routing_tx: std::sync::OnceLock<watch::Sender<Arc<crate::dataplane::Routing>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -281,7 +274,9 @@ impl Datacenter {
                     SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
                 let mut rc = ReplicatorConfig::new(token);
                 rc.wait = REPLICATION_WAIT;
-                rc.check = Some(Arc::new(ReplicatedRecordCheck));
+                rc.check = Some(Arc::new(ReplicatedRecordCheck {
+                    primary: config.primary_datacenter.clone(),
+                }));
                 let replicas = Replicas::spawn(&registry, store.clone(), link.clone(), rc);
                 (
                     Forwarder::secondary(registry.clone(), store.clone(), repl_authz, link.clone()),
@@ -297,10 +292,13 @@ impl Datacenter {
             server,
             acl,
             intentions: Arc::new(SharedIntentions::default()),
+            intentions_built: std::sync::atomic::AtomicU64::new(0),
             rebuild: tokio::sync::Mutex::new(()),
             bootstrap: tokio::sync::Mutex::new(()),
             pending: Mutex::new(std::collections::HashMap::new()),
             ca: std::sync::OnceLock::new(),
+            routing: tokio::sync::OnceCell::new(),
+            routing_tx: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
         };
         inner.rebuild_acl().await?;
@@ -424,6 +422,71 @@ impl Datacenter {
             .as_ref()
             .map(Replicas::statuses)
             .unwrap_or_default()
+    }
+
+    /// Waits until this datacenter's copy of the global table `table` (a name of
+    /// [`tables`], such as `tables::INTENTIONS`) reflects the primary's `index`
+    /// of it (the modify index of a record written there): after it, reads here see that
+    /// write. Returns at once in the primary. Every write through this API already waits for
+    /// the tables it touched before returning; this is for writes made elsewhere (another
+    /// process, the primary's own API). Fails after `timeout`, saying how far the copy got.
+    pub async fn wait_replicated(
+        &self,
+        table: &str,
+        index: Index,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let name =
+            tables::lookup(table).ok_or_else(|| Error::NotFound(format!("table {table:?}")))?;
+        let Some(replicas) = &self.inner.replicas else {
+            return Ok(());
+        };
+        replicas.wait_for_index(&name, index, timeout).await?;
+        Ok(())
+    }
+
+    /// Stops this datacenter and waits, at most `deadline`, until everything it runs in the
+    /// background has ended: replicators, watchers, the routing view, pending publications.
+    /// Once it returns `Ok` and no other handle is left (clones, components built on it, a
+    /// secondary's in-process link to this primary), its store is closed and the same data
+    /// dir can be opened again at once.
+    ///
+    /// Dropping the last handle stops the same tasks without waiting: the store closes moments
+    /// later. Handles that remain after `shutdown` see a datacenter whose views no longer
+    /// follow the store.
+    pub async fn shutdown(self, deadline: Duration) -> Result<(), Error> {
+        let until = tokio::time::Instant::now() + deadline;
+        let replicas_done = match &self.inner.replicas {
+            Some(r) => r.stop_all(deadline).await,
+            None => true,
+        };
+        let mut tasks: Vec<JoinHandle<()>> = lock(&self.inner.tasks).drain(..).collect();
+        tasks.extend(lock(&self.inner.pending).drain().map(|(_, t)| t));
+        for t in &tasks {
+            t.abort();
+        }
+        let mut left = 0usize;
+        for t in tasks {
+            let rest = until.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(rest, t).await.is_err() {
+                left += 1;
+            }
+        }
+        let others = Arc::strong_count(&self.inner) - 1;
+        drop(self);
+        if !replicas_done || left > 0 {
+            return Err(Error::Config(format!(
+                "shutdown deadline of {deadline:?} passed with {} background tasks still running",
+                left + usize::from(!replicas_done)
+            )));
+        }
+        if others > 0 {
+            tracing::info!(
+                others,
+                "datacenter stopped; its store closes when the other handles are dropped"
+            );
+        }
+        Ok(())
     }
 
     // ---- internals -------------------------------------------------------------------
@@ -660,7 +723,10 @@ impl Datacenter {
 
 /// What a secondary accepts from the primary: every record decodes and validates as a write
 /// would (the CA tables, written by the primary's CA itself, decode as what they are).
-struct ReplicatedRecordCheck;
+struct ReplicatedRecordCheck {
+    /// The primary's name: the one datacenter whose own record says `primary`.
+    primary: DatacenterName,
+}
 
 impl mesh_replication::RecordCheck for ReplicatedRecordCheck {
     fn check(
@@ -681,6 +747,19 @@ impl mesh_replication::RecordCheck for ReplicatedRecordCheck {
             tables::CA_INTERMEDIATES => serde_json::from_value::<IntermediateRecord>(v()?.clone())
                 .map(|_| ())
                 .map_err(|e| format!("intermediate record does not decode: {e}")),
+            // The primary announces itself as the primary: the one record no API write may
+            // make, and the one that must arrive by replication.
+            tables::DATACENTERS if id == self.primary.as_str() => {
+                let rec: crate::catalog::DatacenterRecord = serde_json::from_value(v()?.clone())
+                    .map_err(|e| format!("datacenter record does not decode: {e}"))?;
+                if rec.name != self.primary || !rec.primary {
+                    return Err(format!(
+                        "record datacenters/{id} must name {} as the primary",
+                        self.primary
+                    ));
+                }
+                Ok(())
+            }
             other => authz::decode_record(other, id, Some(value))
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
@@ -751,6 +830,7 @@ impl Inner {
     /// a record whose destination cannot be told closes every destination.
     async fn rebuild_intentions(&self) -> Result<(), Error> {
         let _one_at_a_time = self.rebuild.lock().await;
+        let built_at = self.store.table_index(&table(tables::INTENTIONS));
         let listing = self.store.list(&table(tables::INTENTIONS)).await?;
         let mut good = Vec::with_capacity(listing.records.len());
         let mut closed: Vec<String> = Vec::new();
@@ -788,6 +868,8 @@ impl Inner {
             }
         };
         self.intentions.store(set.with_closed_destinations(closed));
+        self.intentions_built
+            .fetch_max(built_at.0, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
@@ -890,27 +972,7 @@ pub(crate) fn authorize_with(
     client: &SpiffeId,
     target: &ServiceName,
 ) -> Authorization {
-    let Some(svc) = client.as_service() else {
-        return Authorization {
-            authorized: false,
-            reason: "ClientCertURI not a valid Service identifier".into(),
-        };
-    };
-    if trust_domain.is_some_and(|td| svc.trust_domain() != td) {
-        return Authorization {
-            authorized: false,
-            reason: format!(
-                "client trust domain {} is not this mesh's",
-                svc.trust_domain()
-            ),
-        };
-    }
-    let set = intentions.load();
-    let d = set.decide(svc.service().as_str(), target.as_str(), default);
-    Authorization {
-        authorized: d.is_allowed(),
-        reason: d.to_string(),
-    }
+    crate::dataplane::authorize_in_set(&intentions.load(), default, trust_domain, client, target)
 }
 
 fn policy_ids<'a>(

@@ -47,7 +47,19 @@ fn run_agent(args: AgentArgs) -> Result<(), Failure> {
     let config = AgentConfig::load(&sources.files, &sources.dirs)
         .map_err(|e| Failure::new("loading configuration", e))?;
     let level = args.log_level.or_else(|| configured_log_level(&config));
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), level.as_deref())?;
+    let runtime = long_running("mesh-agent", level.as_deref())?;
+    runtime
+        .block_on(crate::agent::run_from(sources))
+        .map_err(|e| Failure::new("running agent", e))
+}
+
+/// What a command that runs until stopped sets up: logging to stderr at `level` (`RUST_LOG`,
+/// when set and valid, wins) and a multi-threaded runtime whose threads are named `name`.
+pub(crate) fn long_running(
+    name: &str,
+    level: Option<&str>,
+) -> Result<tokio::runtime::Runtime, Failure> {
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), level)?;
     // A second initialisation (tests running the CLI in one process) keeps the first.
     // Colours only on a terminal: a log file or a journal gets plain text.
     let _ = tracing_subscriber::fmt()
@@ -55,14 +67,11 @@ fn run_agent(args: AgentArgs) -> Result<(), Failure> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name("mesh-agent")
+        .thread_name(name)
         .build()
-        .map_err(|e| Failure::new("starting the runtime", e))?;
-    runtime
-        .block_on(crate::agent::run_from(sources))
-        .map_err(|e| Failure::new("running agent", e))
+        .map_err(|e| Failure::new("starting the runtime", e))
 }
 
 /// The configuration's `log_level` (`info` unless a file says otherwise).

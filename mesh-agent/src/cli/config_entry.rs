@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::cli::flags::{HttpFlags, parse_json_or_hcl, pretty_json, read_file_arg};
 use crate::cli::{Doing, Failure, Outcome};
-use crate::client::percent_encode;
+use mesh::client::percent_encode;
 
 /// `mesh config …`.
 #[derive(Debug, Subcommand)]

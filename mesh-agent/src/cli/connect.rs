@@ -1,15 +1,13 @@
-//! `mesh connect …`: the Connect command group.
-//!
-//! Today it holds `mesh connect ca get-config|set-config`. **Extension point:** the data-plane
-//! commands `mesh connect envoy …` and `mesh connect proxy …` are added here, each as a new
-//! variant of [`ConnectCommand`] with its own module under `cli/` and an arm in
-//! [`ConnectCommand::run`]. Those commands run until stopped, so `run` hands each variant the
-//! process (it returns the exit code) instead of the short-lived runtime the API commands
-//! share: a long-running command builds its own runtime, as `mesh agent` does.
+//! `mesh connect …`: the Connect command group: the CA's configuration
+//! (`mesh connect ca get-config|set-config`) and the data-plane processes
+//! (`mesh connect proxy|envoy|gateway`, in `proxy`). The data-plane commands run until
+//! stopped, so they own the process (each builds its own runtime, as `mesh agent` does)
+//! instead of sharing the short-lived runtime of the API commands.
 
 use clap::Subcommand;
 
 use crate::cli::ca::ConnectCaCommand;
+use crate::cli::proxy::{self, ProxyArgs};
 use crate::cli::run_api;
 
 /// `mesh connect …`.
@@ -20,7 +18,12 @@ pub(crate) enum ConnectCommand {
         #[command(subcommand)]
         command: ConnectCaCommand,
     },
-    // Extension point: `Envoy(envoy::EnvoyArgs)` and `Proxy(proxy::ProxyArgs)` go here.
+    /// Runs a sidecar (-sidecar-for ID) or a mesh gateway (-mesh-gateway -register …).
+    Proxy(ProxyArgs),
+    /// The same as `proxy`, under the name Consul's guides use.
+    Envoy(ProxyArgs),
+    /// Runs a mesh gateway (`proxy -mesh-gateway`).
+    Gateway(ProxyArgs),
 }
 
 impl ConnectCommand {
@@ -28,6 +31,8 @@ impl ConnectCommand {
     pub(crate) fn run(self) -> i32 {
         match self {
             ConnectCommand::Ca { command } => run_api(command.run()),
+            ConnectCommand::Proxy(args) | ConnectCommand::Envoy(args) => proxy::run(args, false),
+            ConnectCommand::Gateway(args) => proxy::run(args, true),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 
 use crate::cli::{Doing, Failure};
-use crate::client::{Body, Client, ClientConfig, ClientError, Response, path_with_query};
+use mesh::client::{Body, Client, ClientConfig, ClientError, Response, path_with_query};
 
 /// How to reach the agent, as Consul's commands take it. Flags win over `CONSUL_HTTP_ADDR`,
 /// `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE` and `CONSUL_CACERT`.
@@ -45,7 +45,7 @@ impl HttpFlags {
         if let Some(token) = &self.token {
             config.token = Some(token.0.clone());
         } else if let Some(file) = &self.token_file {
-            config.token = crate::client::read_token_file(file)?;
+            config.token = mesh::client::read_token_file(file)?;
         }
         if let Some(ca) = &self.ca_file {
             config.ca_file = Some(ca.clone());
@@ -160,7 +160,7 @@ pub(crate) enum Format {
 
 /// A Go boolean flag value (`-local`, `-local=true`, `-local=false`), as `strconv.ParseBool`.
 pub(crate) fn go_bool(s: &str) -> Result<bool, String> {
-    crate::client::parse_bool(s).ok_or_else(|| format!("{s:?} is not a boolean"))
+    mesh::client::parse_bool(s).ok_or_else(|| format!("{s:?} is not a boolean"))
 }
 
 /// Consul's data-source arguments: `@path` reads a file, `-` reads stdin, anything else is

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::cli::flags::HttpFlags;
 use crate::cli::output::{columnize, key_values};
 use crate::cli::{Doing, Failure, Outcome};
-use crate::client::{ClientError, path_with_query, percent_encode};
+use mesh::client::{ClientError, path_with_query, percent_encode};
 
 /// Exit code of `mesh intention check` when the connection would be denied.
 pub(crate) const DENIED_EXIT: i32 = 2;

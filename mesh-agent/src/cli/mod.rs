@@ -10,8 +10,8 @@
 //!
 //! Where things live: `argv` (Go-style flags to clap's), `flags` (the HTTP flags every
 //! API command takes, and the agent they reach), `output` (Consul's tables and key/value
-//! blocks), one module per command group. `mesh connect envoy` and `mesh connect proxy` are
-//! added in `connect`.
+//! blocks), one module per command group; `proxy` runs the data-plane processes
+//! (`mesh connect proxy|envoy|gateway`).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -28,6 +28,7 @@ mod connect;
 mod flags;
 mod intention;
 mod output;
+mod proxy;
 mod services;
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::cli::flags::{HttpFlags, parse_json_or_hcl, read_file_arg};
 use crate::cli::{Doing, Failure, Outcome};
-use crate::client::percent_encode;
 use crate::config::{AgentConfig, Format};
+use mesh::client::percent_encode;
 
 /// `mesh services …`.
 #[derive(Debug, Subcommand)]

@@ -437,7 +437,7 @@ fn api_errors_exit_1_and_name_what_failed() {
     // Nothing listens on port 1: the command reports the connection failure.
     let failure = Failure::new(
         "creating policy",
-        crate::client::ClientError::Status {
+        mesh::client::ClientError::Status {
             op: "PUT /v1/acl/policy".into(),
             status: 403,
             body: "ACL not found".into(),

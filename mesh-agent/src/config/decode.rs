@@ -616,8 +616,9 @@ impl<'a> Doc<'a> {
                     }
                 }
                 "internal_rpc" => {
-                    self.blocks(&key, &e.value)?;
-                    self.ignored(key, e.at, "the server port of mesh does not use TLS");
+                    for b in self.blocks(&key, &e.value)? {
+                        self.tls_section(&mut p.tls_internal_rpc, &key, b)?;
+                    }
                 }
                 "grpc" => {
                     self.blocks(&key, &e.value)?;
@@ -643,6 +644,17 @@ impl<'a> Doc<'a> {
                 "key_file" => t.key_file = Some(self.path(&key, v)?),
                 "verify_incoming" => t.verify_incoming = Some(self.bool(&key, v)?),
                 "verify_outgoing" => t.verify_outgoing = Some(self.bool(&key, v)?),
+                "insecure_plaintext" if prefix == "tls.internal_rpc" => {
+                    t.plaintext = Some(self.bool(&key, v)?);
+                }
+                "verify_server_hostname" if prefix == "tls.internal_rpc" => {
+                    self.bool(&key, v)?;
+                    self.ignored(
+                        key,
+                        e.at,
+                        "a server is verified by its SPIFFE server identity, not a host name",
+                    );
+                }
                 "ca_path" => {
                     self.string(&key, v)?;
                     self.ignored(key, e.at, "use ca_file");

@@ -11,7 +11,7 @@ use mesh::intentions::acl::DefaultPolicy;
 
 use super::{
     AgentAcl, AgentAclTokens, AgentConfig, AgentLimits, AgentTls, ConfigError, ConfigWarning,
-    DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, ServiceSource,
+    DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, ServerTls, ServiceSource,
 };
 
 /// The settings one file (or several merged files) gives: `None` = not set there.
@@ -49,6 +49,7 @@ pub(super) struct Partial {
     pub(super) primary_gateways: Vec<String>,
     pub(super) tls_defaults: TlsPartial,
     pub(super) tls_https: TlsPartial,
+    pub(super) tls_internal_rpc: TlsPartial,
     pub(super) services: Vec<ServiceSource>,
     /// Deprecated spellings: resolved per file, after the file is read, as Consul does.
     pub(super) dep: Deprecated,
@@ -80,6 +81,8 @@ pub(super) struct TlsPartial {
     pub(super) key_file: Option<PathBuf>,
     pub(super) verify_incoming: Option<bool>,
     pub(super) verify_outgoing: Option<bool>,
+    /// `tls.internal_rpc.insecure_plaintext` (mesh's own key).
+    pub(super) plaintext: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +152,7 @@ impl Partial {
         self.primary_gateways.append(&mut later.primary_gateways);
         self.tls_defaults.merge(later.tls_defaults);
         self.tls_https.merge(later.tls_https);
+        self.tls_internal_rpc.merge(later.tls_internal_rpc);
         self.services.append(&mut later.services);
         later_wins!(self, later; origin_ca);
         later_wins!(self, later; origin_primary_gateways);
@@ -204,6 +208,7 @@ impl TlsPartial {
         later_wins!(self, later; key_file);
         later_wins!(self, later; verify_incoming);
         later_wins!(self, later; verify_outgoing);
+        later_wins!(self, later; plaintext);
     }
 }
 
@@ -330,6 +335,14 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
         });
     }
 
+    let server_tls = ServerTls {
+        ca_file: p
+            .tls_internal_rpc
+            .ca_file
+            .clone()
+            .or_else(|| p.tls_defaults.ca_file.clone()),
+        plaintext: p.tls_internal_rpc.plaintext.unwrap_or(false),
+    };
     let (d, h) = (p.tls_defaults, p.tls_https);
     let tls = AgentTls {
         ca_file: h.ca_file.or(d.ca_file),
@@ -374,6 +387,7 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
         retry_join_wan: p.retry_join_wan,
         primary_gateways: p.primary_gateways,
         tls,
+        server_tls,
         services: p.services,
         warnings,
     })

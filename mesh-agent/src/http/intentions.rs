@@ -221,7 +221,7 @@ pub(crate) async fn matches(State(s): State<ApiState>, ctx: Ctx) -> Res {
                 )
             })
             .collect();
-        let set = st.dc().intentions().shared().load();
+        let set = st.dc().intentions().current_set().await?;
         let mut out = Map::new();
         for (given, name) in names_ref.iter().zip(plain_ref) {
             let found = if by_source {

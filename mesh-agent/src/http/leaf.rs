@@ -116,9 +116,10 @@ impl LeafCache {
     }
 }
 
-fn sign_error(e: mesh::Error) -> ApiError {
+pub(crate) fn sign_error(e: mesh::Error) -> ApiError {
     match &e {
         mesh::Error::Sign(se) => match se.as_ref() {
+            se if se.is_invalid_request() => ApiError::bad_request(chain(se)),
             mesh::ca::SignError::PermissionDenied { .. } => ApiError::forbidden(chain(se.as_ref())),
             mesh::ca::SignError::RateLimited => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

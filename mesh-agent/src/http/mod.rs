@@ -44,6 +44,7 @@ mod catalog;
 mod config;
 mod connect;
 mod ctx;
+mod dataplane;
 mod decode;
 mod error;
 mod forward;
@@ -442,6 +443,28 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/health/connect/{service}",
             m(GET, get(catalog::health_connect)),
+        )
+        // the data plane's extensions
+        .route("/v1/internal/mesh/routing", m(GET, get(dataplane::routing)))
+        .route(
+            "/v1/internal/mesh/endpoints/{dc}/{service}",
+            m(GET, get(dataplane::endpoints)),
+        )
+        .route(
+            "/v1/internal/mesh/instance/{id}",
+            m(GET, get(dataplane::instance)),
+        )
+        .route(
+            "/v1/internal/mesh/instance/{id}/address",
+            m(PUT, put(dataplane::instance_address)),
+        )
+        .route(
+            "/v1/internal/mesh/gateway/{id}",
+            m(PUT, put(dataplane::gateway)),
+        )
+        .route(
+            "/v1/internal/mesh/sign/{service}",
+            m(PUT, put(dataplane::sign)),
         )
         // status
         .route("/v1/status/leader", m(GET, get(agent::status_leader)))

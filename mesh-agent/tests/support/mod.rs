@@ -74,9 +74,19 @@ acl {{
     s.push_str("enable_central_service_config = true\n");
     if let Some(p) = primary_server {
         s.push_str(&format!("retry_join_wan = [\"{p}\"]\n"));
+        // The primary's mesh root, saved beside the data dirs when the primary started.
+        let ca = data_dir.parent().unwrap().join(PRIMARY_CA);
+        s.push_str(&format!(
+            "tls {{\n  internal_rpc {{\n    ca_file = \"{}\"\n  }}\n}}\n",
+            ca.display()
+        ));
     }
     s
 }
+
+/// Where [`start_agent`] saves a primary's mesh root (in the test's directory), for the
+/// secondaries [`agent_hcl`] configures to trust it.
+pub const PRIMARY_CA: &str = "primary-ca.pem";
 
 /// Starts the primary datacenter's agent (data under `<dir>/<name>-data`) on free ports.
 pub fn start_primary(dir: &Path, name: &str) -> Agent {
@@ -116,6 +126,14 @@ pub fn start_agent(dir: &Path, name: &str, hcl: &str, http: u16, server: u16) ->
         server,
     );
     wait_http(&mut agent);
+    if !hcl.contains("retry_join_wan") {
+        // A primary: its root is what secondaries verify its server port against.
+        let (status, pem) =
+            http_get(agent.http, "/v1/connect/ca/roots?pem=true").expect("the roots answer");
+        if status == 200 && pem.contains("BEGIN CERTIFICATE") {
+            std::fs::write(dir.join(PRIMARY_CA), pem).unwrap();
+        }
+    }
     agent
 }
 

@@ -296,6 +296,25 @@ impl TlsIdentity {
         Ok(cfg)
     }
 
+    /// [`TlsIdentity::server_config`] for a listener some of whose clients have no
+    /// certificate yet (a secondary's server before its first leaf): a certificate that is
+    /// presented must pass exactly as there; a client without one gets through the handshake,
+    /// and the server must authorize its requests by other means (a token).
+    pub fn server_config_optional_client(
+        &self,
+        authorizer: Arc<dyn ConnectAuthorizer>,
+    ) -> Result<ServerConfig, TlsError> {
+        let verifier =
+            Arc::new(verify::SpiffeClientVerifier::new(self.bundle.clone(), authorizer).optional());
+        let mut cfg = ServerConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(LeafResolver(self.leaf.clone())));
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
+        Ok(cfg)
+    }
+
     /// A client config that verifies the server chain against the bundle and accepts only
     /// `expected` identities; the server name (SNI) is not checked, so callers send Consul
     /// service SNIs. Presents the current leaf.
@@ -392,7 +411,7 @@ where
 fn handshake_failure(side: &'static str, e: std::io::Error) -> HandshakeError {
     match classify_io(&e) {
         Some(r) => {
-            tracing::warn!(side, reason = %r, "TLS peer refused");
+            tracing::debug!(side, reason = %r, "TLS peer refused");
             HandshakeError::Refused(r)
         }
         None => HandshakeError::Io(e),

@@ -137,6 +137,8 @@ pub(super) struct SpiffeClientVerifier {
     bundle: Arc<ArcSwap<TrustBundle>>,
     authorizer: Arc<dyn ConnectAuthorizer>,
     algs: WebPkiSupportedAlgorithms,
+    /// Whether a client must present a certificate (a presented one is always verified).
+    mandatory: bool,
 }
 
 impl std::fmt::Debug for dyn ConnectAuthorizer {
@@ -154,7 +156,15 @@ impl SpiffeClientVerifier {
             bundle,
             authorizer,
             algs: crypto_provider().signature_verification_algorithms,
+            mandatory: true,
         }
+    }
+
+    /// The same verifier, letting clients without a certificate through (their requests are
+    /// then the server's to authorize by other means).
+    pub(super) fn optional(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 }
 
@@ -164,7 +174,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

@@ -1,5 +1,7 @@
 # The secondary datacenter's server. Its replication token is created in the primary first
-# (see the README) and given in a second file, replication-token.hcl, beside this one.
+# (see the README) and given in a second file, replication-token.hcl, beside this one; the
+# primary's mesh root (`mesh ca roots -pem` against the primary) is what it verifies the
+# primary's server port with.
 datacenter = "secondary"
 primary_datacenter = "primary"
 data_dir = "/tmp/mesh-guide/secondary"
@@ -20,3 +22,8 @@ connect {
 }
 enable_central_service_config = true
 retry_join_wan = ["127.0.0.1:8300"]
+tls {
+  internal_rpc {
+    ca_file = "/tmp/mesh-guide/primary-ca.pem"
+  }
+}

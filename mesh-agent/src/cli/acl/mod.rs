@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::cli::flags::{Api, Format, HttpFlags, pretty_json};
 use crate::cli::{Doing, Failure, Outcome};
-use crate::client::percent_encode;
+use mesh::client::percent_encode;
 
 mod format;
 mod policy;

@@ -7,7 +7,7 @@ use super::format::{self, Policy};
 use super::{id_from_partial, object_path, show};
 use crate::cli::flags::{Api, Format, HttpFlags, load_data_source};
 use crate::cli::{Doing, Failure, Outcome};
-use crate::client::percent_encode;
+use mesh::client::percent_encode;
 
 /// The built-in management policy's ID.
 const GLOBAL_MANAGEMENT_ID: &str = "00000000-0000-0000-0000-000000000001";

@@ -7,7 +7,7 @@ use super::format::{self, Role};
 use super::{id_from_partial, links, node_identity, object_path, service_identity, show};
 use crate::cli::flags::{Api, Format, HttpFlags};
 use crate::cli::{Doing, Failure, Outcome};
-use crate::client::percent_encode;
+use mesh::client::percent_encode;
 
 /// `mesh acl role …`.
 #[derive(Debug, Subcommand)]

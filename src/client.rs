@@ -15,7 +15,7 @@
 //! this build: HTTPS needs a CA file).
 //!
 //! ```
-//! use mesh_agent::client::{Client, ClientConfig, path_with_query};
+//! use mesh::client::{Client, ClientConfig, path_with_query};
 //!
 //! let client = Client::new(ClientConfig {
 //!     addr: "http://127.0.0.1:8500".into(),
@@ -442,6 +442,22 @@ impl Client {
             token,
             tls,
             timeout: config.timeout,
+        })
+    }
+
+    /// The same client sending `token` instead (none when `None` or empty).
+    pub fn with_token(&self, token: Option<&str>) -> Result<Self, ClientError> {
+        let token = match token.map(str::trim) {
+            Some(t) if !t.is_empty() => {
+                let mut v = HeaderValue::from_str(t).map_err(|_| ClientError::InvalidToken)?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            token,
+            ..self.clone()
         })
     }
 
@@ -884,7 +900,7 @@ fn tls_connector(ca_file: &Path) -> Result<tokio_rustls::TlsConnector, ClientErr
 }
 
 /// Go's `strconv.ParseBool`, which Consul uses for its boolean variables and flags.
-pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+pub fn parse_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),

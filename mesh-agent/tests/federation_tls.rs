@@ -1,0 +1,338 @@
+//! The link between datacenters: the server port speaks TLS with the mesh CA's server
+//! identity, a secondary verifies its primary against the mesh root it was given, and nothing
+//! secret crosses the wire readable. A relay between the two datacenters records every byte
+//! while replication and a forwarded write go through it; `openssl` inspects the server
+//! port from outside.
+
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{MGMT, agent_hcl, failed_start, free_port, start_agent, start_primary};
+
+/// A TCP relay to `target` that keeps a copy of every byte, both ways.
+fn recording_relay(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            Ok(n) => {
+                                log.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if to.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `mesh ARGS` against `http` with the management token; its stdout.
+fn mesh(http: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .env("CONSUL_HTTP_ADDR", http.to_string())
+        .env("CONSUL_HTTP_TOKEN", MGMT)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn secret_of(created: &str) -> String {
+    created
+        .lines()
+        .find_map(|l| l.strip_prefix("SecretID:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn nothing_secret_crosses_between_datacenters_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(dir.path(), "primary");
+    // A token whose secret replication carries, and the replication token itself.
+    mesh(
+        primary.http,
+        &[
+            "acl",
+            "policy",
+            "create",
+            "-name",
+            "replication",
+            "-rules",
+            r#"acl = "write"
+operator = "write"
+service_prefix "" { policy = "read" intentions = "read" }"#,
+        ],
+    );
+    let repl = secret_of(&mesh(
+        primary.http,
+        &["acl", "token", "create", "-policy-name", "replication"],
+    ));
+    let other = secret_of(&mesh(
+        primary.http,
+        &["acl", "token", "create", "-description", "someone else's"],
+    ));
+    let (relay, seen) = recording_relay(primary.server);
+    let (s_http, s_server) = (free_port(), free_port());
+    let hcl = agent_hcl(
+        "secondary",
+        &dir.path().join("s"),
+        s_http,
+        s_server,
+        Some(relay),
+        Some(&repl),
+    );
+    let secondary = start_agent(dir.path(), "secondary", &hcl, s_http, s_server);
+
+    // Replication works through the relay: the other token is known in the secondary.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(["acl", "token", "read", "-self"])
+            .env("CONSUL_HTTP_ADDR", secondary.http.to_string())
+            .env("CONSUL_HTTP_TOKEN", &other)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the token never replicated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And a write made in the secondary is forwarded through it.
+    mesh(secondary.http, &["intention", "create", "web", "db"]);
+    mesh(primary.http, &["intention", "get", "web", "db"]);
+
+    let bytes = seen.lock().unwrap().clone();
+    assert!(bytes.len() > 1000, "the relay carried the link");
+    assert_eq!(bytes[0], 0x16, "the link opens with a TLS handshake record");
+    for (what, secret) in [("replication token", &repl), ("a token secret", &other)] {
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "{what} crossed readable"
+        );
+    }
+    assert!(
+        !contains(&bytes, MGMT.as_bytes()),
+        "the management secret crossed readable"
+    );
+    assert!(
+        !contains(&bytes, b"PRIVATE KEY"),
+        "a private key crossed readable"
+    );
+    assert!(
+        !contains(&bytes, b"SecretID"),
+        "token records crossed readable"
+    );
+
+    // The secondary presents its own server identity once its CA is up (mTLS): the primary's
+    // log shows no refusal, and the secondary's server port has its own server certificate.
+    let san = server_port_san(secondary.server);
+    assert!(san.contains("/agent/server/dc/secondary"), "{san}");
+}
+
+/// The subject alternative names of the certificate `openssl s_client` is shown at `addr`.
+fn server_port_san(addr: SocketAddr) -> String {
+    let chain = s_client(addr, &[]);
+    assert!(chain.contains("BEGIN CERTIFICATE"), "{chain}");
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(chain.as_bytes())
+        .unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `openssl s_client -connect addr -showcerts EXTRA`, its output (stdout and stderr). With
+/// `EXTRA`, it sends a line and reads on, so a refusal after the handshake (TLS 1.3 checks the
+/// client's certificate after its Finished) shows as the alert it is.
+fn s_client(addr: SocketAddr, extra: &[&str]) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "10",
+        "openssl",
+        "s_client",
+        "-connect",
+        &addr.to_string(),
+        "-showcerts",
+    ])
+    .args(extra);
+    let out = if extra.is_empty() {
+        cmd.stdin(Stdio::null()).output().unwrap()
+    } else {
+        let mut child = cmd
+            .arg("-ign_eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"ping\n").unwrap();
+        // The server answers the line with its alert and closes; then stdin ends.
+        std::thread::sleep(Duration::from_millis(500));
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn openssl_sees_the_server_identity_chaining_to_the_mesh_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(dir.path(), "primary");
+    let san = server_port_san(primary.server);
+    assert!(san.contains("URI:spiffe://"), "{san}");
+    assert!(san.contains("/agent/server/dc/primary"), "{san}");
+    assert!(san.contains("DNS:server.primary.consul"), "{san}");
+    // The presented chain verifies against the root a secondary is given.
+    let shown = s_client(primary.server, &[]);
+    let leaf: String = shown
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .next()
+        .unwrap()
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let leaf_file = dir.path().join("leaf.pem");
+    std::fs::write(&leaf_file, leaf).unwrap();
+    let ca = dir.path().join(support::PRIMARY_CA);
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&ca)
+        .arg(&leaf_file)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // A client certificate from another CA is refused in the handshake, and the port keeps
+    // serving.
+    let key = dir.path().join("rogue.key");
+    let cert = dir.path().join("rogue.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=rogue", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let rogue = s_client(
+        primary.server,
+        &[
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(rogue.contains("alert certificate unknown"), "{rogue}");
+    assert!(server_port_san(primary.server).contains("/agent/server/dc/primary"));
+}
+
+#[test]
+fn a_secondary_given_another_mesh_root_fails_start_up_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(dir.path(), "primary");
+    // Another mesh's root in the place of this primary's.
+    let other_dir = tempfile::tempdir().unwrap();
+    let _other = start_primary(other_dir.path(), "other");
+    std::fs::copy(
+        other_dir.path().join(support::PRIMARY_CA),
+        dir.path().join(support::PRIMARY_CA),
+    )
+    .unwrap();
+    let hcl = agent_hcl(
+        "secondary",
+        &dir.path().join("s"),
+        free_port(),
+        free_port(),
+        Some(primary.server),
+        Some(MGMT),
+    );
+    let started = Instant::now();
+    let text = failed_start(dir.path(), "secondary", &hcl);
+    assert!(
+        text.contains("presented a certificate this secondary does not trust"),
+        "{text}"
+    );
+    eprintln!("untrusted primary refused after {:?}", started.elapsed());
+
+    // No CA file at all: refused at start, naming the setting.
+    let with_ca = agent_hcl(
+        "secondary",
+        &dir.path().join("s2"),
+        free_port(),
+        free_port(),
+        Some(primary.server),
+        Some(MGMT),
+    );
+    let no_ca = with_ca.split("tls {").next().unwrap().to_owned();
+    let text = failed_start(dir.path(), "secondary-no-ca", &no_ca);
+    assert!(text.contains("tls.internal_rpc.ca_file"), "{text}");
+}
