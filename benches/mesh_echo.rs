@@ -62,9 +62,7 @@ async fn setup() -> Setup {
         )
         .await
         .expect("register web");
-    let any = SidecarOptions {
-        public_bind: Some("127.0.0.1:0".parse().expect("addr")),
-    };
+    let any = SidecarOptions::default().public_bind("127.0.0.1:0".parse().expect("addr"));
     let socat = Sidecar::start(&g.primary, &(&socat_token).into(), "socat", any.clone())
         .await
         .expect("socat sidecar");

@@ -112,9 +112,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .catalog()
         .register_json(&"".into(), &web_json)
         .await?;
-    let any = SidecarOptions {
-        public_bind: Some("127.0.0.1:0".parse()?),
-    };
+    let any = SidecarOptions::default().public_bind("127.0.0.1:0".parse()?);
     let socat_sidecar =
         Sidecar::start(&g.primary, &(&socat_token).into(), "socat", any.clone()).await?;
     let web_sidecar = Sidecar::start(&g.secondary, &(&web_token).into(), "web", any).await?;

@@ -295,11 +295,13 @@ impl Dialer {
         if candidates.is_empty() {
             // Every endpoint is held off after a failure: try them all anyway (panic mode)
             // rather than refuse what may work again by now.
-            candidates.clone_from(&addrs);
+            candidates = pool.held_off().collect();
         }
         for addr in candidates {
             let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => s,
+                // Out of descriptors, buffers or ports here: no endpoint's fault.
+                Ok(Err(e)) if mesh_sni::local_exhaustion(&e) => return Err(Error::Io(e)),
                 Ok(Err(e)) => {
                     pool.hold_off(addr, HOLD_OFF);
                     tracing::debug!(%addr, error = %e, "upstream endpoint refused; trying the next");

@@ -14,12 +14,45 @@ use crate::connect::{CONNECT_TIMEOUT, Dialer, Service};
 use crate::dataplane::AsControlPlane;
 use crate::{Error, Secret};
 
-/// Where a sidecar listens; `None` takes the addresses of the registration.
-#[derive(Debug, Clone, Default)]
+/// The most connections a sidecar holds at once by default, over all its listeners (each
+/// holds two sockets: the accepted one and the one it dials).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How a sidecar runs: where it listens (by default the addresses of its registration) and
+/// how many connections it holds at once.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SidecarOptions {
     /// Bind the public listener here instead of the registered address (port 0 picks one;
     /// the catalog is updated with the bound address).
     pub public_bind: Option<SocketAddr>,
+    /// The most connections held at once, accepted on any listener and not yet closed
+    /// (handshakes included). One over it is closed as soon as it is accepted, counted
+    /// ([`Sidecar::refused_connections`]) and logged (at most once a second).
+    pub max_connections: usize,
+}
+
+impl Default for SidecarOptions {
+    fn default() -> Self {
+        Self {
+            public_bind: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl SidecarOptions {
+    /// With the public listener bound at `addr`.
+    pub fn public_bind(mut self, addr: SocketAddr) -> Self {
+        self.public_bind = Some(addr);
+        self
+    }
+
+    /// With at most `n` connections held at once (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
 }
 
 /// A running sidecar. Dropping it stops its listeners and cuts its connections at once;
@@ -33,10 +66,15 @@ pub struct Sidecar {
     live: Live,
 }
 
-/// The connections a sidecar relays: counted, and cut together.
+/// The connections a sidecar relays: counted against its cap, and cut together.
 #[derive(Debug, Clone, Default)]
 struct Live {
     count: Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    /// When a refusal was last logged (milliseconds of tokio's clock since `epoch`).
+    last_log: Arc<std::sync::atomic::AtomicU64>,
+    epoch: Option<tokio::time::Instant>,
     idle: Arc<tokio::sync::Notify>,
     cut: stop::Cut,
 }
@@ -45,9 +83,45 @@ struct Live {
 struct LiveGuard(Live);
 
 impl Live {
-    fn enter(&self) -> LiveGuard {
-        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        LiveGuard(self.clone())
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            epoch: Some(tokio::time::Instant::now()),
+            ..Self::default()
+        }
+    }
+
+    /// Counts one more connection, or refuses it when the cap is reached.
+    fn try_enter(&self, listener: &'static str) -> Option<LiveGuard> {
+        use std::sync::atomic::Ordering;
+        let admitted = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            return Some(LiveGuard(self.clone()));
+        }
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.epoch.map_or(0, |e| {
+            u64::try_from(e.elapsed().as_millis()).unwrap_or(u64::MAX)
+        });
+        let last = self.last_log.load(Ordering::Relaxed);
+        if (refused == 1 || now.saturating_sub(last) >= 1000)
+            && self
+                .last_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                listener,
+                limit = self.limit,
+                refused_total = refused,
+                "sidecar at its connection cap: closing new connections"
+            );
+        }
+        None
     }
 
     fn count(&self) -> usize {
@@ -157,7 +231,7 @@ impl Sidecar {
         if Some(public) != entry.lan {
             cp.set_instance_address(token, &sidecar_id, public).await?;
         }
-        let live = Live::default();
+        let live = Live::new(opts.max_connections);
         let mut tasks = vec![tokio::spawn(serve_public(
             public_listener,
             service.clone(),
@@ -206,6 +280,11 @@ impl Sidecar {
     /// How many connections the sidecar relays now.
     pub fn live_connections(&self) -> usize {
         self.live.count()
+    }
+
+    /// How many connections were closed on accept because the sidecar was at its cap.
+    pub fn refused_connections(&self) -> u64 {
+        self.live.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops accepting, lets live connections finish for at most `drain`, then cuts what is
@@ -257,8 +336,11 @@ async fn serve_public(
                 continue;
             }
         };
+        let Some(guard) = live.try_enter("public") else {
+            drop(tcp);
+            continue;
+        };
         let service = service.clone();
-        let guard = live.enter();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let (tls, client) = match service.accept(tcp).await {
@@ -296,8 +378,11 @@ async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>, live: Live) 
                 continue;
             }
         };
+        let Some(guard) = live.try_enter("upstream") else {
+            drop(tcp);
+            continue;
+        };
         let dialer = dialer.clone();
-        let guard = live.enter();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match dialer.dial().await {

@@ -399,9 +399,7 @@ async fn run_primary() {
         &dc,
         &(&socat).into(),
         "socat",
-        SidecarOptions {
-            public_bind: Some(loopback()),
-        },
+        SidecarOptions::default().public_bind(loopback()),
     )
     .await
     .expect("socat's sidecar");
@@ -481,9 +479,7 @@ async fn run_secondary() {
         &dc,
         &(&web_token).into(),
         "web",
-        SidecarOptions {
-            public_bind: Some(loopback()),
-        },
+        SidecarOptions::default().public_bind(loopback()),
     )
     .await
     .expect("web's sidecar");

@@ -235,9 +235,8 @@ async fn local_registrations_do_not_need_the_primary() {
         );
         let registered = m.secondary.catalog().register_json(&"".into(), &api).await;
         assert!(registered.is_ok(), "register api: {:?}", registered.err());
-        let any = mesh::SidecarOptions {
-            public_bind: Some("127.0.0.1:0".parse().expect("address")),
-        };
+        let any =
+            mesh::SidecarOptions::default().public_bind("127.0.0.1:0".parse().expect("address"));
         let sidecar = mesh::Sidecar::start(&m.secondary, &(&api_token).into(), "api", any).await;
         assert!(sidecar.is_ok(), "api's sidecar: {:?}", sidecar.err());
         let gw = mesh::MeshGateway::start(
@@ -303,9 +302,8 @@ async fn gateway_shut_down_during_the_outage_is_not_announced_afterwards() {
         gw.shutdown(std::time::Duration::from_millis(100)).await;
         // A registration made after the gateway's: once its endpoint reached the primary,
         // the gateway's record would have too.
-        let any = mesh::SidecarOptions {
-            public_bind: Some("127.0.0.1:0".parse().expect("address")),
-        };
+        let any =
+            mesh::SidecarOptions::default().public_bind("127.0.0.1:0".parse().expect("address"));
         let reg = format!(
             r#"{{"service": {{"name": "api", "id": "api-2", "port": 9001, "token": "{api_token}",
                 "connect": {{"sidecar_service": {{}} }} }} }}"#

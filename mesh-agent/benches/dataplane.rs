@@ -600,9 +600,7 @@ async fn start_in_process(echo_port: u16) -> InProcess {
         )
         .await
         .unwrap();
-    let any = SidecarOptions {
-        public_bind: Some("127.0.0.1:0".parse().unwrap()),
-    };
+    let any = SidecarOptions::default().public_bind("127.0.0.1:0".parse().unwrap());
     let echo = Sidecar::start(&dc, &echo_token, "echo", any.clone())
         .await
         .unwrap();

@@ -41,6 +41,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RELAY_BUFFER_SIZE: usize = 64 * 1024;
 /// Default limit of connections held at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`GatewayConfig::max_pending_hellos`].
+pub const DEFAULT_MAX_PENDING_HELLOS: usize = 1024;
 /// Default time an endpoint is skipped after a failed connect.
 pub const DEFAULT_ENDPOINT_HOLD_OFF: Duration = Duration::from_secs(5);
 /// Default time a relayed connection may carry no byte in either direction (Envoy's TCP proxy
@@ -68,8 +70,13 @@ pub struct GatewayConfig {
     pub max_hello_len: usize,
     /// Size of each of the two relay buffers of a connection (default 64 KiB).
     pub relay_buffer_size: usize,
-    /// Connections held at once (default 10 000); a connection over the limit is closed at once.
+    /// Routed connections held at once (default 10 000): a connection whose ClientHello is
+    /// routed while the limit is reached is closed.
     pub max_connections: usize,
+    /// Connections still waiting for their ClientHello, a budget of their own (default 1024):
+    /// when it is full, the oldest waiting connection is closed to make room for the new one,
+    /// so silent connections can neither hold routed clients off nor keep new ones out.
+    pub max_pending_hellos: usize,
     /// Time an endpoint is skipped after a failed connect (default 5 s).
     pub endpoint_hold_off: Duration,
     /// Time a relayed connection may carry no byte in either direction before it is closed
@@ -85,6 +92,7 @@ impl Default for GatewayConfig {
             max_hello_len: DEFAULT_MAX_HELLO_LEN,
             relay_buffer_size: DEFAULT_RELAY_BUFFER_SIZE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_hellos: DEFAULT_MAX_PENDING_HELLOS,
             endpoint_hold_off: DEFAULT_ENDPOINT_HOLD_OFF,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
@@ -110,6 +118,9 @@ pub enum ConfigError {
     /// `max_connections` is zero or more than a semaphore can count.
     #[error("max_connections {0} is outside 1..={max}", max = max_connections_limit())]
     MaxConnections(usize),
+    /// `max_pending_hellos` is zero.
+    #[error("max_pending_hellos must be at least 1")]
+    MaxPendingHellos,
 }
 
 /// Why a gateway operation failed.
@@ -177,8 +188,13 @@ pub struct RefusalStats {
     pub unknown_route: u64,
     /// Every endpoint of the route was down, or every connect attempt failed.
     pub all_endpoints_down: u64,
-    /// The connection limit was reached.
+    /// The connection limit was reached when the ClientHello was routed.
     pub over_limit: u64,
+    /// Closed while waiting for its ClientHello, to make room for a newer connection.
+    pub hello_evicted: u64,
+    /// The gateway itself was out of descriptors, buffers or ports when it connected (no
+    /// endpoint was held off for it).
+    pub local_resources: u64,
 }
 
 impl RefusalStats {
@@ -191,6 +207,8 @@ impl RefusalStats {
             + self.unknown_route
             + self.all_endpoints_down
             + self.over_limit
+            + self.hello_evicted
+            + self.local_resources
     }
 }
 
@@ -257,6 +275,8 @@ impl GatewayStats {
             unknown_route: a.unknown_route + b.unknown_route,
             all_endpoints_down: a.all_endpoints_down + b.all_endpoints_down,
             over_limit: a.over_limit + b.over_limit,
+            hello_evicted: a.hello_evicted + b.hello_evicted,
+            local_resources: a.local_resources + b.local_resources,
         }
     }
 
@@ -275,7 +295,7 @@ impl fmt::Display for GatewayStats {
                 f,
                 "{}: accepted {} active {} aborted {} refused {} (no_sni {} invalid_hello {} \
                  closed_before_hello {} hello_timeout {} unknown_route {} all_endpoints_down {} \
-                 over_limit {})",
+                 over_limit {} hello_evicted {} local_resources {})",
                 kind.as_str(),
                 l.accepted,
                 l.active,
@@ -287,7 +307,9 @@ impl fmt::Display for GatewayStats {
                 r.hello_timeout,
                 r.unknown_route,
                 r.all_endpoints_down,
-                r.over_limit
+                r.over_limit,
+                r.hello_evicted,
+                r.local_resources
             )?;
         }
         for (label, s) in &self.routes {
@@ -338,6 +360,60 @@ struct Inner {
     stop_accepting: watch::Sender<bool>,
     abort: watch::Sender<bool>,
     accept_tasks: Mutex<Vec<JoinHandle<()>>>,
+    pending: Mutex<PendingHellos>,
+}
+
+/// The connections waiting for their ClientHello, oldest first. Leaving is O(1) (a map
+/// removal); an eviction skips ids that already left.
+#[derive(Default)]
+struct PendingHellos {
+    next: u64,
+    order: std::collections::VecDeque<u64>,
+    waiting: HashMap<u64, Arc<tokio::sync::Notify>>,
+}
+
+/// A connection's place among the waiting ones; leaves on drop.
+struct PendingSlot<'a> {
+    inner: &'a Inner,
+    id: u64,
+    evicted: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        self.inner.pending_lock().waiting.remove(&self.id);
+    }
+}
+
+impl Inner {
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, PendingHellos> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a place among the waiting connections, closing the oldest waiting one first when
+    /// the budget is full (it is told through its `Notify`).
+    fn pending_enter(&self) -> (u64, Arc<tokio::sync::Notify>) {
+        let mut p = self.pending_lock();
+        while p.waiting.len() >= self.config.max_pending_hellos {
+            let Some(oldest) = p.order.pop_front() else {
+                break;
+            };
+            if let Some(n) = p.waiting.remove(&oldest) {
+                n.notify_one();
+            }
+        }
+        // Ids that left stay in `order` until an eviction reaches them; keep it bounded.
+        if p.order.len() > 4 * self.config.max_pending_hellos {
+            let PendingHellos { order, waiting, .. } = &mut *p;
+            order.retain(|id| waiting.contains_key(id));
+        }
+        let id = p.next;
+        p.next += 1;
+        let notify = Arc::new(tokio::sync::Notify::new());
+        p.order.push_back(id);
+        p.waiting.insert(id, notify.clone());
+        (id, notify)
+    }
 }
 
 #[derive(Default)]
@@ -352,6 +428,8 @@ struct ListenerCounters {
     unknown_route: AtomicU64,
     all_endpoints_down: AtomicU64,
     over_limit: AtomicU64,
+    hello_evicted: AtomicU64,
+    local_resources: AtomicU64,
 }
 
 struct RouteCounters {
@@ -385,6 +463,14 @@ enum Refusal {
         tried: usize,
         pool: usize,
     },
+    #[error("over the connection limit ({0})")]
+    OverLimit(usize),
+    #[error("closed while waiting for its ClientHello, to make room for a newer connection")]
+    Evicted,
+    #[error("closed before its ClientHello: the gateway is shutting down")]
+    ShuttingDown,
+    #[error("out of local resources to connect")]
+    LocalResources(#[source] io::Error),
 }
 
 impl Gateway {
@@ -402,6 +488,7 @@ impl Gateway {
                 stop_accepting: watch::Sender::new(false),
                 abort: watch::Sender::new(false),
                 accept_tasks: Mutex::new(Vec::new()),
+                pending: Mutex::new(PendingHellos::default()),
             }),
         })
     }
@@ -588,6 +675,8 @@ impl ListenerCounters {
                 unknown_route: g(&self.unknown_route),
                 all_endpoints_down: g(&self.all_endpoints_down),
                 over_limit: g(&self.over_limit),
+                hello_evicted: g(&self.hello_evicted),
+                local_resources: g(&self.local_resources),
             },
         }
     }
@@ -600,6 +689,10 @@ impl ListenerCounters {
             Refusal::Route(RouteError::NoSni) => &self.no_sni,
             Refusal::Route(_) => &self.unknown_route,
             Refusal::AllEndpointsDown { .. } => &self.all_endpoints_down,
+            Refusal::OverLimit(_) => &self.over_limit,
+            Refusal::Evicted => &self.hello_evicted,
+            Refusal::ShuttingDown => &self.aborted,
+            Refusal::LocalResources(_) => &self.local_resources,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -671,6 +764,9 @@ fn validate(c: &GatewayConfig) -> Result<(), ConfigError> {
     if !(1..=max_connections_limit()).contains(&c.max_connections) {
         return Err(ConfigError::MaxConnections(c.max_connections));
     }
+    if c.max_pending_hellos == 0 {
+        return Err(ConfigError::MaxPendingHellos);
+    }
     Ok(())
 }
 
@@ -695,17 +791,7 @@ async fn accept_loop(inner: Arc<Inner>, kind: ListenerKind, listener: TcpListene
             }
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        match inner.limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(connection(inner.clone(), kind, socket, peer, permit));
-            }
-            Err(_) => {
-                counters.over_limit.fetch_add(1, Ordering::Relaxed);
-                warn!(listener = kind.as_str(), %peer, limit = inner.config.max_connections,
-                    "connection refused: over the connection limit");
-                drop(socket);
-            }
-        }
+        tokio::spawn(connection(inner.clone(), kind, socket, peer));
     }
     debug!(listener = kind.as_str(), "listener closed");
 }
@@ -715,7 +801,6 @@ async fn connection(
     kind: ListenerKind,
     mut client: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
 ) {
     let counters = &inner.listeners[kind.index()];
     let _active = Gauge::up(&counters.active);
@@ -733,8 +818,13 @@ async fn connection(
         counters.count(&refusal);
         let reason = error_chain(&refusal);
         match refusal {
-            Refusal::AllEndpointsDown { .. } => {
+            Refusal::AllEndpointsDown { .. }
+            | Refusal::OverLimit(_)
+            | Refusal::LocalResources(_) => {
                 warn!(listener = kind.as_str(), %peer, %reason, "connection refused");
+            }
+            Refusal::Evicted | Refusal::ShuttingDown => {
+                debug!(listener = kind.as_str(), %peer, %reason, "connection closed");
             }
             _ => info!(listener = kind.as_str(), %peer, %reason, "connection refused"),
         }
@@ -749,13 +839,26 @@ async fn handle(
 ) -> Result<(), Refusal> {
     let cfg = &inner.config;
     let started = Instant::now();
+    let (id, evicted) = inner.pending_enter();
+    let mut stopping = inner.stop_accepting.subscribe();
+    let slot = PendingSlot { inner, id, evicted };
     let mut hello = Vec::with_capacity(2048);
-    let route = tokio::time::timeout(
-        cfg.hello_timeout,
-        read_hello(client, &mut hello, cfg.max_hello_len, &inner.routes),
-    )
-    .await
-    .map_err(|_| Refusal::HelloTimeout(cfg.hello_timeout))??;
+    let route = tokio::select! {
+        r = tokio::time::timeout(
+            cfg.hello_timeout,
+            read_hello(client, &mut hello, cfg.max_hello_len, &inner.routes),
+        ) => r.map_err(|_| Refusal::HelloTimeout(cfg.hello_timeout))??,
+        () = slot.evicted.notified() => return Err(Refusal::Evicted),
+        // A gateway that stops accepting has no use for a connection still without a hello.
+        _ = stopping.wait_for(|s| *s) => return Err(Refusal::ShuttingDown),
+    };
+    drop(slot);
+    // Routed: only now does the connection count against the connection limit.
+    let _permit: OwnedSemaphorePermit = inner
+        .limit
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::OverLimit(cfg.max_connections))?;
 
     let stats = inner.route_counters(&route);
     stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -828,11 +931,25 @@ async fn connect(
 ) -> Result<(TcpStream, SocketAddr), Refusal> {
     let pool = route.pool();
     let mut tried = 0;
-    for addr in pool.candidates() {
+    // Every endpoint held off after failures: try them all anyway (panic mode) rather than
+    // refuse what may work again by now.
+    let mut up = pool.candidates();
+    let first = up.next();
+    let held_off_too: Vec<SocketAddr> = if first.is_none() {
+        pool.held_off().collect()
+    } else {
+        Vec::new()
+    };
+    for addr in first.into_iter().chain(up).chain(held_off_too) {
         tried += 1;
         let error = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
         {
             Ok(Ok(stream)) => return Ok((stream, addr)),
+            // Out of descriptors, buffers or ports here: no endpoint's fault, and every other
+            // endpoint would meet the same. Refuse this connection, hold nobody off.
+            Ok(Err(e)) if crate::pool::local_exhaustion(&e) => {
+                return Err(Refusal::LocalResources(e));
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", cfg.connect_timeout),
         };

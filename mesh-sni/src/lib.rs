@@ -57,5 +57,5 @@ pub use gateway::{
 pub use hello::{
     ClientHello, DEFAULT_MAX_HELLO_LEN, HelloError, HelloErrorKind, Parse, parse_client_hello,
 };
-pub use pool::Pool;
+pub use pool::{Pool, local_exhaustion};
 pub use router::{Route, RouteConfigError, RouteError, RouteKind, RouteTable, RouteTableBuilder};

@@ -78,6 +78,16 @@ impl Pool {
         self.endpoints.is_empty()
     }
 
+    /// The endpoints held off after a failure and not marked down by an operator, in pool
+    /// order: what to try anyway when no endpoint is up (panic mode).
+    pub fn held_off(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let now = now_ms();
+        self.endpoints
+            .iter()
+            .filter(move |e| !e.manual_down.load(Ordering::Relaxed) && e.held_for(now).is_some())
+            .map(|e| e.addr)
+    }
+
     /// The addresses, in pool order.
     pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.endpoints.iter().map(|e| e.addr)
@@ -209,6 +219,17 @@ impl Iterator for Candidates<'_> {
     }
 }
 
+/// Whether a connect failed for want of a local resource (file descriptors, kernel buffers,
+/// memory, ephemeral ports) rather than because of the endpoint: such a failure is
+/// back-pressure on this process, and no endpoint should be held off for it.
+pub fn local_exhaustion(e: &std::io::Error) -> bool {
+    // Linux: ENFILE 23, EMFILE 24, ENOBUFS 105.
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::OutOfMemory
+    ) || (cfg!(target_os = "linux") && matches!(e.raw_os_error(), Some(23 | 24 | 105)))
+}
+
 /// Milliseconds since the first call in this process (never 0 after a hold-off is stored,
 /// see [`Pool::hold_off`]).
 fn now_ms() -> u64 {
@@ -220,6 +241,20 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_exhaustion_is_told_from_an_endpoint_failure() {
+        use std::io::{Error, ErrorKind};
+        assert!(local_exhaustion(&Error::from_raw_os_error(24)));
+        assert!(local_exhaustion(&Error::from_raw_os_error(23)));
+        assert!(local_exhaustion(&Error::from_raw_os_error(105)));
+        assert!(local_exhaustion(&Error::from(ErrorKind::AddrNotAvailable)));
+        assert!(!local_exhaustion(&Error::from(
+            ErrorKind::ConnectionRefused
+        )));
+        assert!(!local_exhaustion(&Error::from(ErrorKind::TimedOut)));
+        assert!(!local_exhaustion(&Error::from_raw_os_error(111)));
+    }
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))

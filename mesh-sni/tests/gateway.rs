@@ -115,7 +115,11 @@ struct Backend {
 
 impl Backend {
     async fn start(id: u8, identity: &Identity) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), id, identity).await
+    }
+
+    async fn start_on(bind: SocketAddr, id: u8, identity: &Identity) -> Self {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let acceptor = TlsAcceptor::from(identity.server_config());
@@ -751,4 +755,60 @@ async fn one_gateway_served_by_an_event_loop_per_thread() {
         l.join().unwrap();
     }
     assert_eq!(gw.stats().routes[&web_sni()].accepted, 6);
+}
+
+#[tokio::test]
+async fn silent_connections_neither_hold_routed_clients_off_nor_keep_new_ones_out() {
+    let id = Identity::new(&[&web_sni()]);
+    let backend = Backend::start(b'S', &id).await;
+    let config = GatewayConfig {
+        max_connections: 4,
+        ..GatewayConfig::default()
+    };
+    let (gw, addr) = gateway(config, table_web(&[&backend])).await;
+    // 1,500 connections that never send a byte: more than the waiting budget (1,024), far
+    // more than the connection limit (4).
+    let mut silent = Vec::new();
+    for _ in 0..1500 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    wait_stats(&gw, "the oldest silent ones make room", |s| {
+        s.lan.refused.hello_evicted >= 1500 - 1024
+    })
+    .await;
+    // A real client is routed at once, and the silent ones never counted against the limit.
+    let (mut tls, _) = connect(addr, &web_sni(), id.client_config()).await.unwrap();
+    echo(&mut tls, b"through the crowd").await;
+    assert_eq!(gw.active_connections(), 1);
+    assert_eq!(gw.stats().lan.refused.over_limit, 0);
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_single_endpoint_route_serves_again_as_soon_as_its_backend_is_back() {
+    let id = Identity::new(&[&web_sni()]);
+    // The only endpoint: a port where nothing listens yet.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let pool = Arc::new(Pool::new([port]));
+    let table = RouteTable::builder("dc1".parse().unwrap(), TD.parse().unwrap())
+        .service("web".parse().unwrap(), pool.clone())
+        .build()
+        .unwrap();
+    let (gw, addr) = gateway(GatewayConfig::default(), table).await;
+    assert!(connect(addr, &web_sni(), id.client_config()).await.is_err());
+    wait_stats(&gw, "the refused connect", |s| {
+        s.lan.refused.all_endpoints_down == 1
+    })
+    .await;
+    assert_eq!(pool.is_up(port), Some(false), "held off after the failure");
+    // The backend comes back on that port: the next connection is routed to it although the
+    // endpoint is still held off (every endpoint of the route is, so all are tried).
+    let backend = Backend::start_on(port, b'R', &id).await;
+    let (mut tls, who) = connect(addr, &web_sni(), id.client_config()).await.unwrap();
+    assert_eq!(who, b'R');
+    echo(&mut tls, b"back at once").await;
+    assert_eq!(backend.accepted(), 1);
 }

@@ -447,9 +447,7 @@ impl Mesh {
             .register_json(&"".into(), &web_json)
             .await
             .expect("web registered");
-        let any = SidecarOptions {
-            public_bind: Some("127.0.0.1:0".parse().expect("address")),
-        };
+        let any = SidecarOptions::default().public_bind("127.0.0.1:0".parse().expect("address"));
         let socat_sidecar =
             Sidecar::start(&self.primary, &(&socat_token).into(), "socat", any.clone())
                 .await

@@ -10,6 +10,9 @@
 //!   and `WAN`, registered under `-proxy-id` (default: `NAME-<LAN port>`). On stop it
 //!   deregisters, then drains.
 //!
+//! A sidecar holds at most `-max-connections` connections at once (1024 by default); over
+//! it, new ones are closed on accept, counted and logged.
+//!
 //! `-http-addr` may be repeated (or hold a comma-separated list): the process fails over
 //! between the servers and keeps serving what it knows while none answers.
 
@@ -61,6 +64,9 @@ pub(crate) struct ProxyArgs {
     /// The gateway's WAN address, host:port (where other datacenters' gateways reach it)
     #[arg(long = "wan-address", value_name = "ADDR")]
     wan_address: Option<String>,
+    /// A sidecar's cap on connections held at once (over it, new ones are closed on accept)
+    #[arg(long = "max-connections", value_name = "N", default_value_t = mesh::sidecar::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Log level: trace, debug, info, warn, err (RUST_LOG, when set, wins)
     #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -68,7 +74,10 @@ pub(crate) struct ProxyArgs {
 
 /// What the flags ask for.
 enum Role {
-    Sidecar(String),
+    Sidecar {
+        id: String,
+        max_connections: usize,
+    },
     Gateway {
         name: ServiceName,
         id: String,
@@ -87,7 +96,10 @@ impl ProxyArgs {
             (Some(id), false) if id.trim().is_empty() => {
                 Err(Failure::usage("-sidecar-for needs a service ID"))
             }
-            (Some(id), false) => Ok(Role::Sidecar(id.clone())),
+            (Some(id), false) => Ok(Role::Sidecar {
+                id: id.clone(),
+                max_connections: self.max_connections,
+            }),
             (None, false) => Err(Failure::usage(
                 "one of -sidecar-for or -mesh-gateway is required",
             )),
@@ -170,8 +182,12 @@ async fn serve(role: Role, opts: AgentOptions) -> Result<(), Failure> {
         .await
         .doing("connecting to the agent")?;
     match role {
-        Role::Sidecar(id) => {
-            let sidecar = Sidecar::start(&cp, &token, &id, SidecarOptions::default())
+        Role::Sidecar {
+            id,
+            max_connections,
+        } => {
+            let opts = SidecarOptions::default().max_connections(max_connections);
+            let sidecar = Sidecar::start(&cp, &token, &id, opts)
                 .await
                 .doing(&format!("starting the sidecar of {id}"))?;
             let upstreams: Vec<String> = sidecar
