@@ -41,6 +41,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RELAY_BUFFER_SIZE: usize = 64 * 1024;
 /// Default limit of connections held at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The size a relay buffer starts at (see [`GatewayConfig::relay_buffer_size`]).
+const RELAY_START_BUFFER: usize = 4 * 1024;
 /// Default [`GatewayConfig::max_pending_hellos`].
 pub const DEFAULT_MAX_PENDING_HELLOS: usize = 1024;
 /// Default time an endpoint is skipped after a failed connect.
@@ -68,7 +70,12 @@ pub struct GatewayConfig {
     /// [`buffer_limit`]`(max_hello_len)`: this plus the headers of the records the hello may be
     /// split into.
     pub max_hello_len: usize,
-    /// Size of each of the two relay buffers of a connection (default 64 KiB).
+    /// Largest size of each of the two relay buffers of a connection (default 64 KiB). A
+    /// buffer starts at 4 KiB and doubles while reads fill it, so a connection holds
+    /// 2 x 4 KiB while it carries little and at most 2 x this when it carries bulk: with
+    /// the defaults, at most 128 KiB of relay buffers per connection (plus the ClientHello
+    /// buffer, at most [`buffer_limit`]`(max_hello_len)`, held only until the hello is
+    /// routed), and `max_connections` times that per gateway.
     pub relay_buffer_size: usize,
     /// Routed connections held at once (default 10 000): a connection whose ClientHello is
     /// routed while the limit is reached is closed.
@@ -1031,11 +1038,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // Uninitialised capacity: nothing is zeroed, and the buffer never grows past its size.
-    let mut buf = Vec::with_capacity(buffer_size);
+    // Uninitialised capacity: nothing is zeroed. The buffer starts small and doubles while
+    // reads fill it, up to `buffer_size`: a quiet connection holds a few KiB, a bulk one the
+    // full size.
+    let mut cap = buffer_size.min(RELAY_START_BUFFER);
+    let mut buf = Vec::with_capacity(cap);
     loop {
         buf.clear();
-        let n = r.read_buf(&mut (&mut buf).limit(buffer_size)).await?;
+        let n = r.read_buf(&mut (&mut buf).limit(cap)).await?;
         let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         last_read_ms.fetch_max(now, Ordering::Relaxed);
         if n == 0 {
@@ -1046,6 +1056,10 @@ where
         }
         w.write_all(&buf).await?;
         bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if n == cap && cap < buffer_size {
+            cap = cap.saturating_mul(2).min(buffer_size);
+            buf.reserve(cap);
+        }
     }
 }
 
