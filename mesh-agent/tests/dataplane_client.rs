@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
+mod dataplane_common;
 mod http_common;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use dataplane_common::{echo, eventually};
 use http_common::{Api, MGMT, agent_info, get, put, token_with_rules};
 use mesh::Secret;
 use mesh::ca::LeafManagerOptions;
@@ -37,22 +39,6 @@ fn service_rules(name: &str) -> String {
 async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within 30 s: {what}");
 }
 
 /// A service "payments", Connect-native, echoing, through `cp`; returns its address.
@@ -105,21 +91,6 @@ fn fast_leaves() -> LeafManagerOptions {
         root_change_jitter: Duration::from_millis(500),
         ..LeafManagerOptions::default()
     }
-}
-
-/// One echo through a new connection of `dialer`: `true` when the bytes come back.
-async fn echo(dialer: &mesh::connect::Dialer) -> bool {
-    let Ok(mut tls) = dialer.dial().await else {
-        return false;
-    };
-    if tls.write_all(b"ping").await.is_err() || tls.flush().await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 4];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if &buf == b"ping"
-    )
 }
 
 async fn set_intention(api: SocketAddr, action: &str) {

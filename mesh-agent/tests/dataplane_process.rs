@@ -5,16 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
+mod dataplane_common;
 mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use dataplane_common::{echo, eventually};
 use mesh::Secret;
 use mesh::ca::LeafManagerOptions;
 use mesh::client::{Body, Client, ClientConfig};
-use mesh::connect::{Dialer, Service};
+use mesh::connect::Service;
 use mesh::core::catalog::Upstream;
 use mesh::dataplane::{AgentControlPlane, AgentOptions};
 use support::MGMT;
@@ -32,35 +34,6 @@ fn api(addr: std::net::SocketAddr) -> Client {
 
 async fn put(client: &Client, path: &str, body: serde_json::Value) {
     client.put(path, Some(Body::from(body))).await.unwrap();
-}
-
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within 60 s: {what}");
-}
-
-async fn echo(dialer: &Dialer) -> bool {
-    let Ok(mut tls) = dialer.dial().await else {
-        return false;
-    };
-    if tls.write_all(b"ping").await.is_err() || tls.flush().await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 4];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if &buf == b"ping"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

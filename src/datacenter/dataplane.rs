@@ -13,9 +13,9 @@ use mesh_core::{SpiffeId, TrustDomain};
 use mesh_intentions::intention::{IntentionDefault, SharedIntentions};
 use tokio::sync::watch;
 
-use super::{Datacenter, Inner, authorize_with};
+use super::{Datacenter, Inner};
 use crate::catalog::CatalogEntry;
-use crate::dataplane::{AsControlPlane, ControlPlane, IntentionSource, Routing};
+use crate::dataplane::{AsControlPlane, ControlPlane, IntentionSource, Routing, authorize_in_set};
 use crate::{Authorization, Error, Secret};
 
 /// How long the routing watcher's store wait is held before it checks the datacenter is
@@ -40,8 +40,8 @@ impl std::fmt::Debug for DcIntentions {
 
 impl IntentionSource for DcIntentions {
     fn authorize(&self, client: &SpiffeId) -> Authorization {
-        authorize_with(
-            &self.shared,
+        authorize_in_set(
+            &self.shared.load(),
             self.default,
             self.trust_domain.as_ref(),
             client,

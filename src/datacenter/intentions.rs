@@ -263,8 +263,8 @@ impl Intentions<'_> {
     /// May `client` open a connection to `target`? Refuses identities of another trust domain
     /// or that are not services (stricter than Consul, which checks neither).
     pub fn authorize(&self, client: &SpiffeId, target: &ServiceName) -> Authorization {
-        authorize_with(
-            &self.dc.inner.intentions,
+        crate::dataplane::authorize_in_set(
+            &self.dc.inner.intentions.load(),
             self.default(),
             self.dc.trust_domain().as_ref(),
             client,

@@ -964,17 +964,6 @@ impl Inner {
     }
 }
 
-/// The intention check shared by the API and the data plane.
-pub(crate) fn authorize_with(
-    intentions: &SharedIntentions,
-    default: IntentionDefault,
-    trust_domain: Option<&TrustDomain>,
-    client: &SpiffeId,
-    target: &ServiceName,
-) -> Authorization {
-    crate::dataplane::authorize_in_set(&intentions.load(), default, trust_domain, client, target)
-}
-
 fn policy_ids<'a>(
     snap: &AclSnapshot,
     names: impl Iterator<Item = &'a str>,
