@@ -96,11 +96,24 @@ pub struct DatacenterRecord {
     pub name: Datacenter,
     /// Whether it is the primary.
     pub primary: bool,
+    /// Where its servers accept the other datacenters' servers (mTLS), if it announced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<SocketAddr>,
 }
 
 impl DatacenterRecord {
-    /// A record for `name`.
+    /// A record for `name`, announcing no server address.
     pub fn new(name: Datacenter, primary: bool) -> Self {
-        Self { name, primary }
+        Self {
+            name,
+            primary,
+            server: None,
+        }
+    }
+
+    /// The same record announcing `server` as its servers' address.
+    pub fn with_server(mut self, server: Option<SocketAddr>) -> Self {
+        self.server = server;
+        self
     }
 }

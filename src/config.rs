@@ -22,6 +22,10 @@ pub struct DatacenterConfig {
     pub enable_central_service_config: bool,
     /// Where the datacenter keeps its state.
     pub storage: Storage,
+    /// Where this datacenter's servers accept the other datacenters' servers (mTLS, the
+    /// server port), as they reach it: announced in this datacenter's record, so that the
+    /// others can forward requests here. `None` announces no address.
+    pub server_address: Option<std::net::SocketAddr>,
 }
 
 impl DatacenterConfig {
@@ -34,6 +38,7 @@ impl DatacenterConfig {
             connect: ConnectConfig::default(),
             enable_central_service_config: true,
             storage: Storage::Memory,
+            server_address: None,
         }
     }
 

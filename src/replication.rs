@@ -60,6 +60,16 @@ impl Authorizer for AclReplicationAuthorizer {
             return crate::authz::authorize(&authz, write).map_err(refusal);
         }
         let table = match op {
+            Op::Enroll => {
+                let decision = authz.operator_write();
+                return if decision.is_allowed() {
+                    Ok(())
+                } else {
+                    Err(Denied::new(format!(
+                        "token lacks permission 'operator:write' to {op} ({decision})"
+                    )))
+                };
+            }
             Op::Replicate { table } => table.as_str(),
             _ => return Err(Denied::new(format!("operation {op} is not served"))),
         };

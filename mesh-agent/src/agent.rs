@@ -7,6 +7,7 @@
 //! or SIGTERM.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,26 @@ pub enum AgentError {
         #[source]
         source: TransportError,
     },
+    /// No certificate the primary presented has the configured root fingerprint.
+    #[error(
+        "none of the {presented} certificates the server at {addr} presented has the SHA-256 \
+         fingerprint of tls.internal_rpc.primary_root_sha256: it is not the primary whose root \
+         was fingerprinted (or the fingerprint is not of its active root)"
+    )]
+    RootFingerprint {
+        /// The primary's address.
+        addr: String,
+        /// How many certificates the server presented.
+        presented: usize,
+    },
+    /// The primary would not sign this secondary's server certificate.
+    #[error("the primary at {addr} refused to enroll this server: {message}")]
+    Enrollment {
+        /// The primary's address.
+        addr: String,
+        /// What the primary said.
+        message: String,
+    },
     /// Start-up took too long.
     #[error("{0}")]
     Timeout(String),
@@ -208,7 +229,7 @@ pub async fn start(
     for w in &config.warnings {
         tracing::warn!(warning = %w, "configuration");
     }
-    let dc_config = config.datacenter_config()?;
+    let mut dc_config = config.datacenter_config()?;
     let server_addr = config.server_addr;
     let server_listener =
         TcpListener::bind(server_addr)
@@ -221,7 +242,11 @@ pub async fn start(
     let server_addr = server_listener
         .local_addr()
         .map_err(|e| AgentError::Other(e.to_string()))?;
-    let mut client_identity = None;
+    // Announced to the other datacenters, which forward `?dc=` requests here.
+    let advertised_ip = config.advertise_addr.unwrap_or(server_addr.ip());
+    dc_config.server_address = (!advertised_ip.is_unspecified())
+        .then(|| SocketAddr::new(advertised_ip, server_addr.port()));
+    let mut client_identity: Option<(TlsIdentity, Option<Enrolled>)> = None;
     let dc = if config.is_primary() {
         Datacenter::start_primary(dc_config)
             .await
@@ -230,20 +255,26 @@ pub async fn start(
                 source,
             })?
     } else {
-        let identity = match (&config.server_tls.plaintext, &config.server_tls.ca_file) {
-            (true, _) => None,
-            (false, Some(file)) => Some(primary_trust(file)?),
-            (false, None) => {
+        let tls = &config.server_tls;
+        let identity = match (tls.plaintext, &tls.ca_file, &tls.primary_root_sha256) {
+            (true, _, _) => None,
+            (false, Some(file), _) => Some(primary_trust(file)?),
+            (false, None, Some(fingerprint)) => {
+                Some(primary_trust_by_fingerprint(&config, fingerprint).await?)
+            }
+            (false, None, None) => {
                 return Err(AgentError::Tls(
                     "a secondary verifies its primary's server certificate: set \
                      tls.internal_rpc.ca_file to the mesh root (`mesh ca roots -pem` against \
-                     the primary), or tls.internal_rpc.insecure_plaintext = true on every server"
+                     the primary), or tls.internal_rpc.primary_root_sha256 to its fingerprint \
+                     (`mesh ca roots` prints it), or tls.internal_rpc.insecure_plaintext = true \
+                     on every server"
                         .into(),
                 ));
             }
         };
-        let dc = start_secondary(&config, dc_config, identity.as_ref()).await?;
-        client_identity = identity;
+        let (dc, leaves) = start_secondary(&config, dc_config, identity.as_ref()).await?;
+        client_identity = identity.map(|i| (i, leaves));
         dc
     };
 
@@ -259,36 +290,34 @@ pub async fn start(
         None
     } else {
         let (leaves, roots) = server_leaves(&dc, &config).await?;
-        if let Some(identity) = client_identity.take() {
-            // From now on a secondary presents its own server identity to its primary
-            // (mTLS): the same leaf, renewed underneath, with the mesh's roots as they rotate.
-            let follow = identity.follow(leaves.subscribe(), roots.clone());
-            keep_until_stop(&mut tasks, &stop, (follow, identity));
+        if let Some((identity, enrolled)) = client_identity.take() {
+            // Toward its primary a secondary keeps presenting the leaf it enrolled (renewed
+            // with the primary) and, now that its own CA is up, trusts the mesh's roots as
+            // they rotate.
+            let (no_leaves_tx, no_leaves) = watch::channel(None);
+            drop(no_leaves_tx);
+            let follow = identity.follow(no_leaves, roots.clone());
+            keep_until_stop(&mut tasks, &stop, (follow, identity, enrolled));
         }
         let first = leaves
             .current()
             .ok_or_else(|| AgentError::Tls("no server certificate issued".into()))?;
         let current_roots = roots.borrow().clone();
+        // The active root rides after the chain, so that a secondary given only the root's
+        // fingerprint finds it.
         let identity = TlsIdentity::with_leaf(&first, &current_roots)
-            .map_err(|e| AgentError::Tls(format!("server certificate: {e}")))?;
-        let cfg = identity
+            .map_err(|e| AgentError::Tls(format!("server certificate: {e}")))?
+            .presenting_root();
+        let mut cfg = identity
             .server_config_optional_client(Arc::new(ServersOnly))
             .map_err(|e| AgentError::Tls(format!("server port: {e}")))?;
+        // Replication clients offer no ALPN; other servers forwarding `?dc=` offer HTTP.
+        cfg.alpn_protocols = vec![crate::http::SERVER_PORT_HTTP_ALPN.to_vec()];
         let follow = identity.follow(leaves.subscribe(), roots);
-        keep_until_stop(&mut tasks, &stop, (leaves, follow, identity));
+        keep_until_stop(&mut tasks, &stop, (leaves, follow, identity.clone()));
         tracing::info!(addr = %server_addr, "the server port speaks TLS with the mesh CA's server identity");
-        Some(Arc::new(cfg))
+        Some((Arc::new(cfg), identity))
     };
-    let handle =
-        ReplicationServer::spawn_tcp(server, server_listener, server_tls, ServeConfig::default())
-            .map_err(|e| AgentError::Other(format!("replication listener: {e}")))?;
-    {
-        let mut stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = stop.wait_for(|s| *s).await;
-            handle.shutdown().await;
-        }));
-    }
 
     let services = Arc::new(Services {
         sources,
@@ -357,7 +386,37 @@ pub async fn start(
         }),
         ..AgentInfo::default()
     };
-    let state = state.with_agent_info(info);
+    let mut state = state.with_agent_info(info);
+    let handle = match server_tls {
+        None => ReplicationServer::spawn_tcp(server, server_listener, None, ServeConfig::default()),
+        Some((cfg, identity)) => {
+            let primary = match config.retry_join_wan.first() {
+                Some(addr) if !config.is_primary() => {
+                    Some((config.primary_datacenter.clone(), resolve(addr).await?))
+                }
+                _ => None,
+            };
+            state = state.with_federation(crate::http::Federation::new(identity, primary));
+            let http = crate::http::server_port_http(state.clone(), stop.clone());
+            ReplicationServer::spawn_tls_with(
+                server,
+                server_listener,
+                cfg,
+                ServeConfig::default(),
+                crate::http::SERVER_PORT_HTTP_ALPN.to_vec(),
+                http,
+            )
+        }
+    }
+    .map_err(|e| AgentError::Other(format!("replication listener: {e}")))?;
+    {
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            handle.shutdown().await;
+        }));
+    }
+
     let listeners = http_listener
         .map(|l| (None, l, "HTTP API"))
         .into_iter()
@@ -384,13 +443,15 @@ pub async fn start(
     })
 }
 
-/// A secondary: probes the primary first, so that an unreachable primary or a refused
-/// replication token fails start-up within seconds with its cause, then starts.
+/// A secondary: enrolls with the primary (over a connection that verifies the primary's
+/// certificate) and probes it, so that an untrusted or wrong primary, or a refused
+/// replication token, fails start-up within seconds with its cause; then starts. With TLS,
+/// returns the enrolled leaf's manager, which the caller keeps for as long as the agent runs.
 async fn start_secondary(
     config: &AgentConfig,
     dc_config: DatacenterConfig,
     client_identity: Option<&TlsIdentity>,
-) -> Result<Datacenter, AgentError> {
+) -> Result<(Datacenter, Option<Enrolled>), AgentError> {
     let name = config.datacenter.to_string();
     let addr_text = config
         .retry_join_wan
@@ -398,14 +459,18 @@ async fn start_secondary(
         .cloned()
         .ok_or_else(|| AgentError::NoPrimary(name.clone()))?;
     let addr = resolve(&addr_text).await?;
-    let transport: Arc<dyn Transport> = match client_identity {
+    let token = SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
+    let (transport, enrolled): (Arc<dyn Transport>, _) = match client_identity {
         None => {
             tracing::warn!(
                 primary = %addr_text,
                 "tls.internal_rpc.insecure_plaintext: replication and forwarded writes, tokens \
                  included, cross the network to the primary in plain TCP"
             );
-            Arc::new(FramedTransport::new(TcpConnector::new(addr)))
+            (
+                Arc::new(FramedTransport::new(TcpConnector::new(addr))),
+                None,
+            )
         }
         Some(identity) => {
             let primary = config.primary_datacenter.clone();
@@ -423,12 +488,15 @@ async fn start_secondary(
             );
             let connector = TlsConnector::new(TcpConnector::new(addr), Arc::new(cfg), &sni)
                 .map_err(|e| AgentError::Tls(e.to_string()))?;
-            Arc::new(FramedTransport::new(connector))
+            let transport: Arc<dyn Transport> = Arc::new(FramedTransport::new(connector));
+            let enrolled = enroll(config, identity, transport.clone(), token.clone())
+                .await
+                .map_err(|e| classify(e, config, &addr_text))?;
+            (transport, Some(enrolled))
         }
     };
-    let token = config.acl.tokens.replication.clone().unwrap_or_default();
     let probe = transport.list(ListRequest {
-        token: SecretToken::new(token),
+        token,
         table: mesh::tables::lookup(mesh::tables::DATACENTERS)
             .ok_or_else(|| AgentError::Other("the datacenters table is unknown".into()))?,
         min_index: mesh::core::Index::ZERO,
@@ -440,37 +508,7 @@ async fn start_secondary(
                 "the primary's server at {addr_text} did not answer within {PROBE_TIMEOUT:?}"
             )));
         }
-        Ok(Err(TransportError::Remote(r))) if r.kind == RemoteErrorKind::Denied => {
-            return Err(AgentError::ReplicationToken {
-                addr: addr_text,
-                message: r.message,
-            });
-        }
-        Ok(Err(TransportError::Tls(e))) => {
-            // A server of another datacenter of this mesh answered: the configuration names
-            // the wrong primary, which is what to say.
-            if let Some(mesh::ca::tls::PeerRefusal::WrongSpiffeId {
-                got: SpiffeId::Server(found),
-                ..
-            }) = mesh::ca::tls::classify_io(&e)
-            {
-                return Err(AgentError::WrongPrimary {
-                    addr: addr_text,
-                    configured: config.primary_datacenter.to_string(),
-                    found: Some(found.datacenter().to_string()),
-                });
-            }
-            return Err(AgentError::PrimaryUntrusted {
-                addr: addr_text,
-                source: TransportError::Tls(e),
-            });
-        }
-        Ok(Err(source)) => {
-            return Err(AgentError::PrimaryUnreachable {
-                addr: addr_text,
-                source,
-            });
-        }
+        Ok(Err(e)) => return Err(classify(Failure::Transport(e), config, &addr_text)),
         Ok(Ok(listing)) => {
             // The server must be the primary this secondary's configuration names.
             let primaries: Vec<String> = listing
@@ -497,7 +535,7 @@ async fn start_secondary(
     )
     .await
     {
-        Ok(Ok(dc)) => Ok(dc),
+        Ok(Ok(dc)) => Ok((dc, enrolled)),
         Ok(Err(source)) => Err(AgentError::Start {
             datacenter: name,
             source,
@@ -507,6 +545,180 @@ async fn start_secondary(
              primary at {addr_text} to sign its intermediate: does the replication token hold \
              operator:write?)"
         ))),
+    }
+}
+
+/// Why the first exchange with the primary failed.
+enum Failure {
+    /// The request failed on the way or the primary refused it.
+    Transport(TransportError),
+    /// Nothing came back in time.
+    Timeout,
+}
+
+/// Says what a failed first exchange with the primary means for the operator.
+fn classify(failure: Failure, config: &AgentConfig, addr_text: &str) -> AgentError {
+    let addr = addr_text.to_owned();
+    let e = match failure {
+        Failure::Timeout => {
+            return AgentError::Timeout(format!(
+                "the primary's server at {addr_text} did not answer within {PROBE_TIMEOUT:?}"
+            ));
+        }
+        Failure::Transport(e) => e,
+    };
+    match e {
+        TransportError::Remote(r) if r.kind == RemoteErrorKind::Denied => {
+            AgentError::ReplicationToken {
+                addr,
+                message: r.message,
+            }
+        }
+        TransportError::Remote(r) => AgentError::Enrollment {
+            addr,
+            message: r.message,
+        },
+        TransportError::Tls(e) => {
+            // A server of another datacenter of this mesh answered: the configuration names
+            // the wrong primary, which is what to say.
+            if let Some(mesh::ca::tls::PeerRefusal::WrongSpiffeId {
+                got: SpiffeId::Server(found),
+                ..
+            }) = mesh::ca::tls::classify_io(&e)
+            {
+                return AgentError::WrongPrimary {
+                    addr,
+                    configured: config.primary_datacenter.to_string(),
+                    found: Some(found.datacenter().to_string()),
+                };
+            }
+            AgentError::PrimaryUntrusted {
+                addr,
+                source: TransportError::Tls(e),
+            }
+        }
+        source => AgentError::PrimaryUnreachable { addr, source },
+    }
+}
+
+/// A secondary's server identity as the primary signed it: the manager that renews it with
+/// the primary, and the task that installs each renewal in the client identity.
+struct Enrolled {
+    _leaves: LeafManager,
+    follow: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Enrolled {
+    fn drop(&mut self) {
+        self.follow.abort();
+    }
+}
+
+/// Enrolls this secondary's server with the primary: a key made here, a CSR for
+/// `spiffe://<td>/agent/server/dc/<this dc>` sent with the replication token over a connection
+/// that verified the primary's certificate, and the leaf that comes back installed in
+/// `identity`, so that every later connection to the primary is mTLS. The leaf is renewed the
+/// same way (then over mTLS) in the 60-90% window of its life.
+async fn enroll(
+    config: &AgentConfig,
+    identity: &TlsIdentity,
+    transport: Arc<dyn Transport>,
+    token: SecretToken,
+) -> Result<Enrolled, Failure> {
+    let td = identity.bundle().trust_domain().clone();
+    let id = SpiffeId::Server(ServerId::new(td.clone(), config.datacenter.clone()));
+    let signer = Arc::new(EnrollSigner {
+        transport,
+        token,
+        failure: std::sync::Mutex::new(None),
+        failed: tokio::sync::Notify::new(),
+    });
+    // The enrolled leaf is re-issued on its schedule, not on root changes (the primary signs
+    // it with whatever root is active).
+    let (roots_tx, roots) = watch::channel(Arc::new(mesh::ca::RootsView {
+        active_root_id: String::new(),
+        trust_domain: td.to_string(),
+        roots: Vec::new(),
+        index: 0,
+    }));
+    drop(roots_tx);
+    let opts = LeafManagerOptions {
+        extra_dns: vec![
+            config.node_name.clone(),
+            format!("server.{}.consul", config.datacenter),
+        ],
+        ..LeafManagerOptions::default()
+    };
+    let leaves = LeafManager::spawn(id, signer.clone(), roots, opts);
+    tokio::select! {
+        leaf = leaves.ready() => {
+            if leaf.is_none() {
+                return Err(Failure::Timeout);
+            }
+        }
+        () = signer.failed.notified() => {
+            let failure = signer.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            return Err(failure.map_or(Failure::Timeout, Failure::Transport));
+        }
+        () = tokio::time::sleep(PROBE_TIMEOUT) => return Err(Failure::Timeout),
+    }
+    let mut rx = leaves.subscribe();
+    let installed = identity.clone();
+    let install = move |l: &Option<Arc<mesh::ca::LeafCert>>| {
+        if let Some(l) = l
+            && let Err(e) = installed.set_leaf(l)
+        {
+            tracing::error!(error = %e, "enrolled server certificate refused by rustls");
+        }
+    };
+    install(&rx.borrow_and_update());
+    let follow = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            install(&rx.borrow_and_update());
+        }
+    });
+    tracing::info!(datacenter = %config.datacenter, "enrolled with the primary: replication runs over mTLS");
+    Ok(Enrolled {
+        _leaves: leaves,
+        follow,
+    })
+}
+
+/// Signs this secondary's server identity by enrolling with the primary.
+struct EnrollSigner {
+    transport: Arc<dyn Transport>,
+    token: SecretToken,
+    /// The first failure, for start-up to report (later ones are only logged).
+    failure: std::sync::Mutex<Option<TransportError>>,
+    failed: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl LeafSigner for EnrollSigner {
+    async fn sign(&self, csr_pem: &str) -> Result<IssuedLeaf, mesh::ca::SignError> {
+        let req = mesh::replication_engine::EnrollRequest {
+            token: self.token.clone(),
+            csr_pem: csr_pem.to_owned(),
+        };
+        match self.transport.enroll(req).await {
+            Ok(chain) => IssuedLeaf::from_pem(&chain, String::new()).map_err(|e| {
+                mesh::ca::SignError::Unavailable(format!("enrolled certificate: {e}"))
+            }),
+            Err(e) => {
+                let text = mesh::core::error_chain(&e);
+                let mut slot = self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if slot.is_none() {
+                    *slot = Some(e);
+                    self.failed.notify_one();
+                }
+                Err(mesh::ca::SignError::Unavailable(format!(
+                    "enrollment with the primary: {text}"
+                )))
+            }
+        }
     }
 }
 
@@ -733,11 +945,19 @@ async fn server_leaves(
 /// The trust a secondary gives its primary's server port: the mesh root(s) in `file`, whose
 /// trust domain the primary's identity must be in.
 fn primary_trust(file: &std::path::Path) -> Result<TlsIdentity, AgentError> {
-    let tls = |e: &dyn std::fmt::Display| {
+    let pem = std::fs::read_to_string(file).map_err(|e| {
         AgentError::Tls(format!("tls.internal_rpc.ca_file {}: {e}", file.display()))
-    };
-    let pem = std::fs::read_to_string(file).map_err(|e| tls(&e))?;
-    let certs = mesh::ca::x509::certs_from_pem(&pem).map_err(|e| tls(&e))?;
+    })?;
+    trust_from_pem(
+        &pem,
+        &format!("tls.internal_rpc.ca_file {}", file.display()),
+    )
+}
+
+/// A client identity trusting the mesh root(s) in `pem`; `what` names where they came from.
+fn trust_from_pem(pem: &str, what: &str) -> Result<TlsIdentity, AgentError> {
+    let tls = |e: &dyn std::fmt::Display| AgentError::Tls(format!("{what}: {e}"));
+    let certs = mesh::ca::x509::certs_from_pem(pem).map_err(|e| tls(&e))?;
     let first = certs
         .first()
         .ok_or_else(|| tls(&"no certificate in the file"))?;
@@ -752,6 +972,125 @@ fn primary_trust(file: &std::path::Path) -> Result<TlsIdentity, AgentError> {
         .ok_or_else(|| tls(&"the certificate names no SPIFFE trust domain: is it a mesh root?"))?;
     let bundle = TrustBundle::from_certs(td, certs).map_err(|e| tls(&e))?;
     Ok(TlsIdentity::new(bundle))
+}
+
+/// The trust a secondary gives its primary when it was given the SHA-256 fingerprint of the
+/// primary's mesh root instead of the root itself: one handshake with the primary that is cut
+/// as soon as the server's chain is seen (nothing is sent on it, no token), the certificate
+/// of that chain whose fingerprint matches taken as the root, and from there everything as
+/// with [`primary_trust`]: the next connections verify the primary against that root.
+async fn primary_trust_by_fingerprint(
+    config: &AgentConfig,
+    fingerprint: &[u8; 32],
+) -> Result<TlsIdentity, AgentError> {
+    let addr_text = config
+        .retry_join_wan
+        .first()
+        .cloned()
+        .ok_or_else(|| AgentError::NoPrimary(config.datacenter.to_string()))?;
+    let addr = resolve(&addr_text).await?;
+    let capture = Arc::new(ChainCapture::default());
+    let cfg = rustls::ClientConfig::builder_with_provider(mesh::ca::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AgentError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let look = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(format!(
+            "server.{}.consul",
+            config.primary_datacenter
+        ))
+        .map_err(std::io::Error::other)?;
+        // Ends in the verifier's refusal, by design.
+        let _ = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await;
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, look).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(AgentError::PrimaryUnreachable {
+                addr: addr_text,
+                source: TransportError::Unreachable(e),
+            });
+        }
+        Err(_) => {
+            return Err(AgentError::Timeout(format!(
+                "the primary's server at {addr_text} did not answer within {PROBE_TIMEOUT:?}"
+            )));
+        }
+    }
+    let chain = capture
+        .chain
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .unwrap_or_default();
+    let root = chain
+        .iter()
+        .find(|c| ring::digest::digest(&ring::digest::SHA256, c.as_ref()).as_ref() == fingerprint)
+        .ok_or_else(|| AgentError::RootFingerprint {
+            addr: addr_text.clone(),
+            presented: chain.len(),
+        })?;
+    let pem = mesh::ca::x509::cert_pem(root);
+    tracing::info!(primary = %addr_text, "the primary's mesh root matches the configured fingerprint");
+    trust_from_pem(&pem, "tls.internal_rpc.primary_root_sha256")
+}
+
+/// Records the certificate chain a server presents and refuses it, so that the handshake
+/// ends before anything is sent.
+#[derive(Debug, Default)]
+struct ChainCapture {
+    chain: std::sync::Mutex<Option<Vec<rustls::pki_types::CertificateDer<'static>>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ChainCapture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let mut all = vec![end_entity.clone().into_owned()];
+        all.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        *self
+            .chain
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(all);
+        Err(rustls::Error::General(
+            "chain recorded to look up the root fingerprint".into(),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("never trusted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("never trusted".into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        mesh::ca::tls::crypto_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Keeps `held` alive until the agent stops.

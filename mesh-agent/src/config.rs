@@ -274,6 +274,10 @@ pub struct ServerTls {
     /// `tls.internal_rpc.insecure_plaintext`: plain TCP instead (secrets then cross the
     /// network readable; logged as a warning at every start).
     pub plaintext: bool,
+    /// `tls.internal_rpc.primary_root_sha256`: in a secondary without a CA file, the SHA-256
+    /// fingerprint of the primary's mesh root (`mesh ca roots` prints it). The root is taken
+    /// from the chain the primary presents only if its fingerprint is this one.
+    pub primary_root_sha256: Option<[u8; 32]>,
 }
 
 /// TLS files and checks for the HTTPS API.

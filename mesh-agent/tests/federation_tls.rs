@@ -143,6 +143,13 @@ service_prefix "" { policy = "read" intentions = "read" }"#,
     mesh(secondary.http, &["intention", "create", "web", "db"]);
     mesh(primary.http, &["intention", "get", "web", "db"]);
 
+    // `?dc=` goes to the other datacenter's servers over mTLS on their server port, both ways
+    // (from the secondary through the relay).
+    for (from, to) in [(secondary.http, "primary"), (primary.http, "secondary")] {
+        let v = agent_self(from, Some(to)).unwrap();
+        assert_eq!(v["Config"]["Datacenter"], to, "{v}");
+    }
+
     let bytes = seen.lock().unwrap().clone();
     assert!(bytes.len() > 1000, "the relay carried the link");
     assert_eq!(bytes[0], 0x16, "the link opens with a TLS handshake record");
@@ -169,6 +176,26 @@ service_prefix "" { policy = "read" intentions = "read" }"#,
     // log shows no refusal, and the secondary's server port has its own server certificate.
     let san = server_port_san(secondary.server);
     assert!(san.contains("/agent/server/dc/secondary"), "{san}");
+}
+
+/// `GET /v1/agent/self[?dc=DC]` with the management token, through `curl`; the JSON, or
+/// `None` when curl fails.
+fn agent_self(http: SocketAddr, dc: Option<&str>) -> Option<serde_json::Value> {
+    let query = dc.map(|d| format!("?dc={d}")).unwrap_or_default();
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "10",
+            "-H",
+            &format!("X-Consul-Token: {MGMT}"),
+        ])
+        .arg(format!("http://{http}/v1/agent/self{query}"))
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// The subject alternative names of the certificate `openssl s_client` is shown at `addr`.
@@ -335,4 +362,262 @@ fn a_secondary_given_another_mesh_root_fails_start_up_saying_so() {
     let no_ca = with_ca.split("tls {").next().unwrap().to_owned();
     let text = failed_start(dir.path(), "secondary-no-ca", &no_ca);
     assert!(text.contains("tls.internal_rpc.ca_file"), "{text}");
+}
+
+/// A TLS client of the primary's server port that verifies the primary against the root in
+/// `ca_file` and presents no certificate: the framed replication transport over it.
+fn certless_transport(
+    ca_file: &std::path::Path,
+    server: SocketAddr,
+) -> (
+    mesh::ca::tls::TlsIdentity,
+    mesh::replication_engine::FramedTransport<
+        mesh::replication_engine::transport::tls::TlsConnector<
+            mesh::replication_engine::TcpConnector,
+        >,
+    >,
+) {
+    use mesh::ca::tls::{ExpectedServer, TlsIdentity, TrustBundle};
+    use mesh::core::{ServerId, Sni, SpiffeId};
+    let pem = std::fs::read_to_string(ca_file).unwrap();
+    let certs = mesh::ca::x509::certs_from_pem(&pem).unwrap();
+    let info = mesh::ca::x509::CertInfo::parse(&certs[0]).unwrap();
+    let td: mesh::core::TrustDomain = info.uris[0]
+        .strip_prefix("spiffe://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let identity = TlsIdentity::new(TrustBundle::from_certs(td.clone(), certs).unwrap());
+    let primary: mesh::core::Datacenter = "primary".parse().unwrap();
+    let cfg = identity
+        .client_config(ExpectedServer::id(SpiffeId::Server(ServerId::new(
+            td,
+            primary.clone(),
+        ))))
+        .unwrap();
+    let sni = Sni::server(None, primary, "consul".parse().unwrap());
+    let connector = mesh::replication_engine::transport::tls::TlsConnector::new(
+        mesh::replication_engine::TcpConnector::new(server),
+        Arc::new(cfg),
+        &sni,
+    )
+    .unwrap();
+    (
+        identity,
+        mesh::replication_engine::FramedTransport::new(connector),
+    )
+}
+
+#[test]
+fn the_server_port_serves_replication_only_to_servers_presenting_their_certificate() {
+    use mesh::replication_engine::{
+        EnrollRequest, ListRequest, RemoteErrorKind, SecretToken, Transport, TransportError,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(dir.path(), "primary");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (identity, certless) =
+        certless_transport(&dir.path().join(support::PRIMARY_CA), primary.server);
+    let list = || ListRequest {
+        token: SecretToken::new(MGMT),
+        table: mesh::tables::lookup(mesh::tables::ACL_TOKENS).unwrap(),
+        min_index: mesh::core::Index::ZERO,
+        wait: Duration::ZERO,
+    };
+    // The management token is no key to the tables without a server certificate.
+    match rt.block_on(certless.list(list())) {
+        Err(TransportError::Remote(r)) => {
+            assert_eq!(r.kind, RemoteErrorKind::CertificateRequired, "{r}")
+        }
+        other => panic!("listed without a client certificate: {other:?}"),
+    }
+
+    // Enrollment is what a connection without a certificate may ask, and only for a server
+    // of another datacenter, with a token that holds operator:write.
+    let td: mesh::core::TrustDomain = identity.bundle().trust_domain().clone();
+    let csr_for = |id: mesh::core::SpiffeId| mesh::ca::new_leaf_request(&id, &[]).unwrap();
+    let server_of = |dc: &str| {
+        mesh::core::SpiffeId::Server(mesh::core::ServerId::new(td.clone(), dc.parse().unwrap()))
+    };
+    let enroll = |token: &str, csr: &str| {
+        rt.block_on(certless.enroll(EnrollRequest {
+            token: SecretToken::new(token),
+            csr_pem: csr.to_owned(),
+        }))
+    };
+    let own = csr_for(server_of("primary"));
+    let err = enroll(MGMT, &own.csr_pem).unwrap_err();
+    assert!(format!("{err:?}").contains("Denied"), "{err:?}");
+    let web = mesh::core::SpiffeId::Service(mesh::core::ServiceId::new(
+        td.clone(),
+        "primary".parse().unwrap(),
+        "web".parse().unwrap(),
+    ));
+    let err = enroll(MGMT, &csr_for(web).csr_pem).unwrap_err();
+    assert!(format!("{err:?}").contains("InvalidRequest"), "{err:?}");
+    let other = csr_for(server_of("secondary"));
+    let err = enroll("00000000-0000-0000-0000-000000000000", &other.csr_pem).unwrap_err();
+    assert!(err.is_denied(), "{err:?}");
+    let chain = enroll(MGMT, &other.csr_pem).unwrap();
+
+    // With the enrolled certificate the same client is served.
+    let leaf = mesh::ca::LeafCert::new(
+        mesh::ca::IssuedLeaf::from_pem(&chain, String::new()).unwrap(),
+        other.key,
+    );
+    identity.set_leaf(&leaf).unwrap();
+    // A fresh transport: the first one's pooled connection presented nothing.
+    let served = {
+        use mesh::ca::tls::ExpectedServer;
+        use mesh::core::{ServerId, Sni, SpiffeId};
+        let primary_dc: mesh::core::Datacenter = "primary".parse().unwrap();
+        let cfg = identity
+            .client_config(ExpectedServer::id(SpiffeId::Server(ServerId::new(
+                td.clone(),
+                primary_dc.clone(),
+            ))))
+            .unwrap();
+        mesh::replication_engine::FramedTransport::new(
+            mesh::replication_engine::transport::tls::TlsConnector::new(
+                mesh::replication_engine::TcpConnector::new(primary.server),
+                Arc::new(cfg),
+                &Sni::server(None, primary_dc, "consul".parse().unwrap()),
+            )
+            .unwrap(),
+        )
+    };
+    let listing = rt.block_on(served.list(list())).unwrap();
+    assert!(!listing.records.is_empty());
+
+    // A service identity of this mesh (a leaf any service token can get) is refused in the
+    // handshake, and the port keeps serving.
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("X-Consul-Token: {MGMT}")])
+        .arg(format!(
+            "http://{}/v1/agent/connect/ca/leaf/web",
+            primary.http
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cert = dir.path().join("web.pem");
+    let key = dir.path().join("web.key");
+    std::fs::write(&cert, v["CertPEM"].as_str().unwrap()).unwrap();
+    std::fs::write(&key, v["PrivateKeyPEM"].as_str().unwrap()).unwrap();
+    let refused = s_client(
+        primary.server,
+        &[
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(refused.contains("alert certificate unknown"), "{refused}");
+
+    // The HTTP API the server port serves to other datacenters' servers (by ALPN) is closed to
+    // a client without a certificate, whatever its token.
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "--http1.1",
+            "-H",
+            &format!("X-Consul-Token: {MGMT}"),
+        ])
+        .arg(format!("https://{}/v1/agent/self", primary.server))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "curl without a certificate was answered"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(server_port_san(primary.server).contains("/agent/server/dc/primary"));
+    assert!(rt.block_on(served.list(list())).is_ok());
+}
+
+/// The SHA-256 fingerprint of the certificate in `pem_file`, as `openssl` prints it.
+fn openssl_sha256(pem_file: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned()
+}
+
+/// `hcl` with its `tls { internal_rpc { ca_file } }` block replaced by the root's fingerprint.
+fn with_fingerprint(hcl: &str, fingerprint: &str) -> String {
+    let head = hcl.split("tls {").next().unwrap();
+    format!(
+        "{head}tls {{\n  internal_rpc {{\n    primary_root_sha256 = \"{fingerprint}\"\n  }}\n}}\n"
+    )
+}
+
+#[test]
+fn a_secondary_given_only_the_primary_root_fingerprint_federates_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(dir.path(), "primary");
+    let fingerprint = openssl_sha256(&dir.path().join(support::PRIMARY_CA));
+    // `mesh ca roots` prints the same fingerprint.
+    let roots = mesh(primary.http, &["ca", "roots"]);
+    assert!(roots.contains(&fingerprint), "{roots}");
+
+    let (s_http, s_server) = (free_port(), free_port());
+    let hcl = with_fingerprint(
+        &agent_hcl(
+            "secondary",
+            &dir.path().join("s"),
+            s_http,
+            s_server,
+            Some(primary.server),
+            Some(MGMT),
+        ),
+        &fingerprint,
+    );
+    let secondary = start_agent(dir.path(), "secondary", &hcl, s_http, s_server);
+    // It enrolled and replicates: a write made in the secondary is forwarded and read back.
+    mesh(secondary.http, &["intention", "create", "web", "db"]);
+    mesh(primary.http, &["intention", "get", "web", "db"]);
+    let v = agent_self(secondary.http, Some("primary")).unwrap();
+    assert_eq!(v["Config"]["Datacenter"], "primary", "{v}");
+
+    // A fingerprint of another root: start-up fails within seconds, saying so.
+    let other_dir = tempfile::tempdir().unwrap();
+    let _other = start_primary(other_dir.path(), "other");
+    let wrong = openssl_sha256(&other_dir.path().join(support::PRIMARY_CA));
+    let hcl = with_fingerprint(
+        &agent_hcl(
+            "secondary",
+            &dir.path().join("s2"),
+            free_port(),
+            free_port(),
+            Some(primary.server),
+            Some(MGMT),
+        ),
+        &wrong,
+    );
+    let started = Instant::now();
+    let text = failed_start(dir.path(), "secondary-wrong-fingerprint", &hcl);
+    assert!(
+        text.contains("fingerprint of tls.internal_rpc.primary_root_sha256"),
+        "{text}"
+    );
+    eprintln!("wrong fingerprint refused after {:?}", started.elapsed());
 }

@@ -18,7 +18,7 @@ use crate::cn::{ca_common_name, compact_uid};
 use crate::config::CaConfig;
 use crate::csr::VerifiedCsr;
 use crate::error::{
-    Authorize, CaError, IntermediateRejection, SignError, SignerError, signer_error,
+    Authorize, CaError, IntermediateRejection, Refusal, SignError, SignerError, signer_error,
 };
 use crate::keys::KeySpec;
 use crate::limit::Limiter;
@@ -669,11 +669,42 @@ impl Ca {
     /// expired.
     pub async fn sign_leaf<A: Authorize + ?Sized>(
         &self,
+        csr: VerifiedCsr,
+        auth: &A,
+    ) -> Result<IssuedLeaf, SignError> {
+        self.sign(csr, auth, false).await
+    }
+
+    /// Signs the server identity of ANOTHER datacenter of this trust domain
+    /// (`spiffe://<td>/agent/server/dc/<dc>`, `dc` not ours), for a secondary's server that
+    /// enrolls with the primary before its own CA exists. Any other identity is refused
+    /// ([`SignError::UnsupportedIdentity`], or [`SignError::PermissionDenied`] for our own
+    /// datacenter's servers, whose identity only this CA's own servers hold). The caller
+    /// authorizes the request (a token) before calling this.
+    pub async fn sign_peer_server_pem(&self, csr_pem: &str) -> Result<IssuedLeaf, SignError> {
+        let csr = VerifiedCsr::from_pem(csr_pem)?;
+        let ours = self.inner.datacenter.clone();
+        let peers_only = move |id: &SpiffeId| match id {
+            SpiffeId::Server(s) if s.datacenter() != &ours => Ok(()),
+            SpiffeId::Server(_) => Err(Refusal::new(
+                "a server of this datacenter is not enrolled: it holds its identity from this CA",
+            )),
+            other => Err(Refusal::new(format!("{other} is not a server identity"))),
+        };
+        self.sign(csr, &peers_only, true).await
+    }
+
+    async fn sign<A: Authorize + ?Sized>(
+        &self,
         mut csr: VerifiedCsr,
         auth: &A,
+        peer_server: bool,
     ) -> Result<IssuedLeaf, SignError> {
         let inner = &*self.inner;
         let id = csr.leaf_identity()?;
+        if peer_server && !matches!(id, SpiffeId::Server(_)) {
+            return Err(SignError::UnsupportedIdentity);
+        }
         match &id {
             SpiffeId::Service(s) if !s.partition().is_default() || !s.namespace().is_default() => {
                 return Err(SignError::NonDefaultTenancy(id.clone()));
@@ -697,6 +728,7 @@ impl Ca {
             _ => {
                 if let Some(dc) = id.datacenter()
                     && dc != &inner.datacenter
+                    && !peer_server
                 {
                     return Err(SignError::WrongDatacenter {
                         got: dc.clone(),

@@ -51,14 +51,19 @@ pub enum Op<'a> {
     },
     /// Apply one operation of a write (forwarded from a secondary, or made locally).
     Write(&'a TxnOp),
+    /// Enroll a server of another datacenter: have the primary sign a certificate for that
+    /// server's identity, which then opens mTLS on the server port (see
+    /// [`Enroller`](crate::Enroller)). Touches no table.
+    Enroll,
 }
 
 impl Op<'_> {
-    /// The table the operation touches.
-    pub fn table(&self) -> &TableName {
+    /// The table the operation touches (none for [`Op::Enroll`]).
+    pub fn table(&self) -> Option<&TableName> {
         match self {
-            Self::Replicate { table } => table,
-            Self::Write(op) => op.table(),
+            Self::Replicate { table } => Some(table),
+            Self::Write(op) => Some(op.table()),
+            Self::Enroll => None,
         }
     }
 }
@@ -69,6 +74,7 @@ impl fmt::Display for Op<'_> {
             Self::Replicate { table } => write!(f, "replicate {table}"),
             Self::Write(TxnOp::Upsert { table, id, .. }) => write!(f, "write {table}/{id}"),
             Self::Write(TxnOp::Delete { table, id, .. }) => write!(f, "delete {table}/{id}"),
+            Self::Enroll => f.write_str("enroll a server"),
         }
     }
 }

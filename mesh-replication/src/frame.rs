@@ -15,7 +15,7 @@ use mesh_core::Index;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::auth::SecretToken;
-use crate::message::{ApplyRequest, ListRequest, RemoteError, RemoteErrorKind};
+use crate::message::{ApplyRequest, EnrollRequest, ListRequest, RemoteError, RemoteErrorKind};
 use crate::record::{ContentHash, Record, TxnOp, Value};
 use crate::table::{TableName, TableNameError};
 
@@ -30,9 +30,11 @@ const FIRST_STEP: usize = 4 << 10;
 
 const REQ_LIST: u8 = 0x01;
 const REQ_APPLY: u8 = 0x02;
+const REQ_ENROLL: u8 = 0x03;
 const RESP_CHUNK: u8 = 0x81;
 const RESP_APPLIED: u8 = 0x82;
 const RESP_ERROR: u8 = 0x83;
+const RESP_ENROLLED: u8 = 0x84;
 const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const VAL_BYTES: u8 = 0;
@@ -45,6 +47,8 @@ pub enum Request {
     List(ListRequest),
     /// A forwarded write.
     Apply(ApplyRequest),
+    /// A server of another datacenter asks for its certificate.
+    Enroll(EnrollRequest),
 }
 
 /// A message from the primary to a secondary.
@@ -63,6 +67,11 @@ pub enum Response {
     Applied {
         /// The primary's index of the write.
         index: Index,
+    },
+    /// The certificate an enrollment asked for: the leaf, then the intermediates, PEM.
+    Enrolled {
+        /// The PEM chain.
+        chain_pem: String,
     },
     /// The request was refused or failed.
     Error(RemoteError),
@@ -144,6 +153,9 @@ pub enum FrameError {
     /// The payload does not decode.
     #[error("malformed payload")]
     Decode(#[from] DecodeError),
+    /// The server refused the connection's request and closed it.
+    #[error("refused: {0}")]
+    Refused(&'static str),
 }
 
 /// A whole frame split off a buffer: `(payload, rest of the buffer)`.
@@ -374,6 +386,11 @@ impl Request {
                     }
                 }
             }
+            Self::Enroll(e) => {
+                out.push(REQ_ENROLL);
+                put_str(out, e.token.expose_secret());
+                put_str(out, &e.csr_pem);
+            }
         }
     }
 
@@ -410,6 +427,10 @@ impl Request {
                 }
                 Self::Apply(ApplyRequest { token, ops })
             }
+            REQ_ENROLL => Self::Enroll(EnrollRequest {
+                token: SecretToken::new(c.str()?),
+                csr_pem: c.str()?.to_owned(),
+            }),
             k => return Err(DecodeError::UnknownMessage(k)),
         };
         c.finish()?;
@@ -429,6 +450,10 @@ impl Response {
             Self::Applied { index } => {
                 out.push(RESP_APPLIED);
                 put_u64(out, index.0);
+            }
+            Self::Enrolled { chain_pem } => {
+                out.push(RESP_ENROLLED);
+                put_str(out, chain_pem);
             }
             Self::Error(e) => {
                 out.push(RESP_ERROR);
@@ -475,6 +500,9 @@ impl Response {
             }
             RESP_APPLIED => Self::Applied {
                 index: Index(c.u64()?),
+            },
+            RESP_ENROLLED => Self::Enrolled {
+                chain_pem: c.str()?.to_owned(),
             },
             RESP_ERROR => {
                 let code = c.u8()?;
@@ -714,11 +742,23 @@ mod tests {
                 records: vec![],
             },
             Response::Applied { index: Index(7) },
+            Response::Enrolled {
+                chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+            },
             Response::Error(RemoteError {
                 kind: RemoteErrorKind::Denied,
                 message: "no".into(),
             }),
+            Response::Error(RemoteError {
+                kind: RemoteErrorKind::CertificateRequired,
+                message: "mTLS".into(),
+            }),
         ];
+        let mut reqs = reqs;
+        reqs.push(Request::Enroll(EnrollRequest {
+            token: SecretToken::new("t"),
+            csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+        }));
         (reqs, resps)
     }
 

@@ -79,10 +79,10 @@ pub use replicator::{
     Backoff, RateLimit, RecordCheck, Replicas, ReplicationStatus, ReplicatorConfig,
     ReplicatorHandle, WaitError,
 };
-pub use server::{ReplicationServer, ServeConfig, ServerHandle};
+pub use server::{Enroller, ReplicationServer, ServeConfig, ServerHandle, SideProtocol};
 pub use store::{DurableStore, Listing, MemoryStore, Store, StoreError};
 pub use table::{Scope, TableName, TableRegistry};
 pub use transport::{
-    ApplyRequest, CompleteListing, FramedTransport, InProcessTransport, ListRequest, RemoteError,
-    RemoteErrorKind, TcpConnector, Transport, TransportError,
+    ApplyRequest, CompleteListing, EnrollRequest, FramedTransport, InProcessTransport, ListRequest,
+    RemoteError, RemoteErrorKind, TcpConnector, Transport, TransportError,
 };

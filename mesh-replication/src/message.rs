@@ -32,6 +32,17 @@ pub struct ApplyRequest {
     pub ops: Vec<TxnOp>,
 }
 
+/// A server of another datacenter asks the primary for a certificate of its own server
+/// identity (what it then presents for mTLS on the primary's server port). The only request
+/// the primary answers on a connection without a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollRequest {
+    /// The ACL token the primary checks (the replication token).
+    pub token: SecretToken,
+    /// A PEM certificate signing request naming the server's SPIFFE ID.
+    pub csr_pem: String,
+}
+
 /// The primary's COMPLETE listing of a table at `index`: every record the table held at that
 /// index and nothing else.
 ///
@@ -62,6 +73,11 @@ pub enum RemoteErrorKind {
     InvalidRequest,
     /// The primary's store failed.
     Internal,
+    /// The request needs a connection that presented a client certificate of a mesh server
+    /// (mTLS); without one the server port answers only [`EnrollRequest`]s.
+    CertificateRequired,
+    /// The primary does not answer this kind of request (enrollment on a server without a CA).
+    Unsupported,
 }
 
 impl RemoteErrorKind {
@@ -73,6 +89,8 @@ impl RemoteErrorKind {
             Self::CasConflict => 4,
             Self::InvalidRequest => 5,
             Self::Internal => 6,
+            Self::CertificateRequired => 7,
+            Self::Unsupported => 8,
         }
     }
 
@@ -84,6 +102,8 @@ impl RemoteErrorKind {
             4 => Self::CasConflict,
             5 => Self::InvalidRequest,
             6 => Self::Internal,
+            7 => Self::CertificateRequired,
+            8 => Self::Unsupported,
             _ => return None,
         })
     }

@@ -1,19 +1,22 @@
 //! The primary's side: answers blocking list queries and forwarded writes, in process or over
 //! framed streams (plain TCP or mTLS).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::Index;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
 use crate::auth::{Authorizer, DeniedKind, Op};
 use crate::frame::{self, FrameError, Request, Response};
+use crate::message::EnrollRequest;
 use crate::store::{Store, StoreError};
 use crate::table::{Scope, TableName, TableRegistry};
 use crate::transport::{ApplyRequest, CompleteListing, ListRequest, RemoteError, RemoteErrorKind};
@@ -21,12 +24,46 @@ use crate::transport::{ApplyRequest, CompleteListing, ListRequest, RemoteError, 
 /// The longest a blocking query may be held by default (Consul's limit is 10 minutes).
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 
+/// Signs the certificate a server of another datacenter asks for with an [`EnrollRequest`].
+/// The server has already checked the token ([`Op::Enroll`]); the enroller checks the CSR
+/// (which identity it may name) and answers with the PEM chain, leaf first.
+#[async_trait::async_trait]
+pub trait Enroller: Send + Sync + 'static {
+    /// Signs `csr_pem` or says why not.
+    async fn enroll(&self, csr_pem: &str) -> Result<String, RemoteError>;
+}
+
+/// A second protocol on the server port, chosen by ALPN in the TLS handshake (see
+/// [`ReplicationServer::spawn_tls_with`]). Only connections that presented a client
+/// certificate the TLS configuration accepted reach it.
+pub trait SideProtocol: Send + Sync + 'static {
+    /// Serves one connection until it ends.
+    fn serve(
+        &self,
+        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// A second protocol of a listener: its ALPN name and its server.
+type Side = (Vec<u8>, Arc<dyn SideProtocol>);
+
+/// What one connection may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Everything (plain TCP by the operator's choice, in process, or a client certificate).
+    Full,
+    /// A TLS connection without a client certificate: enrollment only.
+    EnrollOnly,
+}
+
 /// The primary's request handler. Shared (`Arc`) by every connection and in-process transport.
 pub struct ReplicationServer {
     registry: TableRegistry,
     store: Arc<dyn Store>,
     authorizer: Arc<dyn Authorizer>,
     max_wait: Duration,
+    enroller: Option<Arc<dyn Enroller>>,
 }
 
 impl std::fmt::Debug for ReplicationServer {
@@ -121,7 +158,15 @@ impl ReplicationServer {
             store,
             authorizer,
             max_wait: DEFAULT_MAX_WAIT,
+            enroller: None,
         }
+    }
+
+    /// Answers [`EnrollRequest`]s with `enroller` (without one they are refused as
+    /// [`RemoteErrorKind::Unsupported`]).
+    pub fn with_enroller(mut self, enroller: Arc<dyn Enroller>) -> Self {
+        self.enroller = Some(enroller);
+        self
     }
 
     /// Caps how long a blocking query is held.
@@ -177,13 +222,40 @@ impl ReplicationServer {
         self.store.txn(req.ops).await.map_err(store_error)
     }
 
+    /// Answers an enrollment: the token must allow [`Op::Enroll`], then the enroller signs.
+    pub async fn enroll(&self, req: EnrollRequest) -> Result<String, RemoteError> {
+        self.authorizer
+            .authorize(&req.token, Op::Enroll)
+            .map_err(denied)?;
+        let Some(enroller) = &self.enroller else {
+            return Err(remote(
+                RemoteErrorKind::Unsupported,
+                "this server enrolls no servers (it has no CA)",
+            ));
+        };
+        enroller.enroll(&req.csr_pem).await
+    }
+
     /// Serves framed requests on one stream until the peer closes it, it idles out, or an
-    /// error occurs. Requests are answered one after the other.
+    /// error occurs. Requests are answered one after the other. The stream is trusted as it
+    /// is: every request is served (tokens are still checked).
     ///
     /// Each request must start within `cfg.idle_timeout` and, once started, arrive whole within
     /// `cfg.frame_timeout` ([`FrameError::TooSlow`] otherwise); its buffer grows with the bytes
     /// received, not with the length it announces.
-    pub async fn serve_stream<S>(&self, mut stream: S, cfg: &ServeConfig) -> Result<(), FrameError>
+    pub async fn serve_stream<S>(&self, stream: S, cfg: &ServeConfig) -> Result<(), FrameError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        self.serve_as(stream, cfg, Access::Full).await
+    }
+
+    async fn serve_as<S>(
+        &self,
+        mut stream: S,
+        cfg: &ServeConfig,
+        access: Access,
+    ) -> Result<(), FrameError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
@@ -225,7 +297,28 @@ impl ReplicationServer {
                     return Err(e.into());
                 }
             };
+            if access == Access::EnrollOnly && !matches!(req, Request::Enroll(_)) {
+                out.clear();
+                let answer = Response::Error(remote(
+                    RemoteErrorKind::CertificateRequired,
+                    "this server port serves replication and forwarded writes only to servers \
+                     of the mesh presenting their certificate (mTLS); without one it answers \
+                     enrollment alone",
+                ));
+                frame::write_frame(&mut out, cfg.max_frame, |o| answer.encode(o))?;
+                write_all(&mut stream, &out, cfg.write_timeout).await?;
+                return Err(FrameError::Refused("request without a client certificate"));
+            }
             match req {
+                Request::Enroll(e) => {
+                    let answer = match self.enroll(e).await {
+                        Ok(chain_pem) => Response::Enrolled { chain_pem },
+                        Err(e) => Response::Error(e),
+                    };
+                    out.clear();
+                    frame::write_frame(&mut out, cfg.max_frame, |o| answer.encode(o))?;
+                    write_all(&mut stream, &out, cfg.write_timeout).await?;
+                }
                 Request::List(l) => match self.list(l).await {
                     Ok(listing) => {
                         self.send_listing(&mut stream, &mut out, listing, cfg)
@@ -288,11 +381,41 @@ impl ReplicationServer {
     /// At most `cfg.max_connections` are served at once; one more is closed as soon as it is
     /// accepted, without reading from it, and logged (at most once a second, with the number
     /// closed since the last log) while the others are served on.
+    ///
+    /// Over TLS, a connection whose client presented no certificate is answered only
+    /// [`EnrollRequest`]s; any other request is refused ([`RemoteErrorKind::CertificateRequired`])
+    /// and the connection closed. The TLS configuration decides whether such clients get through
+    /// the handshake at all.
     pub fn spawn_tcp(
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         cfg: ServeConfig,
+    ) -> std::io::Result<ServerHandle> {
+        self.spawn(listener, tls, cfg, None)
+    }
+
+    /// [`ReplicationServer::spawn_tcp`] over TLS, with a second protocol on the same port: a
+    /// connection that negotiates `alpn` in its handshake and presented a client certificate is
+    /// handed to `side`; one that negotiates it without a certificate is closed. `tls` must list
+    /// `alpn` in its ALPN protocols; clients that offer no ALPN get the replication protocol.
+    pub fn spawn_tls_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        cfg: ServeConfig,
+        alpn: Vec<u8>,
+        side: Arc<dyn SideProtocol>,
+    ) -> std::io::Result<ServerHandle> {
+        self.spawn(listener, Some(tls), cfg, Some(Arc::new((alpn, side))))
+    }
+
+    fn spawn(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        cfg: ServeConfig,
+        side: Option<Arc<Side>>,
     ) -> std::io::Result<ServerHandle> {
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
@@ -342,6 +465,7 @@ impl ReplicationServer {
                 let server = self.clone();
                 let cfg = cfg.clone();
                 let acceptor = acceptor.clone();
+                let side = side.clone();
                 conns.spawn(async move {
                     let _slot = slot;
                     let res = match acceptor {
@@ -349,7 +473,27 @@ impl ReplicationServer {
                         Some(acc) => {
                             match tokio::time::timeout(cfg.handshake_timeout, acc.accept(tcp)).await
                             {
-                                Ok(Ok(tls)) => server.serve_stream(tls, &cfg).await,
+                                Ok(Ok(tls)) => {
+                                    let (_, conn) = tls.get_ref();
+                                    let certified =
+                                        conn.peer_certificates().is_some_and(|c| !c.is_empty());
+                                    let wants_side = side.as_ref().is_some_and(|s| {
+                                        conn.alpn_protocol() == Some(s.0.as_slice())
+                                    });
+                                    match (wants_side, certified, side) {
+                                        (true, true, Some(side)) => {
+                                            side.1.serve(tls, peer).await;
+                                            Ok(())
+                                        }
+                                        (true, _, _) => Err(FrameError::Refused(
+                                            "side protocol without a client certificate",
+                                        )),
+                                        (false, true, _) => server.serve_stream(tls, &cfg).await,
+                                        (false, false, _) => {
+                                            server.serve_as(tls, &cfg, Access::EnrollOnly).await
+                                        }
+                                    }
+                                }
                                 Ok(Err(e)) => Err(FrameError::Io(e)),
                                 Err(_) => Err(FrameError::TimedOut(cfg.handshake_timeout)),
                             }

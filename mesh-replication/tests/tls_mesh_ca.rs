@@ -15,8 +15,8 @@ use mesh_ca::{Ca, CaOptions, LeafCert, Refusal, new_leaf_request};
 use mesh_core::{ServerId, Sni, SpiffeId};
 use mesh_replication::transport::tls::TlsConnector;
 use mesh_replication::{
-    Forwarder, FramedTransport, MemoryStore, Replicas, ReplicationServer, ServeConfig, Store,
-    TcpConnector, Transport,
+    Forwarder, FramedTransport, MemoryStore, RemoteErrorKind, Replicas, ReplicationServer,
+    ServeConfig, Store, TcpConnector, Transport, TransportError,
 };
 use tokio::net::TcpListener;
 
@@ -213,12 +213,24 @@ async fn the_server_port_refuses_what_is_not_a_mesh_server() -> R {
         1
     );
 
-    // With client certificates optional (a secondary before its first leaf), a client without
-    // one gets through; one that presents a wrong identity still does not.
+    // With client certificates optional (a secondary before it enrolls), a client without
+    // one gets through the handshake but is answered nothing but enrollment; one that
+    // presents a wrong identity does not get through.
     let (_p2, open) =
         primary_with(primary_id.server_config_optional_client(Arc::new(ServersOnly))?).await?;
+    match list_once(&transport_to(&bare, open.local_addr(), primary_server())?).await {
+        Err(TransportError::Remote(r)) => {
+            assert_eq!(r.kind, RemoteErrorKind::CertificateRequired, "{r}")
+        }
+        other => panic!("a client without a certificate was listed to: {other:?}"),
+    }
     assert_eq!(
-        list_once(&transport_to(&bare, open.local_addr(), primary_server())?).await?,
+        list_once(&transport_to(
+            &secondary,
+            open.local_addr(),
+            primary_server()
+        )?)
+        .await?,
         1
     );
     assert!(

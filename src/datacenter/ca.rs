@@ -361,3 +361,41 @@ fn signer_err(e: impl std::fmt::Display) -> SignerError {
 
 /// The longest a secondary goes without checking its intermediate against the primary.
 const SECONDARY_CA_CHECK: Duration = Duration::from_secs(3600);
+
+/// The primary's answer to a secondary server's enrollment: a certificate for that server's
+/// identity, signed by this datacenter's CA (once Connect is up). The replication server has
+/// checked the token (`operator:write`, what signing a secondary's intermediate needs too).
+pub(super) struct PeerServerEnroller(pub(super) Arc<std::sync::OnceLock<Ca>>);
+
+#[async_trait::async_trait]
+impl mesh_replication::Enroller for PeerServerEnroller {
+    async fn enroll(&self, csr_pem: &str) -> Result<String, mesh_replication::RemoteError> {
+        use mesh_replication::{RemoteError, RemoteErrorKind};
+        let Some(ca) = self.0.get() else {
+            return Err(RemoteError {
+                kind: RemoteErrorKind::Unsupported,
+                message: "Connect is not enabled in the primary: no CA to enroll servers".into(),
+            });
+        };
+        match ca.sign_peer_server_pem(csr_pem).await {
+            Ok(leaf) => {
+                tracing::info!(spiffe_id = %leaf.spiffe_id, serial = %leaf.serial_number, "server of another datacenter enrolled");
+                Ok(leaf.cert_pem)
+            }
+            Err(e) => {
+                let kind = if e.is_invalid_request() {
+                    RemoteErrorKind::InvalidRequest
+                } else if e.is_refusal() {
+                    RemoteErrorKind::Denied
+                } else {
+                    RemoteErrorKind::Internal
+                };
+                tracing::warn!(error = %mesh_core::error_chain(&e), "server enrollment refused");
+                Err(RemoteError {
+                    kind,
+                    message: mesh_core::error_chain(&e),
+                })
+            }
+        }
+    }
+}

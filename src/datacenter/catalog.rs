@@ -411,10 +411,10 @@ impl Catalog<'_> {
         let mut all: Vec<crate::catalog::DatacenterRecord> =
             listing.records.iter().filter_map(decode).collect();
         if !all.iter().any(|d| &d.name == self.dc.name()) {
-            all.push(crate::catalog::DatacenterRecord::new(
-                self.dc.name().clone(),
-                self.dc.is_primary(),
-            ));
+            all.push(
+                crate::catalog::DatacenterRecord::new(self.dc.name().clone(), self.dc.is_primary())
+                    .with_server(self.dc.inner.config.server_address),
+            );
         }
         all.sort_by(|a, b| b.primary.cmp(&a.primary).then_with(|| a.name.cmp(&b.name)));
         Ok(all)

@@ -164,7 +164,7 @@ struct Inner {
     /// Background publications of global records (by `<table>/<id>`) waiting for the primary;
     /// a newer publication or a removal of the same record replaces the pending one.
     pending: Mutex<std::collections::HashMap<String, JoinHandle<()>>>,
-    ca: std::sync::OnceLock<Ca>,
+    ca: Arc<std::sync::OnceLock<Ca>>,
     /// The routing view served to the data plane, started on first use.
     routing: tokio::sync::OnceCell<watch::Receiver<Arc<crate::dataplane::Routing>>>,
     routing_tx: std::sync::OnceLock<watch::Sender<Arc<crate::dataplane::Routing>>>,
@@ -259,11 +259,14 @@ impl Datacenter {
             config.acl.clone(),
             config.name.clone(),
         ));
-        let server = Arc::new(ReplicationServer::new(
-            registry.clone(),
-            store.clone(),
-            repl_authz.clone(),
-        ));
+        let ca_cell: Arc<std::sync::OnceLock<Ca>> = Arc::new(std::sync::OnceLock::new());
+        let mut server =
+            ReplicationServer::new(registry.clone(), store.clone(), repl_authz.clone());
+        if primary.is_none() {
+            // The primary signs the server certificates of secondaries that enroll.
+            server = server.with_enroller(Arc::new(ca::PeerServerEnroller(ca_cell.clone())));
+        }
+        let server = Arc::new(server);
         let (forwarder, replicas) = match &primary {
             None => (
                 Forwarder::primary(registry.clone(), store.clone(), repl_authz),
@@ -296,7 +299,7 @@ impl Datacenter {
             rebuild: tokio::sync::Mutex::new(()),
             bootstrap: tokio::sync::Mutex::new(()),
             pending: Mutex::new(std::collections::HashMap::new()),
-            ca: std::sync::OnceLock::new(),
+            ca: ca_cell,
             routing: tokio::sync::OnceCell::new(),
             routing_tx: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
@@ -339,7 +342,8 @@ impl Datacenter {
     /// Writes this datacenter's record: the primary in its own store, a secondary through the
     /// primary (with the replication token; in the background while the primary is away).
     async fn announce(&self) -> Result<(), Error> {
-        let rec = crate::catalog::DatacenterRecord::new(self.name().clone(), self.is_primary());
+        let rec = crate::catalog::DatacenterRecord::new(self.name().clone(), self.is_primary())
+            .with_server(self.inner.config.server_address);
         if self.is_primary() {
             self.inner
                 .store

@@ -129,6 +129,7 @@ fn format_roots(roots: &Roots, pem: bool) -> String {
             ("Active", root.active.to_string()),
             ("Not Before", root.not_before.clone()),
             ("Not After", root.not_after.clone()),
+            ("SHA-256 Fingerprint", sha256_fingerprint(&root.root_cert)),
         ]);
         if pem {
             block.push('\n');
@@ -141,6 +142,24 @@ fn format_roots(roots: &Roots, pem: bool) -> String {
         blocks.push(block);
     }
     blocks.join("\n\n")
+}
+
+/// The SHA-256 fingerprint of the first certificate in `pem`, colon hex (what a secondary's
+/// `tls.internal_rpc.primary_root_sha256` takes, and what `openssl x509 -fingerprint -sha256`
+/// prints); empty when `pem` holds no certificate.
+fn sha256_fingerprint(pem: &str) -> String {
+    let Some(der) = mesh::ca::x509::certs_from_pem(pem)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+    else {
+        return String::new();
+    };
+    ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -165,8 +184,11 @@ mod tests {
         assert_eq!(
             format_roots(&sample(), false),
             "Trust Domain:    7f42f496.consul\nActive Root ID:  c7:bd:55\n\n\
-             ID:          c7:bd:55\nName:        Consul CA Primary Cert\nActive:      true\n\
-             Not Before:  2018-05-25T21:39:23Z\nNot After:   2028-05-22T21:39:23Z"
+             ID:                   c7:bd:55\nName:                 Consul CA Primary Cert\n\
+             Active:               true\nNot Before:           2018-05-25T21:39:23Z\n\
+             Not After:            2028-05-22T21:39:23Z\n\
+             SHA-256 Fingerprint:  CC:F7:23:80:A6:2A:23:5F:BF:54:74:C2:A8:5F:6F:68:D0:A1:39:8F:\
+             2D:AD:A1:B1:9D:F3:7E:10:D4:AE:A7:23"
         );
     }
 
@@ -175,7 +197,7 @@ mod tests {
         let text = format_roots(&sample(), true);
         assert!(
             text.ends_with(
-                "Not After:   2028-05-22T21:39:23Z\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+                "D4:AE:A7:23\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
             ),
             "{text}"
         );

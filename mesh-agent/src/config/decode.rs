@@ -647,6 +647,18 @@ impl<'a> Doc<'a> {
                 "insecure_plaintext" if prefix == "tls.internal_rpc" => {
                     t.plaintext = Some(self.bool(&key, v)?);
                 }
+                "primary_root_sha256" if prefix == "tls.internal_rpc" => {
+                    let text = self.string(&key, v)?;
+                    let digest = parse_sha256(&text).ok_or_else(|| {
+                        self.invalid(
+                            &key,
+                            v.start,
+                            "a SHA-256 fingerprint: 64 hex digits, colons allowed (as `mesh ca \
+                             roots` prints it)",
+                        )
+                    })?;
+                    t.primary_root_sha256 = Some(digest);
+                }
                 "verify_server_hostname" if prefix == "tls.internal_rpc" => {
                     self.bool(&key, v)?;
                     self.ignored(
@@ -792,4 +804,18 @@ fn insert_merged(
             m.insert(k, v);
         }
     }
+}
+
+/// A SHA-256 fingerprint in hex, with or without colons (`AB:CD:..` or `abcd..`).
+pub(super) fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = text.trim().bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
 }

@@ -83,6 +83,8 @@ pub(super) struct TlsPartial {
     pub(super) verify_outgoing: Option<bool>,
     /// `tls.internal_rpc.insecure_plaintext` (mesh's own key).
     pub(super) plaintext: Option<bool>,
+    /// `tls.internal_rpc.primary_root_sha256` (mesh's own key).
+    pub(super) primary_root_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +211,7 @@ impl TlsPartial {
         later_wins!(self, later; verify_incoming);
         later_wins!(self, later; verify_outgoing);
         later_wins!(self, later; plaintext);
+        later_wins!(self, later; primary_root_sha256);
     }
 }
 
@@ -342,6 +345,7 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
             .clone()
             .or_else(|| p.tls_defaults.ca_file.clone()),
         plaintext: p.tls_internal_rpc.plaintext.unwrap_or(false),
+        primary_root_sha256: p.tls_internal_rpc.primary_root_sha256,
     };
     let (d, h) = (p.tls_defaults, p.tls_https);
     let tls = AgentTls {

@@ -1,21 +1,111 @@
-//! `?dc=<peer>`: the request is sent as it came to the peer datacenter's HTTP API, and its
-//! answer returned as it is.
+//! `?dc=<peer>`: the request is sent as it came to the peer datacenter, and its answer
+//! returned as it is.
+//!
+//! Between the servers of a mesh the request goes to the peer's server port over mTLS (this
+//! server's own server identity presented, the peer's verified as the server identity of the
+//! datacenter named), on the HTTP protocol the server port serves by ALPN. Peers given by an
+//! explicit base URL ([`ApiState::with_peer`]) are reached over plain HTTP.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue, Request, Response, Uri, header, request::Parts};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use mesh::ca::tls::{ExpectedServer, TlsIdentity};
+use mesh::core::{ServerId, Sni, SpiffeId};
 use tokio::net::TcpStream;
 
 use super::ApiState;
 use super::error::ApiError;
 
+/// The ALPN protocol name of the HTTP API on the server port.
+pub const SERVER_PORT_HTTP_ALPN: &[u8] = b"http/1.1";
+
 /// How long a connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than the longest blocking query a forwarded request may take.
 const EXTRA: Duration = Duration::from_secs(60);
+
+/// How this server reaches the other datacenters' servers for `?dc=`: its own server
+/// identity (whose leaf and trust follow its CA), and the primary's address for a secondary
+/// (the others are found in the datacenters table, as each announced itself).
+#[derive(Clone)]
+pub struct Federation {
+    identity: TlsIdentity,
+    primary: Option<(mesh::core::Datacenter, SocketAddr)>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("primary", &self.primary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Federation {
+    /// Forwarding with `identity` (a server identity of this mesh); `primary`, for a
+    /// secondary, is its primary and the address its server port is reached at.
+    pub fn new(
+        identity: TlsIdentity,
+        primary: Option<(mesh::core::Datacenter, SocketAddr)>,
+    ) -> Self {
+        Self { identity, primary }
+    }
+
+    async fn address(&self, state: &ApiState, dc: &mesh::core::Datacenter) -> Option<SocketAddr> {
+        if let Some((name, addr)) = &self.primary
+            && name == dc
+        {
+            return Some(*addr);
+        }
+        let all = state.dc().catalog().datacenters().await.ok()?;
+        all.into_iter().find(|d| &d.name == dc)?.server
+    }
+
+    /// An mTLS connection to the server port of `dc`'s servers, speaking HTTP.
+    async fn connect(
+        &self,
+        state: &ApiState,
+        dc: &mesh::core::Datacenter,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ApiError> {
+        let Some(addr) = self.address(state, dc).await else {
+            return Err(no_path());
+        };
+        let td = self.identity.bundle().trust_domain().clone();
+        let expected = ExpectedServer::id(SpiffeId::Server(ServerId::new(td, dc.clone())));
+        let mut cfg = self.identity.client_config(expected).map_err(|e| {
+            tracing::warn!(error = %e, "no TLS configuration to forward to another datacenter");
+            unreachable()
+        })?;
+        cfg.alpn_protocols = vec![SERVER_PORT_HTTP_ALPN.to_vec()];
+        let domain = "consul".parse().map_err(|_| unreachable())?;
+        let sni = Sni::server(None, dc.clone(), domain);
+        let name =
+            rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|_| unreachable())?;
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await?;
+            let _ = tcp.set_nodelay(true);
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                tracing::warn!(datacenter = %dc, %addr, error = %e, "peer datacenter's server port unreachable or untrusted");
+                Err(unreachable())
+            }
+            Err(_) => {
+                tracing::warn!(datacenter = %dc, %addr, "peer datacenter's server port did not answer in time");
+                Err(unreachable())
+            }
+        }
+    }
+}
 
 /// Consul's answer for a datacenter it knows no route to.
 fn no_path() -> ApiError {
@@ -61,28 +151,39 @@ pub(crate) async fn forward(
     dc: &str,
 ) -> Result<axum::response::Response, ApiError> {
     let name: mesh::core::Datacenter = dc.parse().map_err(|_| no_path())?;
-    let base = state.peers().get(&name).ok_or_else(no_path)?;
-    let Some((authority, prefix)) = split_base(base) else {
-        tracing::warn!(datacenter = %name, "peer base URL is not http://host:port; cannot forward");
-        return Err(unreachable());
-    };
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri: Uri = format!("{prefix}{path}")
-        .parse()
-        .map_err(|_| ApiError::bad_request("Invalid URL path"))?;
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            tracing::warn!(datacenter = %name, "peer datacenter unreachable");
+    let (mut sender, authority, uri): (_, String, Uri) = if let Some(base) =
+        state.peers().get(&name)
+    {
+        let Some((authority, prefix)) = split_base(base) else {
+            tracing::warn!(datacenter = %name, "peer base URL is not http://host:port; cannot forward");
             return Err(unreachable());
-        }
+        };
+        let uri = format!("{prefix}{path}")
+            .parse()
+            .map_err(|_| ApiError::bad_request("Invalid URL path"))?;
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    tracing::warn!(datacenter = %name, "peer datacenter unreachable");
+                    return Err(unreachable());
+                }
+            };
+        (handshake(stream).await?, authority.to_owned(), uri)
+    } else if let Some(federation) = state.federation() {
+        let stream = federation.connect(state, &name).await?;
+        let uri = path
+            .parse()
+            .map_err(|_| ApiError::bad_request("Invalid URL path"))?;
+        (
+            handshake(stream).await?,
+            format!("server.{name}.consul"),
+            uri,
+        )
+    } else {
+        return Err(no_path());
     };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| unreachable())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let mut req = Request::builder().method(parts.method.clone()).uri(uri);
     for (k, v) in &parts.headers {
         if !hop_by_hop(k) {
@@ -92,7 +193,7 @@ pub(crate) async fn forward(
     let req = req
         .header(
             header::HOST,
-            HeaderValue::from_str(authority).map_err(|_| unreachable())?,
+            HeaderValue::from_str(&authority).map_err(|_| unreachable())?,
         )
         .body(Full::new(body))
         .map_err(|_| ApiError::bad_request("Invalid request"))?;
@@ -114,6 +215,22 @@ pub(crate) async fn forward(
         }
     }
     Ok(out)
+}
+
+/// An HTTP/1.1 client connection over `stream`, driven in the background.
+async fn handshake<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ApiError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| unreachable())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]

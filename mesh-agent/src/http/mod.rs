@@ -56,7 +56,8 @@ mod reply;
 mod server;
 mod util;
 
-pub use server::serve;
+pub use forward::{Federation, SERVER_PORT_HTTP_ALPN};
+pub use server::{serve, server_port_http};
 
 /// Limits and time-outs of the HTTP API.
 #[derive(Debug, Clone)]
@@ -157,6 +158,7 @@ pub struct ApiState {
     cfg: Arc<HttpConfig>,
     metrics: Arc<Metrics>,
     peers: Arc<BTreeMap<mesh::core::Datacenter, String>>,
+    federation: Option<forward::Federation>,
     agent: Arc<AgentInfo>,
     reload: Option<ReloadHook>,
     default_token: Option<Arc<str>>,
@@ -189,6 +191,7 @@ impl ApiState {
             cfg: Arc::new(cfg),
             metrics,
             peers: Arc::new(BTreeMap::new()),
+            federation: None,
             agent: Arc::new(AgentInfo::default()),
             reload: None,
             default_token: None,
@@ -202,6 +205,17 @@ impl ApiState {
     pub fn with_peer(mut self, dc_name: mesh::core::Datacenter, base_url: String) -> Self {
         Arc::make_mut(&mut self.peers).insert(dc_name, base_url);
         self
+    }
+
+    /// Forwards `?dc=<name>` for datacenters without an explicit peer URL to their servers,
+    /// over mTLS on the server port.
+    pub fn with_federation(mut self, federation: forward::Federation) -> Self {
+        self.federation = Some(federation);
+        self
+    }
+
+    pub(crate) fn federation(&self) -> Option<&forward::Federation> {
+        self.federation.as_ref()
     }
 
     /// Sets what the agent endpoints report about this server.

@@ -142,3 +142,39 @@ async fn connection<IO>(
         }
     }
 }
+
+/// The HTTP API as the server port's second protocol (ALPN `http/1.1`), for requests other
+/// datacenters' servers forward (`?dc=`). The replication listener hands it only connections
+/// that presented a server certificate of the mesh; tokens are checked as on the HTTP port.
+pub fn server_port_http(
+    state: ApiState,
+    stop: watch::Receiver<bool>,
+) -> Arc<dyn mesh::replication_engine::SideProtocol> {
+    let header_timeout = state.config().header_timeout;
+    Arc::new(ServerPortHttp {
+        app: router(state),
+        header_timeout,
+        stop,
+    })
+}
+
+struct ServerPortHttp {
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl mesh::replication_engine::SideProtocol for ServerPortHttp {
+    fn serve(
+        &self,
+        stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        _peer: std::net::SocketAddr,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(connection(
+            stream,
+            self.app.clone(),
+            self.header_timeout,
+            self.stop.clone(),
+        ))
+    }
+}

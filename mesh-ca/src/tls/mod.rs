@@ -186,6 +186,7 @@ pub struct TlsIdentity {
     leaf: Arc<ArcSwapOption<CertifiedKey>>,
     leaf_id: Arc<ArcSwapOption<SpiffeId>>,
     bundle: Arc<ArcSwap<TrustBundle>>,
+    present_root: bool,
 }
 
 impl TlsIdentity {
@@ -195,7 +196,35 @@ impl TlsIdentity {
             leaf: Arc::new(ArcSwapOption::empty()),
             leaf_id: Arc::new(ArcSwapOption::empty()),
             bundle: Arc::new(ArcSwap::from_pointee(bundle)),
+            present_root: false,
         }
+    }
+
+    /// The same identity, presenting the active root after the leaf and its intermediates
+    /// whenever [`TlsIdentity::follow`] installs a leaf: a peer that was given only the root's
+    /// fingerprint can then find the root in the chain (a verifier that has the root ignores
+    /// the extra certificate). Call before `follow`.
+    pub fn presenting_root(mut self) -> Self {
+        self.present_root = true;
+        self
+    }
+
+    /// Uses `leaf` with `extra` certificates after its chain, from the next handshake on.
+    fn set_leaf_with(
+        &self,
+        leaf: &LeafCert,
+        extra: &[CertificateDer<'static>],
+    ) -> Result<(), TlsError> {
+        let mut chain = leaf.chain();
+        chain.extend(extra.iter().cloned());
+        let ck = CertifiedKey::from_der(
+            chain,
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key().to_pkcs8_der()),
+            &crypto_provider(),
+        )?;
+        self.leaf.store(Some(Arc::new(ck)));
+        self.leaf_id.store(Some(Arc::new(leaf.spiffe_id().clone())));
+        Ok(())
     }
 
     /// An identity with a leaf and the bundle of `roots`.
@@ -207,10 +236,7 @@ impl TlsIdentity {
 
     /// Uses `leaf` from the next handshake on.
     pub fn set_leaf(&self, leaf: &LeafCert) -> Result<(), TlsError> {
-        let ck = leaf.certified_key(&crypto_provider())?;
-        self.leaf.store(Some(Arc::new(ck)));
-        self.leaf_id.store(Some(Arc::new(leaf.spiffe_id().clone())));
-        Ok(())
+        self.set_leaf_with(leaf, &[])
     }
 
     /// Uses `bundle` from the next handshake on.
@@ -244,28 +270,48 @@ impl TlsIdentity {
         let me = self.clone();
         tokio::spawn(async move {
             let (mut leaves_open, mut roots_open) = (true, true);
-            let install_leaf = |me: &TlsIdentity, l: &Option<Arc<LeafCert>>| {
-                if let Some(l) = l
-                    && let Err(e) = me.set_leaf(l)
-                {
-                    tracing::error!(error = %e, "new leaf refused by rustls");
-                }
+            // The active root's DER, when this identity presents it.
+            let active_root = |r: &RootsView| -> Vec<CertificateDer<'static>> {
+                r.active_root()
+                    .and_then(|root| certs_from_pem(&root.root_cert).ok())
+                    .unwrap_or_default()
             };
+            let install_leaf =
+                |me: &TlsIdentity, l: &Option<Arc<LeafCert>>, extra: &[CertificateDer<'static>]| {
+                    if let Some(l) = l
+                        && let Err(e) = me.set_leaf_with(l, extra)
+                    {
+                        tracing::error!(error = %e, "new leaf refused by rustls");
+                    }
+                };
             let install_roots = |me: &TlsIdentity, r: &Arc<RootsView>| {
                 if let Err(e) = me.set_roots(r) {
                     tracing::error!(error = %e, "new roots refused");
                 }
             };
-            install_roots(&me, &roots.borrow_and_update());
-            install_leaf(&me, &leaves.borrow_and_update());
+            let current = roots.borrow_and_update().clone();
+            install_roots(&me, &current);
+            let mut extra = if me.present_root {
+                active_root(&current)
+            } else {
+                Vec::new()
+            };
+            install_leaf(&me, &leaves.borrow_and_update(), &extra);
             while leaves_open || roots_open {
                 tokio::select! {
                     r = leaves.changed(), if leaves_open => match r {
-                        Ok(()) => install_leaf(&me, &leaves.borrow_and_update()),
+                        Ok(()) => install_leaf(&me, &leaves.borrow_and_update(), &extra),
                         Err(_) => leaves_open = false,
                     },
                     r = roots.changed(), if roots_open => match r {
-                        Ok(()) => install_roots(&me, &roots.borrow_and_update()),
+                        Ok(()) => {
+                            let current = roots.borrow_and_update().clone();
+                            install_roots(&me, &current);
+                            if me.present_root {
+                                extra = active_root(&current);
+                                install_leaf(&me, &leaves.borrow(), &extra);
+                            }
+                        }
                         Err(_) => roots_open = false,
                     },
                 }

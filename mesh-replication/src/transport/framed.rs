@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{ApplyRequest, CompleteListing, ListRequest, Transport, TransportError};
+use super::{ApplyRequest, CompleteListing, EnrollRequest, ListRequest, Transport, TransportError};
 use crate::frame::{self, FrameError, Request, Response};
 
 /// Opens byte streams to the primary: plain TCP ([`TcpConnector`]), mTLS on top of another
@@ -235,19 +235,20 @@ impl<C: Connector> FramedTransport<C> {
                         received: records.len(),
                     });
                 }
-                Response::Applied { .. } => {
+                Response::Applied { .. } | Response::Enrolled { .. } => {
                     return Err(TransportError::Unexpected("write receipt to a list query"));
                 }
             }
         }
     }
 
-    async fn apply_once(
+    /// Sends a request answered by one frame, and decodes that frame.
+    async fn one_answer(
         &self,
         conn: &mut Conn<C::Stream>,
-        req: ApplyRequest,
-    ) -> Result<Index, TransportError> {
-        self.send(conn, &Request::Apply(req)).await?;
+        req: &Request,
+    ) -> Result<Response, TransportError> {
+        self.send(conn, req).await?;
         let mut buf = Vec::new();
         let t = self.cfg.request_timeout;
         frame::read_frame(&mut conn.stream, &mut buf, self.cfg.max_frame, t)
@@ -260,10 +261,34 @@ impl<C: Connector> FramedTransport<C> {
                 FrameError::TimedOut(d) | FrameError::TooSlow(d) => TransportError::TimedOut(d),
                 e => TransportError::Malformed(e),
             })?;
-        match Response::decode(&buf)? {
+        Ok(Response::decode(&buf)?)
+    }
+
+    async fn apply_once(
+        &self,
+        conn: &mut Conn<C::Stream>,
+        req: ApplyRequest,
+    ) -> Result<Index, TransportError> {
+        match self.one_answer(conn, &Request::Apply(req)).await? {
             Response::Applied { index } => Ok(index),
             Response::Error(e) => Err(TransportError::Remote(e)),
-            Response::Chunk { .. } => Err(TransportError::Unexpected("listing to a write")),
+            Response::Chunk { .. } | Response::Enrolled { .. } => {
+                Err(TransportError::Unexpected("not a write receipt"))
+            }
+        }
+    }
+
+    async fn enroll_once(
+        &self,
+        conn: &mut Conn<C::Stream>,
+        req: EnrollRequest,
+    ) -> Result<String, TransportError> {
+        match self.one_answer(conn, &Request::Enroll(req)).await? {
+            Response::Enrolled { chain_pem } => Ok(chain_pem),
+            Response::Error(e) => Err(TransportError::Remote(e)),
+            Response::Chunk { .. } | Response::Applied { .. } => {
+                Err(TransportError::Unexpected("not a certificate"))
+            }
         }
     }
 }
@@ -299,5 +324,15 @@ impl<C: Connector> Transport for FramedTransport<C> {
             self.checkin(conn.stream);
         }
         res
+    }
+
+    async fn enroll(&self, req: EnrollRequest) -> Result<String, TransportError> {
+        // Always a connection of its own: the client certificate a pooled connection presented
+        // (or did not) is the one of its handshake, and enrollment is rare.
+        let mut conn = Conn {
+            stream: self.connector.connect().await?,
+            reused: false,
+        };
+        self.enroll_once(&mut conn, req).await
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use mesh_core::Index;
 use tokio::sync::watch;
 
-use super::{ApplyRequest, CompleteListing, ListRequest, Transport, TransportError};
+use super::{ApplyRequest, CompleteListing, EnrollRequest, ListRequest, Transport, TransportError};
 use crate::server::ReplicationServer;
 
 /// A failure the [`Link`] of an [`InProcessTransport`] simulates.
@@ -129,6 +129,15 @@ impl Transport for InProcessTransport {
         let server = self.server.clone();
         self.run(
             async move { server.apply(req).await.map_err(TransportError::Remote) },
+            |_| 0,
+        )
+        .await
+    }
+
+    async fn enroll(&self, req: EnrollRequest) -> Result<String, TransportError> {
+        let server = self.server.clone();
+        self.run(
+            async move { server.enroll(req).await.map_err(TransportError::Remote) },
             |_| 0,
         )
         .await

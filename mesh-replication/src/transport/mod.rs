@@ -13,7 +13,7 @@ use mesh_core::Index;
 
 use crate::frame::{DecodeError, FrameError};
 pub use crate::message::{
-    ApplyRequest, CompleteListing, ListRequest, RemoteError, RemoteErrorKind,
+    ApplyRequest, CompleteListing, EnrollRequest, ListRequest, RemoteError, RemoteErrorKind,
 };
 
 mod framed;
@@ -83,4 +83,13 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Applies a transaction on the primary and returns the primary's index of that write.
     async fn apply(&self, req: ApplyRequest) -> Result<Index, TransportError>;
+
+    /// Asks the primary to sign this server's certificate (see [`EnrollRequest`]); the PEM
+    /// chain, leaf first. Transports that cannot carry it refuse.
+    async fn enroll(&self, req: EnrollRequest) -> Result<String, TransportError> {
+        let _ = req;
+        Err(TransportError::Unexpected(
+            "this transport does not carry enrollment",
+        ))
+    }
 }

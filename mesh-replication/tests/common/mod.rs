@@ -85,7 +85,7 @@ impl TestAcl {
 
 impl Authorizer for TestAcl {
     fn authorize(&self, token: &SecretToken, op: Op<'_>) -> Result<(), Denied> {
-        let acl = op.table().as_str().starts_with("acl-");
+        let acl = op.table().is_some_and(|t| t.as_str().starts_with("acl-"));
         let need = match (&op, acl) {
             (_, true) => "acl:write",
             (Op::Replicate { .. }, false) => "service:read",
