@@ -255,6 +255,19 @@ fn s_client(addr: SocketAddr, extra: &[&str]) -> String {
     )
 }
 
+/// [`s_client`] presenting the certificate and key in `cert` and `key`.
+fn s_client_presenting(addr: SocketAddr, cert: &std::path::Path, key: &std::path::Path) -> String {
+    s_client(
+        addr,
+        &[
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
 #[test]
 fn openssl_sees_the_server_identity_chaining_to_the_mesh_root() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,15 +322,7 @@ fn openssl_sees_the_server_identity_chaining_to_the_mesh_root() {
         .output()
         .unwrap();
     assert!(made.status.success());
-    let rogue = s_client(
-        primary.server,
-        &[
-            "-cert",
-            cert.to_str().unwrap(),
-            "-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let rogue = s_client_presenting(primary.server, &cert, &key);
     assert!(rogue.contains("alert certificate unknown"), "{rogue}");
     assert!(server_port_san(primary.server).contains("/agent/server/dc/primary"));
 }
@@ -508,15 +513,7 @@ fn the_server_port_serves_replication_only_to_servers_presenting_their_certifica
     let key = dir.path().join("web.key");
     std::fs::write(&cert, v["CertPEM"].as_str().unwrap()).unwrap();
     std::fs::write(&key, v["PrivateKeyPEM"].as_str().unwrap()).unwrap();
-    let refused = s_client(
-        primary.server,
-        &[
-            "-cert",
-            cert.to_str().unwrap(),
-            "-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let refused = s_client_presenting(primary.server, &cert, &key);
     assert!(refused.contains("alert certificate unknown"), "{refused}");
 
     // The HTTP API the server port serves to other datacenters' servers (by ALPN) is closed to
