@@ -390,13 +390,17 @@ pub async fn start(
     let handle = match server_tls {
         None => ReplicationServer::spawn_tcp(server, server_listener, None, ServeConfig::default()),
         Some((cfg, identity)) => {
-            let primary = match config.retry_join_wan.first() {
-                Some(addr) if !config.is_primary() => {
-                    Some((config.primary_datacenter.clone(), resolve(addr).await?))
-                }
-                _ => None,
+            let primary = if config.is_primary() {
+                None
+            } else {
+                let addrs = resolve_all(primary_targets(&config)).await?;
+                Some((config.primary_datacenter.clone(), addrs))
             };
-            state = state.with_federation(crate::http::Federation::new(identity, primary));
+            let mut federation = crate::http::Federation::new(identity, primary);
+            if config.mesh_gateway_wan_federation {
+                federation = federation.through_gateways();
+            }
+            state = state.with_federation(federation);
             let http = crate::http::server_port_http(state.clone(), stop.clone());
             ReplicationServer::spawn_tls_with(
                 server,
@@ -453,12 +457,13 @@ async fn start_secondary(
     client_identity: Option<&TlsIdentity>,
 ) -> Result<(Datacenter, Option<Enrolled>), AgentError> {
     let name = config.datacenter.to_string();
-    let addr_text = config
-        .retry_join_wan
-        .first()
-        .cloned()
+    let targets = primary_targets(config);
+    if targets.is_empty() {
+        return Err(AgentError::NoPrimary(name));
+    }
+    let addr_text = targets.join(", ");
+    let tcp = TcpConnector::any_of(resolve_all(targets).await?)
         .ok_or_else(|| AgentError::NoPrimary(name.clone()))?;
-    let addr = resolve(&addr_text).await?;
     let token = SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
     let (transport, enrolled): (Arc<dyn Transport>, _) = match client_identity {
         None => {
@@ -467,10 +472,7 @@ async fn start_secondary(
                 "tls.internal_rpc.insecure_plaintext: replication and forwarded writes, tokens \
                  included, cross the network to the primary in plain TCP"
             );
-            (
-                Arc::new(FramedTransport::new(TcpConnector::new(addr))),
-                None,
-            )
+            (Arc::new(FramedTransport::new(tcp)), None)
         }
         Some(identity) => {
             let primary = config.primary_datacenter.clone();
@@ -486,7 +488,7 @@ async fn start_secondary(
                     .parse()
                     .map_err(|e| AgentError::Other(format!("the servers' SNI domain: {e}")))?,
             );
-            let connector = TlsConnector::new(TcpConnector::new(addr), Arc::new(cfg), &sni)
+            let connector = TlsConnector::new(tcp, Arc::new(cfg), &sni)
                 .map_err(|e| AgentError::Tls(e.to_string()))?;
             let transport: Arc<dyn Transport> = Arc::new(FramedTransport::new(connector));
             let enrolled = enroll(config, identity, transport.clone(), token.clone())
@@ -726,6 +728,25 @@ async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListe
     TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Bind { what, addr, source })
+}
+
+/// Where a secondary reaches its primary's servers: through the primary's mesh gateways
+/// (`primary_gateways`, by the server SNI) when they are given, else directly
+/// (`retry_join_wan`).
+fn primary_targets(config: &AgentConfig) -> &[String] {
+    if config.primary_gateways.is_empty() {
+        &config.retry_join_wan
+    } else {
+        &config.primary_gateways
+    }
+}
+
+async fn resolve_all(addrs: &[String]) -> Result<Vec<SocketAddr>, AgentError> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        out.push(resolve(a).await?);
+    }
+    Ok(out)
 }
 
 async fn resolve(addr: &str) -> Result<std::net::SocketAddr, AgentError> {
@@ -983,12 +1004,12 @@ async fn primary_trust_by_fingerprint(
     config: &AgentConfig,
     fingerprint: &[u8; 32],
 ) -> Result<TlsIdentity, AgentError> {
-    let addr_text = config
-        .retry_join_wan
-        .first()
-        .cloned()
-        .ok_or_else(|| AgentError::NoPrimary(config.datacenter.to_string()))?;
-    let addr = resolve(&addr_text).await?;
+    let targets = primary_targets(config);
+    let addr_text = targets.join(", ");
+    let addrs = resolve_all(targets).await?;
+    if addrs.is_empty() {
+        return Err(AgentError::NoPrimary(config.datacenter.to_string()));
+    }
     let capture = Arc::new(ChainCapture::default());
     let cfg = rustls::ClientConfig::builder_with_provider(mesh::ca::tls::crypto_provider())
         .with_safe_default_protocol_versions()
@@ -997,7 +1018,7 @@ async fn primary_trust_by_fingerprint(
         .with_custom_certificate_verifier(capture.clone())
         .with_no_client_auth();
     let look = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tcp = tokio::net::TcpStream::connect(addrs.as_slice()).await?;
         let name = rustls::pki_types::ServerName::try_from(format!(
             "server.{}.consul",
             config.primary_datacenter

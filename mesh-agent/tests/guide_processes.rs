@@ -75,16 +75,16 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// The test cannot run here. It fails, saying why, unless the caller opted out explicitly with
 /// `MESH_SKIP_NETNS=1`: then it says on the real stderr that it was skipped and why.
-fn skip(why: &str) {
+fn skip(test: &str, why: &str) {
     if std::env::var_os("MESH_SKIP_NETNS").is_some_and(|v| v == "1") {
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED {NAME} (MESH_SKIP_NETNS=1): {why}"
+            "SKIPPED {test} (MESH_SKIP_NETNS=1): {why}"
         );
         return;
     }
     panic!(
-        "{NAME} cannot run: {why}. Run the tests as root with iproute2, or set \
+        "{test} cannot run: {why}. Run the tests as root with iproute2, or set \
          MESH_SKIP_NETNS=1 to skip this test knowingly."
     );
 }
@@ -107,18 +107,19 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    fn names() -> (String, String, String, String) {
+    /// The namespace and link names of one test (`tag`) of this process.
+    fn names(tag: char) -> (String, String, String, String) {
         let pid = std::process::id();
         (
-            format!("mgp-a-{pid}"),
-            format!("mgp-b-{pid}"),
-            format!("mpa{pid}"),
-            format!("mpb{pid}"),
+            format!("mg{tag}-a-{pid}"),
+            format!("mg{tag}-b-{pid}"),
+            format!("m{tag}a{pid}"),
+            format!("m{tag}b{pid}"),
         )
     }
 
-    fn create() -> Result<Self, String> {
-        let (a, b, va, vb) = Self::names();
+    fn create(tag: char) -> Result<Self, String> {
+        let (a, b, va, vb) = Self::names(tag);
         // Dropped (and so cleaned up) if a later step fails.
         let ns = Namespaces {
             a: a.clone(),
@@ -495,15 +496,17 @@ impl Drop for Held {
     }
 }
 
-#[test]
-fn the_guide_as_processes_in_two_namespaces() {
+/// The two namespaces and a world to run processes in, after checking what the test needs;
+/// `None` when the test is skipped knowingly (`MESH_SKIP_NETNS=1`), a panic when it cannot
+/// run otherwise.
+fn world(tag: char, test: &str) -> Option<World> {
     if !is_root() {
-        skip("needs root (network namespaces)");
-        return;
+        skip(test, "needs root (network namespaces)");
+        return None;
     }
     if ip(&["-V"]).is_err() {
-        skip("`ip` (iproute2) is not installed");
-        return;
+        skip(test, "`ip` (iproute2) is not installed");
+        return None;
     }
     assert!(
         installed("socat", "-V"),
@@ -513,24 +516,31 @@ fn the_guide_as_processes_in_two_namespaces() {
         installed("nc", "-h"),
         "nc is not installed (the guide's client): apt-get install -y netcat-openbsd"
     );
-    let ns = match Namespaces::create() {
+    let ns = match Namespaces::create(tag) {
         Ok(ns) => ns,
         Err(e) => {
             // Root without CAP_SYS_ADMIN (an unprivileged container) cannot create them.
-            let (a, b, va, _) = Namespaces::names();
+            let (a, b, va, _) = Namespaces::names(tag);
             let _ = ip(&["link", "del", &va]);
             let _ = ip(&["netns", "del", &a]);
             let _ = ip(&["netns", "del", &b]);
-            skip(&format!("cannot create network namespaces: {e}"));
-            return;
+            skip(test, &format!("cannot create network namespaces: {e}"));
+            return None;
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut w = World {
+    Some(World {
         procs: Vec::new(),
         transcript: dir.path().join("commands.log"),
         ns,
         dir,
+    })
+}
+
+#[test]
+fn the_guide_as_processes_in_two_namespaces() {
+    let Some(mut w) = world('g', NAME) else {
+        return;
     };
     let started = Instant::now();
     let g = guide();
@@ -978,6 +988,213 @@ fn the_guide_as_processes_in_two_namespaces() {
         "the guide ran as processes in namespaces {} and {} in {:.1?}",
         w.ns.a,
         w.ns.b,
+        started.elapsed()
+    );
+}
+
+/// `curl` in `ns` against the agent there: `GET /v1/agent/self?dc=DC` with `token`; the
+/// datacenter that answered, or `None`.
+fn answering_datacenter(w: &World, ns: Ns, token: &str, dc: &str) -> Option<String> {
+    let out = w
+        .command(
+            ns,
+            "curl",
+            &[
+                "-sf",
+                "--max-time",
+                "15",
+                "-H",
+                &format!("X-Consul-Token: {token}"),
+                &format!("http://{HTTP}/v1/agent/self?dc={dc}"),
+            ],
+        )
+        .output()
+        .unwrap();
+    w.note(&format!(
+        "[{ns:?}] $ curl http://{HTTP}/v1/agent/self?dc={dc}\n  exit {:?}",
+        out.status.code()
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["Config"]["Datacenter"].as_str().map(str::to_owned)
+}
+
+/// Whether something accepts TCP connections at `addr` as seen from `ns` (`nc -z`).
+fn reachable(w: &World, ns: Ns, host: &str, port: u16) -> bool {
+    w.command(ns, "nc", &["-z", "-w", "2", host, &port.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// One datacenter's agent configuration for the federation-through-gateways test: every
+/// port on the namespace's loopback, WAN federation through the gateways on.
+fn gateway_only_hcl(w: &World, dc: &str, extra: &str) -> PathBuf {
+    let file = w.path(&format!("{dc}.hcl"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"datacenter = "{dc}"
+primary_datacenter = "primary"
+data_dir = "{}"
+node_name = "{dc}-server-1"
+bind_addr = "127.0.0.1"
+client_addr = "127.0.0.1"
+ports {{
+  http = 8500
+  server = 8300
+}}
+acl {{
+  enabled = true
+  default_policy = "deny"
+  enable_token_replication = true
+  tokens {{
+    initial_management = "{MGMT}"
+    replication = "{MGMT}"
+  }}
+}}
+connect {{
+  enabled = true
+  enable_mesh_gateway_wan_federation = true
+}}
+{extra}"#,
+            w.path(dc).display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Federation through the mesh gateways alone: each datacenter's server port and HTTP API
+/// listen on its namespace's loopback, so the link carries nothing but the gateways' WAN
+/// ports. The secondary is given the primary's gateway (`primary_gateways`) and the root's
+/// fingerprint; it enrolls, replicates and forwards writes through the gateway by the server
+/// SNI, and `?dc=` works both ways (the primary going through its own gateway).
+#[test]
+fn federation_through_the_mesh_gateways_alone() {
+    const TEST: &str = "federation_through_the_mesh_gateways_alone";
+    let Some(mut w) = world('f', TEST) else {
+        return;
+    };
+    let started = Instant::now();
+    let primary_hcl = gateway_only_hcl(&w, "primary", "");
+    w.spawn(
+        Ns::A,
+        "agent-primary",
+        mesh_bin(),
+        &["agent", "-config-file", primary_hcl.to_str().unwrap()],
+        None,
+    );
+    w.wait_mesh(
+        Ns::A,
+        "agent-primary",
+        MGMT,
+        &["members"],
+        "the primary answers",
+    );
+    let gateway = |w: &mut World, ns: Ns, dc: &str, wan_ip: &str| {
+        let id = format!("gateway-{dc}");
+        w.spawn(
+            ns,
+            &id,
+            mesh_bin(),
+            &[
+                "connect",
+                "envoy",
+                "-mesh-gateway",
+                "-register",
+                "-service-name",
+                &id,
+                "-proxy-id",
+                &id,
+                "-address",
+                "127.0.0.1:8443",
+                "-wan-address",
+                &format!("{wan_ip}:9443"),
+                &format!("-token={MGMT}"),
+            ],
+            None,
+        );
+        w.wait_log(&id, "==> mesh gateway", Duration::from_secs(30));
+    };
+    gateway(&mut w, Ns::A, "primary", A_IP);
+
+    // From B, the primary's server port and HTTP API cannot be reached; its gateway can.
+    assert!(
+        !reachable(&w, Ns::B, A_IP, 8300),
+        "the primary's server port is on the link"
+    );
+    assert!(
+        !reachable(&w, Ns::B, A_IP, 8500),
+        "the primary's HTTP API is on the link"
+    );
+    assert!(
+        reachable(&w, Ns::B, A_IP, 9443),
+        "the primary's gateway is not on the link"
+    );
+
+    let roots = w.mesh_ok(Ns::A, MGMT, &["ca", "roots"]);
+    let fingerprint = roots
+        .lines()
+        .find_map(|l| l.strip_prefix("SHA-256 Fingerprint:"))
+        .map(|f| f.trim().to_owned())
+        .unwrap_or_else(|| panic!("no fingerprint in:\n{roots}"));
+    let secondary_hcl = gateway_only_hcl(
+        &w,
+        "secondary",
+        &format!(
+            "primary_gateways = [\"{A_IP}:9443\"]\n\
+             tls {{\n  internal_rpc {{\n    primary_root_sha256 = \"{fingerprint}\"\n  }}\n}}\n"
+        ),
+    );
+    w.spawn(
+        Ns::B,
+        "agent-secondary",
+        mesh_bin(),
+        &["agent", "-config-file", secondary_hcl.to_str().unwrap()],
+        None,
+    );
+    w.wait_mesh(
+        Ns::B,
+        "agent-secondary",
+        MGMT,
+        &["members"],
+        "the secondary answers with the management token it replicated through the gateway",
+    );
+    gateway(&mut w, Ns::B, "secondary", B_IP);
+
+    // A write made in the secondary is forwarded to the primary through the gateway.
+    w.mesh_ok(Ns::B, MGMT, &["intention", "create", "web", "socat"]);
+    w.mesh_ok(Ns::A, MGMT, &["intention", "get", "web", "socat"]);
+    // `?dc=` both ways; the primary reaches the secondary through its own gateway once the
+    // gateways know each other.
+    assert_eq!(
+        answering_datacenter(&w, Ns::B, MGMT, "primary").as_deref(),
+        Some("primary")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answering_datacenter(&w, Ns::A, MGMT, "secondary").as_deref() != Some("secondary") {
+        w.assert_running("gateway-primary");
+        w.assert_running("gateway-secondary");
+        assert!(
+            Instant::now() < deadline,
+            "?dc=secondary from the primary never got through the gateways"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for name in [
+        "gateway-secondary",
+        "gateway-primary",
+        "agent-secondary",
+        "agent-primary",
+    ] {
+        w.proc(name).signal("-TERM");
+        match w.proc(name).wait_exit(Duration::from_secs(30)) {
+            Some(s) => assert!(s.success(), "{name} exited with {s} on SIGTERM"),
+            None => panic!("{name} did not stop within 30 s of SIGTERM"),
+        }
+    }
+    eprintln!(
+        "federation through the gateways alone ran in {:.1?}",
         started.elapsed()
     );
 }

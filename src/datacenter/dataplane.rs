@@ -198,6 +198,7 @@ pub(crate) async fn build_routing(dc: &Datacenter) -> Result<Routing, Error> {
     }
     r.endpoints = endpoints;
     r.gateways = dc.catalog().federation().await?;
+    r.servers = dc.config().server_address.into_iter().collect();
     for entry in dc
         .config_entries()
         .list(ConfigEntryKind::ProxyDefaults)

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use mesh_core::config_entry::{ProxyDefaults, ServiceDefaults, upstream_mode_layers};
 use mesh_core::mesh_gateway::{MeshGatewayMode, UpstreamPath};
-use mesh_core::{Datacenter as DatacenterName, ServiceName, TrustDomain};
+use mesh_core::{Datacenter as DatacenterName, ServiceName, Sni, TrustDomain};
 use mesh_sni::{Pool, RouteTable};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,11 @@ pub struct Routing {
     /// The gateways of every datacenter, as the federation table knows them.
     #[serde(default)]
     pub gateways: Vec<FederationGateway>,
+    /// Where this datacenter's servers accept the other datacenters' servers (their server
+    /// port): a gateway routes the server SNI `server.<this dc>.consul` there, so that
+    /// datacenters can federate through the gateways alone.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
 }
 
 impl Routing {
@@ -67,6 +72,7 @@ impl Routing {
             endpoints: BTreeMap::new(),
             local_gateways: Vec::new(),
             gateways: Vec::new(),
+            servers: Vec::new(),
         }
     }
 
@@ -131,6 +137,12 @@ impl Routing {
         }
         for (remote, addrs) in remotes {
             b = b.datacenter(remote.clone(), Pool::new(addrs));
+        }
+        if !self.servers.is_empty() {
+            let domain =
+                TrustDomain::new(mesh_core::sni::DEFAULT_DNS_DOMAIN).map_err(Error::invalid)?;
+            let name = Sni::server(None, self.datacenter.clone(), domain).to_string();
+            b = b.exact(&name, Pool::new(self.servers.iter().copied()));
         }
         b.build().map_err(Error::invalid)
     }
@@ -220,5 +232,34 @@ mod tests {
         let json = serde_json::to_string(&r).expect("serialise");
         let back: Routing = serde_json::from_str(&json).expect("round trip");
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_gateway_routes_its_own_servers_by_their_sni_and_others_to_their_gateways() {
+        let mut r = Routing::new("dc1".parse().expect("dc"));
+        let td = TrustDomain::new("11111111-2222-3333-4444-555555555555.consul").expect("td");
+        // Without servers, the own server SNI has no route.
+        let table = r.route_table(td.clone()).expect("table");
+        assert!(table.route(Some("server.dc1.consul")).is_err());
+        let server: SocketAddr = "127.0.0.1:8300".parse().expect("addr");
+        let w: SocketAddr = "127.0.0.3:3".parse().expect("addr");
+        r.servers.push(server);
+        r.gateways.push(FederationGateway {
+            datacenter: "dc2".parse().expect("dc"),
+            service: name("mesh-gateway"),
+            id: "gw".into(),
+            wan: w,
+            lan: w,
+        });
+        let table = r.route_table(td).expect("table");
+        let own = table.route(Some("server.dc1.consul")).expect("own servers");
+        assert_eq!(own.label(), "server.dc1.consul");
+        assert_eq!(own.pool().addrs().collect::<Vec<_>>(), vec![server]);
+        let other = table
+            .route(Some("server.dc2.consul"))
+            .expect("dc2's gateways");
+        assert_eq!(other.label(), "server.dc2.consul");
+        assert_eq!(other.pool().addrs().collect::<Vec<_>>(), vec![w]);
+        assert!(table.route(Some("server.dc3.consul")).is_err());
     }
 }

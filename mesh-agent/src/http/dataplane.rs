@@ -78,6 +78,10 @@ pub(crate) async fn routing(State(s): State<ApiState>, ctx: Ctx) -> Res {
             .map(|g| g.lan)
             .collect();
         view.local_gateways.retain(|a| visible_lan.contains(a));
+        // The servers are the service "consul", as Consul's catalog lists them.
+        if !authz.service_read("consul").is_allowed() {
+            view.servers.clear();
+        }
         Ok(view)
     })
     .await?;

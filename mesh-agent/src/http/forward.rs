@@ -30,51 +30,81 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const EXTRA: Duration = Duration::from_secs(60);
 
 /// How this server reaches the other datacenters' servers for `?dc=`: its own server
-/// identity (whose leaf and trust follow its CA), and the primary's address for a secondary
-/// (the others are found in the datacenters table, as each announced itself).
+/// identity (whose leaf and trust follow its CA); for a secondary, its primary and where it
+/// reaches it (its servers, or its mesh gateways); whether to go through this datacenter's
+/// own mesh gateways (WAN federation through gateways); else the address each datacenter
+/// announced in the datacenters table.
 #[derive(Clone)]
 pub struct Federation {
     identity: TlsIdentity,
-    primary: Option<(mesh::core::Datacenter, SocketAddr)>,
+    primary: Option<(mesh::core::Datacenter, Vec<SocketAddr>)>,
+    via_gateways: bool,
 }
 
 impl std::fmt::Debug for Federation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Federation")
             .field("primary", &self.primary)
+            .field("via_gateways", &self.via_gateways)
             .finish_non_exhaustive()
     }
 }
 
 impl Federation {
     /// Forwarding with `identity` (a server identity of this mesh); `primary`, for a
-    /// secondary, is its primary and the address its server port is reached at.
+    /// secondary, is its primary and the addresses its server port is reached at.
     pub fn new(
         identity: TlsIdentity,
-        primary: Option<(mesh::core::Datacenter, SocketAddr)>,
+        primary: Option<(mesh::core::Datacenter, Vec<SocketAddr>)>,
     ) -> Self {
-        Self { identity, primary }
+        Self {
+            identity,
+            primary,
+            via_gateways: false,
+        }
     }
 
-    async fn address(&self, state: &ApiState, dc: &mesh::core::Datacenter) -> Option<SocketAddr> {
-        if let Some((name, addr)) = &self.primary
+    /// Reaches the other datacenters (the primary excepted, when it was given with its
+    /// addresses) through this datacenter's mesh gateways, by the server SNI.
+    pub fn through_gateways(mut self) -> Self {
+        self.via_gateways = true;
+        self
+    }
+
+    async fn addresses(&self, state: &ApiState, dc: &mesh::core::Datacenter) -> Vec<SocketAddr> {
+        if let Some((name, addrs)) = &self.primary
             && name == dc
         {
-            return Some(*addr);
+            return addrs.clone();
         }
-        let all = state.dc().catalog().datacenters().await.ok()?;
-        all.into_iter().find(|d| &d.name == dc)?.server
+        if self.via_gateways {
+            use mesh::dataplane::ControlPlane as _;
+            return match state.dc().current_routing(&mesh::Secret::new("")).await {
+                Ok(r) => r.local_gateways.clone(),
+                Err(_) => Vec::new(),
+            };
+        }
+        match state.dc().catalog().datacenters().await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|d| &d.name == dc)
+                .filter_map(|d| d.server)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
-    /// An mTLS connection to the server port of `dc`'s servers, speaking HTTP.
+    /// An mTLS connection to the server port of `dc`'s servers, speaking HTTP: the first
+    /// address that answers, the server verified as `dc`'s server identity.
     async fn connect(
         &self,
         state: &ApiState,
         dc: &mesh::core::Datacenter,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ApiError> {
-        let Some(addr) = self.address(state, dc).await else {
+        let addrs = self.addresses(state, dc).await;
+        if addrs.is_empty() {
             return Err(no_path());
-        };
+        }
         let td = self.identity.bundle().trust_domain().clone();
         let expected = ExpectedServer::id(SpiffeId::Server(ServerId::new(td, dc.clone())));
         let mut cfg = self.identity.client_config(expected).map_err(|e| {
@@ -82,28 +112,38 @@ impl Federation {
             unreachable()
         })?;
         cfg.alpn_protocols = vec![SERVER_PORT_HTTP_ALPN.to_vec()];
-        let domain = "consul".parse().map_err(|_| unreachable())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let domain = mesh::core::sni::DEFAULT_DNS_DOMAIN
+            .parse()
+            .map_err(|_| unreachable())?;
         let sni = Sni::server(None, dc.clone(), domain);
         let name =
             rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|_| unreachable())?;
-        let connect = async {
-            let tcp = TcpStream::connect(addr).await?;
+        for addr in addrs {
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => tcp,
+                _ => {
+                    tracing::debug!(datacenter = %dc, %addr, "no answer; trying the next address");
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
-            tokio_rustls::TlsConnector::from(Arc::new(cfg))
-                .connect(name, tcp)
+            return match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
                 .await
-        };
-        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => {
-                tracing::warn!(datacenter = %dc, %addr, error = %e, "peer datacenter's server port unreachable or untrusted");
-                Err(unreachable())
-            }
-            Err(_) => {
-                tracing::warn!(datacenter = %dc, %addr, "peer datacenter's server port did not answer in time");
-                Err(unreachable())
-            }
+            {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => {
+                    tracing::warn!(datacenter = %dc, %addr, error = %e, "peer datacenter's server port refused or untrusted");
+                    Err(unreachable())
+                }
+                Err(_) => {
+                    tracing::warn!(datacenter = %dc, %addr, "TLS with the peer datacenter's server port timed out");
+                    Err(unreachable())
+                }
+            };
         }
+        tracing::warn!(datacenter = %dc, "no address of the peer datacenter answered");
+        Err(unreachable())
     }
 }
 

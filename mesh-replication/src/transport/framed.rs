@@ -1,7 +1,8 @@
 //! The framed transport: requests and answers as length-prefixed frames over any byte stream.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,10 +25,13 @@ pub trait Connector: Send + Sync + 'static {
     async fn connect(&self) -> Result<Self::Stream, TransportError>;
 }
 
-/// Dials one TCP address (the primary's servers, or a mesh gateway in front of them).
+/// Dials the primary's servers, or the mesh gateways in front of them, over TCP: one address,
+/// or several tried in turn from the last one that answered.
 #[derive(Debug, Clone)]
 pub struct TcpConnector {
-    addr: SocketAddr,
+    addrs: Arc<[SocketAddr]>,
+    /// The index of the address that answered last.
+    last_good: Arc<AtomicUsize>,
     timeout: Duration,
 }
 
@@ -35,20 +39,31 @@ impl TcpConnector {
     /// Dials `addr`, giving up after 5 seconds.
     pub fn new(addr: SocketAddr) -> Self {
         Self {
-            addr,
+            addrs: Arc::from([addr]),
+            last_good: Arc::new(AtomicUsize::new(0)),
             timeout: Duration::from_secs(5),
         }
     }
 
-    /// Changes the connect time-out.
+    /// Dials the first of `addrs` that answers, starting with the one that answered last,
+    /// each attempt giving up after 5 seconds. `None` when `addrs` is empty.
+    pub fn any_of(addrs: Vec<SocketAddr>) -> Option<Self> {
+        (!addrs.is_empty()).then(|| Self {
+            addrs: addrs.into(),
+            last_good: Arc::new(AtomicUsize::new(0)),
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// Changes the connect time-out (per address).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// The address dialled.
+    /// The address dialled first.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[self.last_good.load(Ordering::Relaxed) % self.addrs.len()]
     }
 }
 
@@ -57,15 +72,22 @@ impl Connector for TcpConnector {
     type Stream = TcpStream;
 
     async fn connect(&self) -> Result<TcpStream, TransportError> {
-        match tokio::time::timeout(self.timeout, TcpStream::connect(self.addr)).await {
-            Ok(Ok(s)) => {
-                // Small frames (forwarded writes, short listings) must not wait for Nagle.
-                let _ = s.set_nodelay(true);
-                Ok(s)
+        let start = self.last_good.load(Ordering::Relaxed);
+        let mut last_error = TransportError::TimedOut(self.timeout);
+        for i in 0..self.addrs.len() {
+            let at = (start + i) % self.addrs.len();
+            match tokio::time::timeout(self.timeout, TcpStream::connect(self.addrs[at])).await {
+                Ok(Ok(s)) => {
+                    // Small frames (forwarded writes, short listings) must not wait for Nagle.
+                    let _ = s.set_nodelay(true);
+                    self.last_good.store(at, Ordering::Relaxed);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => last_error = TransportError::Unreachable(e),
+                Err(_) => last_error = TransportError::TimedOut(self.timeout),
             }
-            Ok(Err(e)) => Err(TransportError::Unreachable(e)),
-            Err(_) => Err(TransportError::TimedOut(self.timeout)),
         }
+        Err(last_error)
     }
 }
 
