@@ -247,6 +247,13 @@ pub async fn start(
     dc_config.server_address = (!advertised_ip.is_unspecified())
         .then(|| SocketAddr::new(advertised_ip, server_addr.port()));
     let mut client_identity: Option<(TlsIdentity, Option<Enrolled>)> = None;
+    // The operator's own certificate for this server, when given: presented on the server
+    // port and to the primary, with the operator's CA as the only trust.
+    let operator = if config.server_tls.plaintext {
+        None
+    } else {
+        operator_identity(&config)?
+    };
     let dc = if config.is_primary() {
         Datacenter::start_primary(dc_config)
             .await
@@ -258,6 +265,7 @@ pub async fn start(
         let tls = &config.server_tls;
         let identity = match (tls.plaintext, &tls.ca_file, &tls.primary_root_sha256) {
             (true, _, _) => None,
+            _ if operator.is_some() => operator.clone(),
             (false, Some(file), _) => Some(primary_trust(file)?),
             (false, None, Some(fingerprint)) => {
                 Some(primary_trust_by_fingerprint(&config, fingerprint).await?)
@@ -281,7 +289,16 @@ pub async fn start(
     let mut tasks = Vec::new();
     // The replication protocol: secondaries pull from here and forward writes to it.
     let server = dc.replication_server();
-    let server_tls = if config.server_tls.plaintext {
+    let server_tls = if let Some(identity) = operator {
+        let mut cfg = identity
+            .server_config_optional_client(Arc::new(ServersOnly))
+            .map_err(|e| AgentError::Tls(format!("server port: {e}")))?;
+        cfg.alpn_protocols = vec![crate::http::SERVER_PORT_HTTP_ALPN.to_vec()];
+        // The client identity toward the primary is the same operator identity.
+        keep_until_stop(&mut tasks, &stop, client_identity.take());
+        tracing::info!(addr = %server_addr, "the server port speaks TLS with the operator's certificate (tls.internal_rpc.cert_file)");
+        Some((Arc::new(cfg), identity))
+    } else if config.server_tls.plaintext {
         tracing::warn!(
             addr = %server_addr,
             "tls.internal_rpc.insecure_plaintext: the server port speaks plain TCP, and the \
@@ -491,10 +508,15 @@ async fn start_secondary(
             let connector = TlsConnector::new(tcp, Arc::new(cfg), &sni)
                 .map_err(|e| AgentError::Tls(e.to_string()))?;
             let transport: Arc<dyn Transport> = Arc::new(FramedTransport::new(connector));
-            let enrolled = enroll(config, identity, transport.clone(), token.clone())
-                .await
-                .map_err(|e| classify(e, config, &addr_text))?;
-            (transport, Some(enrolled))
+            if identity.local_id().is_some() {
+                // The operator's certificate: nothing to enroll for.
+                (transport, None)
+            } else {
+                let enrolled = enroll(config, identity, transport.clone(), token.clone())
+                    .await
+                    .map_err(|e| classify(e, config, &addr_text))?;
+                (transport, Some(enrolled))
+            }
         }
     };
     let probe = transport.list(ListRequest {
@@ -993,6 +1015,59 @@ fn trust_from_pem(pem: &str, what: &str) -> Result<TlsIdentity, AgentError> {
         .ok_or_else(|| tls(&"the certificate names no SPIFFE trust domain: is it a mesh root?"))?;
     let bundle = TrustBundle::from_certs(td, certs).map_err(|e| tls(&e))?;
     Ok(TlsIdentity::new(bundle))
+}
+
+/// The operator's certificate for this server (`tls.internal_rpc.cert_file`, `key_file`),
+/// trusting the operator's CA (`tls.internal_rpc.ca_file`) alone. The certificate must name
+/// this server's SPIFFE identity; its trust domain is the one every server's must be in.
+fn operator_identity(config: &AgentConfig) -> Result<Option<TlsIdentity>, AgentError> {
+    let tls = &config.server_tls;
+    let (cert_file, key_file) = match (&tls.cert_file, &tls.key_file) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            return Err(AgentError::Tls(
+                "tls.internal_rpc.cert_file and key_file go together".into(),
+            ));
+        }
+    };
+    let err = |what: &str, e: &dyn std::fmt::Display| AgentError::Tls(format!("{what}: {e}"));
+    let Some(ca_file) = &tls.ca_file else {
+        return Err(AgentError::Tls(
+            "tls.internal_rpc.cert_file needs tls.internal_rpc.ca_file: the operator's CA, \
+             which the other servers' certificates chain to"
+                .into(),
+        ));
+    };
+    let cert_what = format!("tls.internal_rpc.cert_file {}", cert_file.display());
+    let chain = std::fs::read_to_string(cert_file).map_err(|e| err(&cert_what, &e))?;
+    let issued = IssuedLeaf::from_pem(&chain, String::new()).map_err(|e| err(&cert_what, &e))?;
+    let key_what = format!("tls.internal_rpc.key_file {}", key_file.display());
+    let key_pem = std::fs::read_to_string(key_file).map_err(|e| err(&key_what, &e))?;
+    let key = mesh::ca::PrivateKey::from_pkcs8_pem(&key_pem)
+        .map_err(|e| err(&format!("{key_what} (a PKCS#8 PEM key is needed)"), &e))?;
+    let td = match &issued.spiffe_id {
+        SpiffeId::Server(s) if s.datacenter() == &config.datacenter => s.trust_domain().clone(),
+        other => {
+            return Err(err(
+                &cert_what,
+                &format!(
+                    "names {other}, not this server's identity \
+                     spiffe://<trust domain>/agent/server/dc/{}",
+                    config.datacenter
+                ),
+            ));
+        }
+    };
+    let ca_what = format!("tls.internal_rpc.ca_file {}", ca_file.display());
+    let ca_pem = std::fs::read_to_string(ca_file).map_err(|e| err(&ca_what, &e))?;
+    let roots = mesh::ca::x509::certs_from_pem(&ca_pem).map_err(|e| err(&ca_what, &e))?;
+    let bundle = TrustBundle::from_certs(td, roots).map_err(|e| err(&ca_what, &e))?;
+    let identity = TlsIdentity::new(bundle);
+    identity
+        .set_leaf(&mesh::ca::LeafCert::new(issued, key))
+        .map_err(|e| err(&format!("{cert_what} with {key_what}"), &e))?;
+    Ok(Some(identity))
 }
 
 /// The trust a secondary gives its primary when it was given the SHA-256 fingerprint of the

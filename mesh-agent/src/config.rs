@@ -274,6 +274,13 @@ pub struct ServerTls {
     /// `tls.internal_rpc.insecure_plaintext`: plain TCP instead (secrets then cross the
     /// network readable; logged as a warning at every start).
     pub plaintext: bool,
+    /// `tls.internal_rpc.cert_file` and `key_file` (PEM; the key PKCS#8): the operator's own
+    /// certificate for this server, instead of one from the mesh CA. It must name this
+    /// server's identity `spiffe://<trust domain>/agent/server/dc/<dc>` as a URI SAN, and
+    /// `ca_file` must then be the operator's CA, which every server's certificate chains to.
+    pub cert_file: Option<PathBuf>,
+    /// See `cert_file`.
+    pub key_file: Option<PathBuf>,
     /// `tls.internal_rpc.primary_root_sha256`: in a secondary without a CA file, the SHA-256
     /// fingerprint of the primary's mesh root (`mesh ca roots` prints it). The root is taken
     /// from the chain the primary presents only if its fingerprint is this one.

@@ -618,3 +618,184 @@ fn a_secondary_given_only_the_primary_root_fingerprint_federates_over_mtls() {
     );
     eprintln!("wrong fingerprint refused after {:?}", started.elapsed());
 }
+
+/// Runs `openssl ARGS` in `dir`, failing the test when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An operator's CA (`ops-ca.pem`) and, for each datacenter, a server certificate it signed
+/// (`<dc>.pem`, `<dc>.key`) naming `spiffe://ops.example/agent/server/dc/<dc>`.
+fn operator_pki(dir: &std::path::Path, dcs: &[&str]) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ops-ca",
+            "-keyout",
+            "ops-ca.key",
+            "-out",
+            "ops-ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    for dc in dcs {
+        let ext = format!("{dc}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!(
+                "subjectAltName=URI:spiffe://ops.example/agent/server/dc/{dc},DNS:server.{dc}.consul\n\
+                 extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\n"
+            ),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                &format!("/CN=server.{dc}.consul"),
+                "-keyout",
+                &format!("{dc}.key"),
+                "-out",
+                &format!("{dc}.csr"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{dc}.csr"),
+                "-CA",
+                "ops-ca.pem",
+                "-CAkey",
+                "ops-ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{dc}.pem"),
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// The `tls { internal_rpc { ... } }` block with the operator's files of `dc` in `dir`.
+fn operator_tls(dir: &std::path::Path, dc: &str) -> String {
+    format!(
+        "tls {{\n  internal_rpc {{\n    ca_file = \"{}\"\n    cert_file = \"{}\"\n    key_file = \"{}\"\n  }}\n}}\n",
+        dir.join("ops-ca.pem").display(),
+        dir.join(format!("{dc}.pem")).display(),
+        dir.join(format!("{dc}.key")).display()
+    )
+}
+
+#[test]
+fn operator_certificate_files_federate_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    operator_pki(&pki, &["primary", "secondary"]);
+
+    let (p_http, p_server) = (free_port(), free_port());
+    let hcl = agent_hcl(
+        "primary",
+        &dir.path().join("p"),
+        p_http,
+        p_server,
+        None,
+        None,
+    ) + &operator_tls(&pki, "primary");
+    let primary = start_agent(dir.path(), "primary", &hcl, p_http, p_server);
+    // The server port presents the operator's certificate, which verifies against its CA.
+    let san = server_port_san(primary.server);
+    assert!(
+        san.contains("spiffe://ops.example/agent/server/dc/primary"),
+        "{san}"
+    );
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(pki.join("ops-ca.pem"))
+        .arg(pki.join("primary.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success());
+
+    let (s_http, s_server) = (free_port(), free_port());
+    let with_ca = agent_hcl(
+        "secondary",
+        &dir.path().join("s"),
+        s_http,
+        s_server,
+        Some(primary.server),
+        Some(MGMT),
+    );
+    let hcl = with_ca.split("tls {").next().unwrap().to_owned() + &operator_tls(&pki, "secondary");
+    let secondary = start_agent(dir.path(), "secondary", &hcl, s_http, s_server);
+    mesh(secondary.http, &["intention", "create", "web", "db"]);
+    mesh(primary.http, &["intention", "get", "web", "db"]);
+    for (from, to) in [(secondary.http, "primary"), (primary.http, "secondary")] {
+        let v = agent_self(from, Some(to)).unwrap();
+        assert_eq!(v["Config"]["Datacenter"], to, "{v}");
+    }
+    // A certificate the operator's CA did not sign (the mesh CA's own service leaf) is
+    // refused.
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("X-Consul-Token: {MGMT}")])
+        .arg(format!(
+            "http://{}/v1/agent/connect/ca/leaf/web",
+            primary.http
+        ))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (cert, key) = (dir.path().join("web.pem"), dir.path().join("web.key"));
+    std::fs::write(&cert, v["CertPEM"].as_str().unwrap()).unwrap();
+    std::fs::write(&key, v["PrivateKeyPEM"].as_str().unwrap()).unwrap();
+    let refused = s_client_presenting(primary.server, &cert, &key);
+    assert!(refused.contains("alert"), "{refused}");
+
+    // A certificate naming another server's identity does not start.
+    let hcl = agent_hcl(
+        "secondary",
+        &dir.path().join("s2"),
+        free_port(),
+        free_port(),
+        Some(primary.server),
+        Some(MGMT),
+    );
+    let wrong = hcl.split("tls {").next().unwrap().to_owned() + &operator_tls(&pki, "primary");
+    let text = failed_start(dir.path(), "secondary-wrong-cert", &wrong);
+    assert!(text.contains("not this server's identity"), "{text}");
+}

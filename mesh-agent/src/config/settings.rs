@@ -346,6 +346,9 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
             .or_else(|| p.tls_defaults.ca_file.clone()),
         plaintext: p.tls_internal_rpc.plaintext.unwrap_or(false),
         primary_root_sha256: p.tls_internal_rpc.primary_root_sha256,
+        // Only the server port's own keys: a `tls.defaults` certificate is the HTTPS API's.
+        cert_file: p.tls_internal_rpc.cert_file.clone(),
+        key_file: p.tls_internal_rpc.key_file.clone(),
     };
     let (d, h) = (p.tls_defaults, p.tls_https);
     let tls = AgentTls {
