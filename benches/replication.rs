@@ -165,6 +165,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Records in the replicated table of the lag measurements (each round lists them all).
+const LAG_RECORDS: u64 = 100;
+
 fn lag_one_write(c: &mut Criterion) {
     for link in [Link::Tcp, Link::Mtls] {
         lag(c, "lag", link, Some(Duration::from_millis(15)));
@@ -183,7 +186,7 @@ fn lag(c: &mut Criterion, name: &str, link: Link, gap: Option<Duration>) {
     let p: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let s: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let (primary, repl) = rt.block_on(async {
-        p.txn((0..100).map(|n| record(n, 0)).collect())
+        p.txn((0..LAG_RECORDS).map(|n| record(n, 0)).collect())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let primary = primary(p.clone(), link).await;
@@ -208,7 +211,7 @@ fn lag(c: &mut Criterion, name: &str, link: Link, gap: Option<Duration>) {
                     version += 1;
                     let start = Instant::now();
                     let idx = p
-                        .txn(vec![record(version % 100, version)])
+                        .txn(vec![record(version % LAG_RECORDS, version)])
                         .await
                         .unwrap_or_else(|e| panic!("{e}"));
                     repl.wait_for_index(idx, Duration::from_secs(10))
