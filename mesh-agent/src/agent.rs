@@ -333,6 +333,14 @@ pub async fn start(
         let follow = identity.follow(leaves.subscribe(), roots);
         keep_until_stop(&mut tasks, &stop, (leaves, follow, identity.clone()));
         tracing::info!(addr = %server_addr, "the server port speaks TLS with the mesh CA's server identity");
+        if config.is_primary() && !config.acl.enabled {
+            tracing::warn!(
+                addr = %server_addr,
+                "ACLs are off: anyone who reaches the server port can enroll as a server of \
+                 another datacenter and replicate; turn ACLs on (acl.enabled) to require a \
+                 token with operator:write"
+            );
+        }
         Some((Arc::new(cfg), identity))
     };
 
