@@ -18,9 +18,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use mesh_ca::tls::{ConnectAuthorizer, ExpectedServer, TlsIdentity};
 use mesh_ca::{Ca, CaOptions, LeafCert, Refusal, new_leaf_request};
 use mesh_core::{ServerId, Sni, SpiffeId};
-use mesh_replication::auth::danger::AllowAll;
-use mesh_replication::replicator;
-use mesh_replication::transport::tls::TlsConnector;
+use mesh_replication::danger::AllowAll;
+
+use mesh_replication::tls::TlsConnector;
 use mesh_replication::{
     FramedTransport, MemoryStore, ReplicationServer, ReplicatorConfig, Scope, SecretToken,
     ServeConfig, ServerHandle, Store, TableName, TableRegistry, TcpConnector, Transport, TxnOp,
@@ -191,7 +191,7 @@ fn lag(c: &mut Criterion, name: &str, link: Link, gap: Option<Duration>) {
             .unwrap_or_else(|e| panic!("{e}"));
         let primary = primary(p.clone(), link).await;
         let cfg = ReplicatorConfig::new(SecretToken::new("bench"));
-        let repl = replicator::spawn(table(), s.clone(), (primary.connect)(), cfg);
+        let repl = mesh_replication::spawn_replicator(table(), s.clone(), (primary.connect)(), cfg);
         repl.wait_for_index(p.table_index(&table()), Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -278,7 +278,7 @@ fn initial_sync_over(c: &mut Criterion, link: Link) {
                     let s: Arc<dyn Store> = Arc::new(MemoryStore::new());
                     let transport = (primary.connect)();
                     let start = Instant::now();
-                    let repl = replicator::spawn(
+                    let repl = mesh_replication::spawn_replicator(
                         table(),
                         s.clone(),
                         transport,

@@ -78,7 +78,7 @@ pub async fn run_tour(out: &Path) -> Result<TourFiles, Box<dyn std::error::Error
     std::fs::write(&files.leaf_chain, &leaf.issued.cert_pem)?;
     // The key: a new owner-only file, never an existing one written into (it would keep its
     // mode, 0644 say) nor one reached through a symbolic link.
-    mesh_ca::ca::write_secret_file(
+    mesh_ca::write_secret_file(
         &files.leaf_key,
         leaf.key().to_pkcs8_pem().expose().as_bytes(),
     )

@@ -1,7 +1,7 @@
 //! The errors of the datacenter API.
 
 #[cfg(feature = "server")]
-use mesh_replication::store::StoreError;
+use mesh_replication::StoreError;
 
 /// Why a datacenter call failed. Refusals say what refused; malformed input, policy refusals,
 /// configuration and I/O failures are separate variants. `Display` names the failure and its

@@ -15,7 +15,7 @@ use std::time::Duration;
 use mesh::ca::tls::{ConnectAuthorizer, ExpectedServer, TlsIdentity, TrustBundle};
 use mesh::ca::{IssuedLeaf, LeafManager, LeafManagerOptions, LeafSigner, Refusal};
 use mesh::core::{ServerId, Sni, SpiffeId};
-use mesh::replication_engine::transport::tls::TlsConnector;
+use mesh::replication_engine::tls::TlsConnector;
 use mesh::replication_engine::{
     FramedTransport, ListRequest, RemoteErrorKind, ReplicationServer, SecretToken, ServeConfig,
     TcpConnector, Transport, TransportError,

@@ -377,9 +377,7 @@ fn certless_transport(
 ) -> (
     mesh::ca::tls::TlsIdentity,
     mesh::replication_engine::FramedTransport<
-        mesh::replication_engine::transport::tls::TlsConnector<
-            mesh::replication_engine::TcpConnector,
-        >,
+        mesh::replication_engine::tls::TlsConnector<mesh::replication_engine::TcpConnector>,
     >,
 ) {
     use mesh::ca::tls::{ExpectedServer, TlsIdentity, TrustBundle};
@@ -404,7 +402,7 @@ fn certless_transport(
         ))))
         .unwrap();
     let sni = Sni::server(None, primary, "consul".parse().unwrap());
-    let connector = mesh::replication_engine::transport::tls::TlsConnector::new(
+    let connector = mesh::replication_engine::tls::TlsConnector::new(
         mesh::replication_engine::TcpConnector::new(server),
         Arc::new(cfg),
         &sni,
@@ -486,7 +484,7 @@ fn the_server_port_serves_replication_only_to_servers_presenting_their_certifica
             ))))
             .unwrap();
         mesh::replication_engine::FramedTransport::new(
-            mesh::replication_engine::transport::tls::TlsConnector::new(
+            mesh::replication_engine::tls::TlsConnector::new(
                 mesh::replication_engine::TcpConnector::new(primary.server),
                 Arc::new(cfg),
                 &Sni::server(None, primary_dc, "consul".parse().unwrap()),

@@ -17,7 +17,7 @@
 //!   re-issue on root change) and publishes it on a `watch` channel.
 //! * [`tls::TlsIdentity`] builds rustls server and client configs that require mesh
 //!   certificates, check SPIFFE IDs and an authorizer inside the handshake, and follow new
-//!   leaves and roots without a restart. Refusals are typed ([`PeerRefusal`]).
+//!   leaves and roots without a restart. Refusals are typed ([`tls::PeerRefusal`]).
 //!
 //! It does not do: ACL evaluation or intentions (callers pass closures), replication between
 //! datacenters (callers implement [`IntermediateSigner`] and feed roots watches), network
@@ -46,38 +46,51 @@
 
 #![forbid(unsafe_code)]
 
-pub mod ca;
-pub mod clock;
-pub mod cn;
-pub mod config;
-pub mod csr;
-pub mod error;
-pub mod keys;
-pub mod leaf;
+mod ca;
+mod clock;
+mod cn;
+mod config;
+mod csr;
+mod error;
+mod keys;
+mod leaf;
 mod limit;
-pub mod provider;
-pub mod roots;
+mod provider;
+mod roots;
 pub mod tls;
 pub mod x509;
 
+// One path per item: the CA, its configuration, keys, leaves and providers at the root; the
+// rustls integration (`tls`) and the certificate helpers (`x509`) as namespaces of their own.
 pub use ca::{
-    Ca, CaOptions, CaState, IntermediateSigner, IssuedLeaf, RenewOutcome, RenewReason, Role,
-    RotateOptions, Rotation,
+    BACKDATE, CROSS_SIGN_MIN_TTL, Ca, CaOptions, CaState, IntermediateSigner, IssuedLeaf,
+    ROOT_PRUNE_GRACE, RenewOutcome, RenewReason, Role, RotateOptions, Rotation, STATE_VERSION,
+    half_life_passed, write_secret_file,
 };
 pub use clock::Clock;
-pub use config::{CaConfig, ConfigError};
-pub use csr::{CsrError, LeafRequest, VerifiedCsr, new_leaf_request};
-pub use error::{Authorize, CaError, IntermediateRejection, Refusal, SignError, SignerError};
-pub use keys::{KeyError, KeySource, KeySpec, PrivateKey, RingKeySource, SecretString};
+pub use cn::{ca_common_name, compact_uid};
+pub use config::{
+    CaConfig, ConfigError, DEFAULT_CSR_MAX_PER_SECOND, DEFAULT_INTERMEDIATE_TTL, DEFAULT_LEAF_TTL,
+    DEFAULT_ROOT_TTL, INTERMEDIATE_RENEW_INTERVAL, MAX_LEAF_TTL, MIN_LEAF_TTL, go_duration,
+    parse_go_duration,
+};
+pub use csr::{
+    CsrBuildError, CsrError, LeafRequest, MAX_CSR_LEN, VerifiedCsr, intermediate_csr,
+    new_leaf_request,
+};
+pub use error::{
+    Authorize, CaError, IntermediateRejection, Refusal, SignError, SignerError, signer_error,
+};
+pub use keys::{
+    KeyError, KeySource, KeySpec, PrivateKey, RingKeySource, SecretString, SharedKeySource,
+};
 pub use leaf::{
-    LeafCert, LeafManager, LeafManagerOptions, LeafSigner, LocalSigner, soft_expiry_window,
+    LeafCert, LeafManager, LeafManagerOptions, LeafSigner, LocalSigner, MIN_RENEWABLE_LIFETIME,
+    RETRY_WINDOW, ROOT_CHANGE_JITTER, soft_expiry_window,
 };
 pub use limit::CSR_LIMIT_WAIT;
 pub use provider::{
-    BuiltinFactory, BuiltinProvider, CaProvider, ProviderContext, ProviderError, ProviderFactory,
-    ProviderState, RootRequest, Validity,
+    BUILTIN_PROVIDER_NAME, BuiltinFactory, BuiltinProvider, CaProvider, ProviderContext,
+    ProviderError, ProviderFactory, ProviderState, RootRequest, Validity, random_serial,
 };
 pub use roots::{CaRoot, RootsView};
-pub use tls::{
-    ConnectAuthorizer, ExpectedServer, PeerRefusal, TlsIdentity, TrustBundle, peer_spiffe_id,
-};

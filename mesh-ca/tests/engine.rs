@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use common::*;
-use mesh_ca::cn::ca_common_name;
-use mesh_ca::keys::KeyError;
+use mesh_ca::KeyError;
+use mesh_ca::ca_common_name;
 use mesh_ca::x509::{CertInfo, certs_from_pem, colon_hex};
 use mesh_ca::{
     Ca, CaConfig, CaError, CaOptions, CaState, Clock, CsrError, IntermediateRejection,
@@ -453,7 +453,7 @@ impl IntermediateSigner for Tamper {
             Mode::NoUri => {
                 let key = PrivateKey::generate(KeySpec::EcP256).unwrap();
                 let _ = csr_pem;
-                let der = mesh_ca::csr::intermediate_csr(&key, "spiffe://x.consul").unwrap();
+                let der = mesh_ca::intermediate_csr(&key, "spiffe://x.consul").unwrap();
                 let mut csr =
                     rcgen::CertificateSigningRequestParams::from_der(&der.into()).unwrap();
                 csr.params.subject_alt_names.clear();
@@ -463,11 +463,9 @@ impl IntermediateSigner for Tamper {
             }
             Mode::OtherKey => {
                 let key = PrivateKey::generate(KeySpec::EcP256).unwrap();
-                let der = mesh_ca::csr::intermediate_csr(
-                    &key,
-                    &self.primary.trust_domain().signing_uri(),
-                )
-                .unwrap();
+                let der =
+                    mesh_ca::intermediate_csr(&key, &self.primary.trust_domain().signing_uri())
+                        .unwrap();
                 let pem = mesh_ca::x509::pem_block("CERTIFICATE REQUEST", &der);
                 Ok(self.primary.sign_intermediate(&pem).await?)
             }

@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use mesh_ca::ca::write_secret_file;
+use mesh_ca::write_secret_file;
 use mesh_ca::{Ca, CaOptions, CaState};
 
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n";

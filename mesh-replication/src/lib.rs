@@ -58,31 +58,39 @@
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod diff;
-pub mod forward;
+mod auth;
+mod diff;
+mod forward;
 pub mod frame;
 mod message;
-pub mod record;
-pub mod replicator;
-pub mod server;
-pub mod store;
-pub mod table;
-pub mod transport;
+mod record;
+mod replicator;
+mod server;
+mod store;
+mod table;
+mod transport;
 
-pub use auth::{Authorizer, Denied, DeniedKind, Op, SecretToken};
+// One path per item: everything at the root, but for two namespaces of their own: the wire
+// codec (`frame`) and the mTLS connector (`tls`), and the authorizer that allows everything
+// (`danger`).
+pub use auth::{Authorizer, Denied, DeniedKind, Op, SecretToken, danger};
 pub use diff::{Diff, DiffItem, diff};
 pub use forward::{Forwarder, WriteError, WriteReceipt};
 pub use mesh_core::Index;
-pub use record::{ContentHash, Record, TxnOp, Value};
+pub use record::{ContentHash, InvalidId, MAX_ID_LEN, Record, TxnOp, Value, validate_id};
 pub use replicator::{
-    Backoff, RateLimit, RecordCheck, Replicas, ReplicationStatus, ReplicatorConfig,
-    ReplicatorHandle, WaitError,
+    Backoff, LastError, RateLimit, RecordCheck, Replicas, ReplicationStatus, ReplicatorConfig,
+    ReplicatorHandle, STATE_TABLE, WaitError, spawn as spawn_replicator,
 };
-pub use server::{Enroller, ReplicationServer, ServeConfig, ServerHandle, SideProtocol};
-pub use store::{DurableStore, Listing, MemoryStore, Store, StoreError};
-pub use table::{Scope, TableName, TableRegistry};
+pub use server::{
+    DEFAULT_MAX_WAIT, Enroller, ReplicationServer, ServeConfig, ServerHandle, SideProtocol,
+};
+pub use store::{DurableStore, Inconsistency, Listing, MemoryStore, Store, StoreError};
+pub use table::{
+    DuplicateTable, MAX_TABLE_NAME_LEN, Scope, TableName, TableNameError, TableRegistry,
+};
 pub use transport::{
-    ApplyRequest, CompleteListing, EnrollRequest, FramedTransport, InProcessTransport, ListRequest,
-    RemoteError, RemoteErrorKind, TcpConnector, Transport, TransportError,
+    ApplyRequest, CompleteListing, Connector, EnrollRequest, Fault, FramedConfig, FramedTransport,
+    InProcessTransport, Link, ListRequest, RemoteError, RemoteErrorKind, TcpConnector, Transport,
+    TransportError, tls,
 };

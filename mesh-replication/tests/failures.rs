@@ -10,12 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::*;
 use mesh_replication::frame::{self, Request, Response};
-use mesh_replication::replicator::{self, Backoff, RateLimit};
-use mesh_replication::transport::{Fault, FramedConfig};
 use mesh_replication::{
     ApplyRequest, CompleteListing, FramedTransport, Index, ListRequest, MemoryStore, Record,
     ReplicatorConfig, Store, TcpConnector, Transport, TransportError, Value,
 };
+use mesh_replication::{Backoff, RateLimit};
+use mesh_replication::{Fault, FramedConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -42,7 +42,7 @@ async fn in_process_faults_never_delete() -> R {
         let link = primary.in_process.clone().ok_or("in-process")?;
         let secondary: Arc<dyn Store> = Arc::new(MemoryStore::new());
         primary.store.txn(upserts(POLICIES, 0..20, 1)).await?;
-        let h = replicator::spawn(
+        let h = mesh_replication::spawn_replicator(
             t(POLICIES),
             secondary.clone(),
             primary.transport(),
@@ -233,7 +233,8 @@ async fn tcp_partial_answers_never_delete() -> R {
     ] {
         let mut cfg = config(replication_token());
         cfg.wait = Duration::from_millis(10);
-        let h = replicator::spawn(t(POLICIES), secondary.clone(), framed(addr), cfg);
+        let h =
+            mesh_replication::spawn_replicator(t(POLICIES), secondary.clone(), framed(addr), cfg);
         let st = status_until(&h, |s| s.consecutive_failures >= 2).await?;
         assert!(st.last_error.is_some());
         assert_eq!(secondary.list(&t(POLICIES)).await?.records.len(), 30);
@@ -306,7 +307,7 @@ async fn errors_back_off_exponentially_with_jitter() -> R {
         burst: 1000,
     };
     let backoff = cfg.backoff;
-    let h = replicator::spawn(
+    let h = mesh_replication::spawn_replicator(
         t(POLICIES),
         Arc::new(MemoryStore::new()),
         transport.clone(),
@@ -348,7 +349,7 @@ async fn rounds_are_rate_limited() -> R {
         per_second: 10.0,
         burst: 3,
     };
-    let h = replicator::spawn(
+    let h = mesh_replication::spawn_replicator(
         t(POLICIES),
         Arc::new(MemoryStore::new()),
         transport.clone(),
@@ -378,7 +379,7 @@ async fn remote_index_going_back_forces_a_full_resync() -> R {
     };
     let transport = Scripted::new(vec![Ok(first)], Some(reset));
     let local: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let h = replicator::spawn(
+    let h = mesh_replication::spawn_replicator(
         t(POLICIES),
         local.clone(),
         transport,

@@ -13,7 +13,7 @@ use common::*;
 use mesh_ca::tls::{ConnectAuthorizer, ExpectedServer, TlsIdentity};
 use mesh_ca::{Ca, CaOptions, LeafCert, Refusal, new_leaf_request};
 use mesh_core::{ServerId, Sni, SpiffeId};
-use mesh_replication::transport::tls::TlsConnector;
+use mesh_replication::tls::TlsConnector;
 use mesh_replication::{
     Forwarder, FramedTransport, MemoryStore, Replicas, ReplicationServer, ServeConfig, Store,
     TcpConnector, Transport,

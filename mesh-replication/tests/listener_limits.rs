@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::*;
+use mesh_replication::FramedConfig;
 use mesh_replication::frame::{self, FrameError, FrameTimeouts, Request, Response};
-use mesh_replication::transport::FramedConfig;
 use mesh_replication::{
     FramedTransport, Index, ListRequest, MemoryStore, ReplicationServer, ServeConfig, ServerHandle,
     TcpConnector, Transport, TransportError,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
-use mesh_replication::replicator::{self, STATE_TABLE};
-use mesh_replication::store::Listing;
+use mesh_replication::Listing;
+use mesh_replication::STATE_TABLE;
 use mesh_replication::{
     DurableStore, Forwarder, Index, ListRequest, Record, RemoteErrorKind, Replicas, Store,
     StoreError, TableName, Transport, TransportError, TxnOp, WriteError,
@@ -122,7 +122,7 @@ async fn initial_sync_of_10000_records(kind: Kind, net: Net) -> R {
             .txn(upserts(POLICIES, chunk * 1000..(chunk + 1) * 1000, 1))
             .await?;
     }
-    let h = replicator::spawn(
+    let h = mesh_replication::spawn_replicator(
         t(POLICIES),
         secondary.clone(),
         primary.transport(),
@@ -198,7 +198,12 @@ async fn restart_mid_sync_resumes(net: Net) -> R {
             budget: AtomicUsize::new(4),
             died: tokio::sync::Notify::new(),
         });
-        let h = replicator::spawn(t(POLICIES), dying.clone(), primary.transport(), cfg.clone());
+        let h = mesh_replication::spawn_replicator(
+            t(POLICIES),
+            dying.clone(),
+            primary.transport(),
+            cfg.clone(),
+        );
         dying.died.notified().await;
         h.stop().await;
     }
@@ -210,7 +215,12 @@ async fn restart_mid_sync_resumes(net: Net) -> R {
         "four batches were committed before the secondary died"
     );
     assert_eq!(secondary.verify().await?, vec![]);
-    let h = replicator::spawn(t(POLICIES), secondary.clone(), primary.transport(), cfg);
+    let h = mesh_replication::spawn_replicator(
+        t(POLICIES),
+        secondary.clone(),
+        primary.transport(),
+        cfg,
+    );
     caught_up(&h, &*primary.store).await?;
     assert_converged(&*primary.store, &*secondary, POLICIES).await?;
     // Only the missing records were transferred into the store.
@@ -239,10 +249,7 @@ impl Transport for Recording {
         self.notify.notify_one();
         self.inner.list(req).await
     }
-    async fn apply(
-        &self,
-        req: mesh_replication::transport::ApplyRequest,
-    ) -> Result<Index, TransportError> {
+    async fn apply(&self, req: mesh_replication::ApplyRequest) -> Result<Index, TransportError> {
         self.inner.apply(req).await
     }
 }
@@ -254,7 +261,7 @@ async fn restart_after_sync_resumes_from_persisted_index(net: Net) -> R {
     primary.store.txn(upserts(POLICIES, 0..300, 1)).await?;
     let synced = {
         let secondary = Arc::new(DurableStore::open(&path).await?);
-        let h = replicator::spawn(
+        let h = mesh_replication::spawn_replicator(
             t(POLICIES),
             secondary.clone(),
             primary.transport(),
@@ -281,7 +288,7 @@ async fn restart_after_sync_resumes_from_persisted_index(net: Net) -> R {
         seen: std::sync::Mutex::new(Vec::new()),
         notify: tokio::sync::Notify::new(),
     });
-    let h = replicator::spawn(
+    let h = mesh_replication::spawn_replicator(
         t(POLICIES),
         secondary.clone(),
         recording.clone(),
@@ -311,7 +318,7 @@ async fn primary_outage_keeps_reads_and_catches_up(kind: Kind, net: Net) -> R {
     let mut primary = Primary::start(open_store(kind, dir.path(), "p").await?, net).await?;
     let secondary = open_store(kind, dir.path(), "s").await?;
     primary.store.txn(upserts(POLICIES, 0..100, 1)).await?;
-    let h = replicator::spawn(
+    let h = mesh_replication::spawn_replicator(
         t(POLICIES),
         secondary.clone(),
         primary.transport(),
@@ -516,7 +523,7 @@ async fn local_tables_never_replicate(net: Net) -> R {
         Err(TransportError::Remote(e)) => assert_eq!(e.kind, RemoteErrorKind::UnknownTable),
         other => return Err(format!("expected UnknownTable, got {other:?}").into()),
     }
-    let apply = mesh_replication::transport::ApplyRequest {
+    let apply = mesh_replication::ApplyRequest {
         token: management_token(),
         ops: upserts(CATALOG, 0..1, 2),
     };

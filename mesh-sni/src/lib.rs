@@ -2,13 +2,13 @@
 //! goes, and forward its bytes there untouched.
 //!
 //! * [`hello`]: an incremental, zero-copy ClientHello parser (done / need more / invalid).
-//! * [`router`]: the [`RouteTable`] from SNI names to endpoint pools, following Consul's mesh
+//! * Routing: the [`RouteTable`] from SNI names to endpoint pools, following Consul's mesh
 //!   gateway rules: a service of the gateway's own datacenter goes to its instances, anything
 //!   addressed to another datacenter goes to that datacenter's gateways, exact host names take
 //!   precedence, and everything else is refused with a typed [`RouteError`].
-//! * [`pool`]: endpoint [`Pool`]s picked round-robin without locks, skipping endpoints marked
+//! * Endpoints: [`Pool`]s picked round-robin without locks, skipping endpoints marked
 //!   down or held off after a failed connect.
-//! * [`gateway`]: the tokio [`Gateway`]: LAN and WAN listeners, a bounded and timed ClientHello
+//! * The tokio [`Gateway`]: LAN and WAN listeners, a bounded and timed ClientHello
 //!   read, connect with failover, a two-way relay with half-close, a connection limit, a
 //!   graceful shutdown, counters, and a route table swapped atomically at run time.
 //!
@@ -45,17 +45,18 @@
 // Tests may unwrap: a panic there is a failed test, not a crash on peer input.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod gateway;
+mod gateway;
 pub mod hello;
-pub mod pool;
-pub mod router;
+mod pool;
+mod router;
 
+// One path per item: the gateway, pools and routes at the root; the ClientHello parser, a
+// namespace of its own, under `hello`.
 pub use gateway::{
-    ConfigError, Gateway, GatewayConfig, GatewayError, GatewayStats, ListenerKind, ListenerStats,
-    RefusalStats, RouteStats, ShutdownReport,
+    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT_HOLD_OFF, DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_HELLOS,
+    DEFAULT_RELAY_BUFFER_SIZE, Gateway, GatewayConfig, GatewayError, GatewayStats, ListenerKind,
+    ListenerStats, MAX_BUFFER_LEN, MIN_HELLO_LEN, RefusalStats, RouteStats, ShutdownReport,
 };
-pub use hello::{
-    ClientHello, DEFAULT_MAX_HELLO_LEN, HelloError, HelloErrorKind, Parse, parse_client_hello,
-};
-pub use pool::{Pool, local_exhaustion};
+pub use pool::{Candidates, EndpointState, Pool, local_exhaustion};
 pub use router::{Route, RouteConfigError, RouteError, RouteKind, RouteTable, RouteTableBuilder};

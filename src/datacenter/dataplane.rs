@@ -225,7 +225,7 @@ pub(crate) async fn build_routing(dc: &Datacenter) -> Result<Routing, Error> {
 /// entries move. Holds the datacenter only weakly (its drop aborts this task).
 async fn follow_routing(
     dc: Weak<Inner>,
-    store: Arc<dyn mesh_replication::store::Store>,
+    store: Arc<dyn mesh_replication::Store>,
     tx: watch::Sender<Arc<Routing>>,
 ) {
     let mut seen = Index(tx.borrow().index);

@@ -23,7 +23,7 @@ use mesh_intentions::acl::{
 use mesh_intentions::intention::{
     Action, Intention, IntentionDefault, IntentionSet, SharedIntentions, can_read, can_write,
 };
-use mesh_replication::store::{DurableStore, MemoryStore, Store};
+use mesh_replication::{DurableStore, MemoryStore, Store};
 use mesh_replication::{
     Forwarder, InProcessTransport, Record, Replicas, ReplicationServer, ReplicationStatus,
     ReplicatorConfig, SecretToken, Transport, TxnOp, Value,

@@ -219,7 +219,7 @@ impl Doc<'_> {
     /// A Go duration string (`72h`, `1h30m`), or a number of nanoseconds.
     pub(super) fn weak_duration(&self, key: &str, node: &Node) -> R<Duration> {
         match &node.value {
-            Value::Str(s) => mesh::ca::config::parse_go_duration(s)
+            Value::Str(s) => mesh::ca::parse_go_duration(s)
                 .map_err(|e| self.invalid(key, node.start, e.to_string())),
             Value::Num(n) => whole(n)
                 .and_then(|v| u64::try_from(v).ok())

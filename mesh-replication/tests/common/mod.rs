@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_replication::transport::FramedConfig;
+use mesh_replication::FramedConfig;
 use mesh_replication::{
     Authorizer, Denied, DurableStore, FramedTransport, InProcessTransport, Index, MemoryStore, Op,
     ReplicationServer, ReplicationStatus, ReplicatorConfig, ReplicatorHandle, Scope, SecretToken,
