@@ -22,7 +22,7 @@ use std::sync::Arc;
 use mesh::Secret;
 use mesh::client::ClientConfig;
 use mesh::connect::Service;
-use mesh::core::catalog::Upstream;
+use mesh::core::Upstream;
 use mesh::dataplane::{AgentControlPlane, AgentOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -13,7 +13,7 @@ mod support;
 use std::process::ExitCode;
 
 use mesh::connect::Service;
-use mesh::core::catalog::Upstream;
+use mesh::core::Upstream;
 use mesh::intentions::intention::Action;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use mesh_core::catalog::{ServiceDefinition, ServiceKind};
 use mesh_core::{Datacenter, ServiceName};
+use mesh_core::{ServiceDefinition, ServiceKind};
 use serde::{Deserialize, Serialize};
 
 /// One instance in the local catalog (record id = instance id).

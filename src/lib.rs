@@ -51,27 +51,29 @@
 
 #[cfg(feature = "server")]
 pub mod acl;
+mod authorization;
 #[cfg(feature = "server")]
 mod authz;
 pub mod catalog;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
-pub mod config;
+mod config;
 pub mod connect;
 #[cfg(feature = "server")]
-pub mod datacenter;
+mod datacenter;
 pub mod dataplane;
 mod error;
-pub mod gateway;
+mod gateway;
 #[cfg(feature = "server")]
 mod ids;
 #[cfg(feature = "server")]
 mod replication;
-pub mod sidecar;
+mod sidecar;
 #[cfg(feature = "server")]
 pub mod tables;
 
+pub use authorization::Authorization;
 #[cfg(feature = "server")]
 pub use config::{AclConfig, AclTokens, ConnectConfig, DatacenterConfig, Storage};
 #[cfg(feature = "server")]
@@ -79,14 +81,15 @@ pub use datacenter::{
     Acl, Catalog, ConfigEntries, ConnectCa, Datacenter, IntentionTarget, Intentions, PolicySpec,
     Registered, RoleSpec, TokenSpec,
 };
-pub use dataplane::Authorization;
 pub use error::Error;
 pub use gateway::MeshGateway;
 /// An ACL token secret, the one secret type of the API: `Debug` never shows it, and
 /// [`Secret::expose_secret`] is the one way to read it. The empty secret is the anonymous
 /// token. Call sites write `&"a-secret".into()` or keep a `Secret` around.
-pub use mesh_core::catalog::TokenSecret as Secret;
-pub use sidecar::{Sidecar, SidecarOptions};
+pub use mesh_core::TokenSecret as Secret;
+pub use sidecar::{
+    DEFAULT_MAX_CONNECTIONS as DEFAULT_SIDECAR_MAX_CONNECTIONS, Sidecar, SidecarOptions,
+};
 
 pub use mesh_ca as ca;
 pub use mesh_core as core;

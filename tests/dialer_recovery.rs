@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
 use mesh::connect::Service;
-use mesh::core::catalog::Upstream;
+use mesh::core::Upstream;
 use mesh::intentions::acl::DefaultPolicy;
 use mesh::intentions::intention::Action;
 use mesh::{Datacenter, DatacenterConfig, Secret};

@@ -413,7 +413,7 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
 }
 
 /// web's upstream to socat, as registered.
-async fn web_upstream(m: &Mesh) -> mesh::core::catalog::Upstream {
+async fn web_upstream(m: &Mesh) -> mesh::core::Upstream {
     m.secondary
         .catalog()
         .entries()

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use common::{Apps, Mesh, accepted, bounded, echo_once};
 use mesh::connect::Service;
-use mesh::core::catalog::ServiceKind;
-use mesh::core::mesh_gateway::{MeshGatewayMode, UpstreamPath};
+use mesh::core::ServiceKind;
+use mesh::core::{MeshGatewayMode, UpstreamPath};
 use mesh::sni::ListenerKind::{Lan, Wan};
 use mesh::{Datacenter, MeshGateway};
 

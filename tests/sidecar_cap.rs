@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use mesh::connect::Service;
-use mesh::core::catalog::Upstream;
+use mesh::core::Upstream;
 use mesh::intentions::acl::DefaultPolicy;
 use mesh::intentions::intention::Action;
 use mesh::{Datacenter, DatacenterConfig, Secret, Sidecar, SidecarOptions};

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mesh::ca::{IssuedLeaf, RootsView};
-use mesh::core::mesh_gateway::{MeshGatewayMode, UpstreamPath};
+use mesh::core::{MeshGatewayMode, UpstreamPath};
 use mesh::dataplane::Routing;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_core::catalog::{ServiceDefinition, sidecar_from_service};
+use mesh_core::{ServiceDefinition, sidecar_from_service};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {

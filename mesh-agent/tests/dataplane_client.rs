@@ -20,7 +20,7 @@ use mesh::Secret;
 use mesh::ca::LeafManagerOptions;
 use mesh::connect::Service;
 use mesh::core::ServiceName;
-use mesh::core::catalog::Upstream;
+use mesh::core::Upstream;
 use mesh::dataplane::{AgentControlPlane, AgentOptions, ControlPlane};
 use mesh_agent::http::{ApiState, HttpConfig, serve};
 use mesh_agent::metrics::Metrics;

@@ -17,7 +17,7 @@ use mesh::Secret;
 use mesh::ca::LeafManagerOptions;
 use mesh::client::{Body, Client, ClientConfig};
 use mesh::connect::Service;
-use mesh::core::catalog::Upstream;
+use mesh::core::Upstream;
 use mesh::dataplane::{AgentControlPlane, AgentOptions};
 use support::MGMT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

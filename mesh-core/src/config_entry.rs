@@ -11,7 +11,7 @@
 //! modes are refused' and 'Unknown fields are refused').
 //!
 //! ```
-//! use mesh_core::config_entry::ConfigEntry;
+//! use mesh_core::ConfigEntry;
 //! use mesh_core::MeshGatewayMode;
 //!
 //! // The guide's proxy-defaults.json, with its bare-string MeshGateway.

@@ -8,7 +8,7 @@
 //!
 //! This crate does no I/O, no cryptography and no networking; it holds no state. Certificates
 //! live in `mesh-ca`, routing in `mesh-sni`, policy in `mesh-intentions` (including the
-//! `service-intentions` config entry, which [`config_entry`] deliberately does not model).
+//! `service-intentions` config entry, which [`ConfigEntry`] deliberately does not model).
 //! Where Consul is lax, mesh is stricter: upper-case names, unknown mesh-gateway modes, unknown
 //! registration fields and cluster peering are refused.
 //!
@@ -22,7 +22,7 @@
 //!     "socat.default.primary.internal.11111111-2222-3333-4444-555555555555.consul"
 //! );
 //!
-//! let dns = TrustDomain::new(mesh_core::sni::DEFAULT_DNS_DOMAIN)?;
+//! let dns = TrustDomain::new(mesh_core::DEFAULT_DNS_DOMAIN)?;
 //! let parsed = Sni::parse(&sni.to_string(), &td, &dns)?;
 //! assert_eq!(parsed.target_datacenter().as_str(), "primary");
 //!
@@ -30,11 +30,11 @@
 //! assert_eq!(id.as_service().unwrap().service().as_str(), "web");
 //!
 //! // The guide's web.json: web in "secondary" calls socat in "primary" on 127.0.0.1:8181.
-//! let web = mesh_core::catalog::ServiceDefinition::from_json(r#"{"service": {"name": "web",
+//! let web = mesh_core::ServiceDefinition::from_json(r#"{"service": {"name": "web",
 //!     "port": 8080, "connect": {"sidecar_service": {"proxy": {"upstreams": [{
 //!     "destination_name": "socat", "datacenter": "primary", "local_bind_port": 8181}]}}}}}"#)?;
 //! web.validate()?;
-//! let sidecar = mesh_core::catalog::sidecar_from_service(&web, None)?.expect("has a sidecar");
+//! let sidecar = mesh_core::sidecar_from_service(&web, None)?.expect("has a sidecar");
 //! let upstream = &sidecar.service().proxy.as_ref().expect("proxy").upstreams[0];
 //! let secondary: mesh_core::Datacenter = "secondary".parse()?;
 //! assert_eq!(upstream.sni(None, &secondary, &td)?, sni);
@@ -51,38 +51,54 @@
 // Unit tests unwrap on purpose: a failing unwrap is a failing test.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod catalog;
-pub mod config_entry;
-pub mod index;
-pub mod mesh_gateway;
-pub mod names;
-pub mod sni;
-pub mod spiffe;
-pub mod trust_domain;
+mod catalog;
+mod config_entry;
+mod index;
+mod mesh_gateway;
+mod names;
+mod sni;
+mod spiffe;
+mod trust_domain;
 
+// One path per item: every name of the mesh at the root.
 pub use catalog::{
-    Host, HostPort, MeshGatewayRegistration, NodeAddresses, ProxyConfig, RegistrationError,
-    ServiceConnect, ServiceDefinition, ServiceInstanceId, ServiceKind, Sidecar, SidecarError,
-    SidecarPortError, SidecarPortRange, TaggedAddress, TokenSecret, Upstream, UpstreamError,
-    sidecar_from_service,
+    AddressError, CheckDefinition, CheckError, DEFAULT_LOCAL_BIND_ADDRESS,
+    DEFAULT_MESH_GATEWAY_NAME, DEFAULT_MESH_GATEWAY_PORT, DEFAULT_SIDECAR_MAX_PORT,
+    DEFAULT_SIDECAR_MIN_PORT, DestinationType, DestinationTypeError, DurationError, GoDuration,
+    Host, HostPort, Locality, MAX_HOST_NAME_LEN, MAX_META_KEY_LEN, MAX_META_PAIRS,
+    MAX_META_VALUE_LEN, MAX_SERVICE_ID_LEN, MeshGatewayRegistration, MetaError, NodeAddresses,
+    ProxyConfig, RESERVED_META_PREFIX, RegistrationError, SIDECAR_SUFFIX, ServiceConnect,
+    ServiceDefinition, ServiceInstanceId, ServiceInstanceIdError, ServiceKind, ServiceKindError,
+    Sidecar, SidecarError, SidecarPortError, SidecarPortRange, SocketMode, SocketModeError,
+    TAGGED_LAN, TAGGED_LAN_IPV4, TAGGED_LAN_IPV6, TAGGED_WAN, TAGGED_WAN_IPV4, TAGGED_WAN_IPV6,
+    TaggedAddress, TokenSecret, Upstream, UpstreamError, UpstreamKey, UpstreamListener,
+    WAN_FEDERATION_META, Weights, sidecar_default_checks, sidecar_from_service, validate_meta,
+    validate_upstreams,
 };
 pub use config_entry::{
-    ConfigEntry, ConfigEntryError, ConfigEntryKind, ProxyDefaults, ServiceDefaults,
-    resolve_mesh_gateway,
+    ConfigEntry, ConfigEntryError, ConfigEntryKind, FailoverPolicy, GlobalName,
+    PROXY_DEFAULTS_NAME, ProxyDefaults, ResolvedMeshGateway, ServiceDefaults, UpstreamConfig,
+    UpstreamConfiguration, UpstreamLimits, resolve_mesh_gateway, upstream_mode_layers,
 };
+pub use index::Index;
 pub use mesh_gateway::{
     MeshGatewayConfig, MeshGatewayMode, MeshGatewayModeError, UpstreamModeLayers, UpstreamPath,
-    upstream_path,
+    chain_target_mode, merge_proxy_mode, merge_upstream_mode, upstream_path,
 };
-
-pub use index::Index;
 pub use names::{
-    Datacenter, MAX_NAME_LEN, NameError, NameErrorReason, Namespace, NodeName, Partition,
-    ServiceName, Subset,
+    DEFAULT as DEFAULT_TENANCY, Datacenter, MAX_NAME_LEN, NameError, NameErrorReason, Namespace,
+    NodeName, Partition, ServiceName, Subset,
 };
-pub use sni::{Sni, SniError, trust_domain_for_target};
-pub use spiffe::{AgentId, MeshGatewayId, ServerId, ServiceId, SpiffeId, SpiffeIdError};
-pub use trust_domain::{ClusterId, ClusterIdError, TrustDomain, TrustDomainError};
+pub use sni::{
+    DEFAULT_DNS_DOMAIN, INTERNAL as SNI_INTERNAL, INTERNAL_V1 as SNI_INTERNAL_V1, MAX_SNI_LEN,
+    QUERY as SNI_QUERY, Sni, SniError, trust_domain_for_target,
+};
+pub use spiffe::{
+    AgentId, MAX_SPIFFE_ID_LEN, MeshGatewayId, ServerId, ServiceId, SpiffeId, SpiffeIdError,
+};
+pub use trust_domain::{
+    ClusterId, ClusterIdError, MAX_DOMAIN_LEN, SIGNING_DOMAIN, TrustDomain, TrustDomainError,
+};
 
 /// An error and its causes as one line, `outer: inner: root`, as logs and command lines print
 /// them. A cause whose text the line already ends with (an error that displays its source) is

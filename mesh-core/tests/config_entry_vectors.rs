@@ -7,9 +7,9 @@
 mod common;
 
 use common::{Ledger, chain, load, str_of};
-use mesh_core::config_entry::{ConfigEntry, ProxyDefaults, ServiceDefaults, resolve_mesh_gateway};
-use mesh_core::mesh_gateway::{chain_target_mode, merge_proxy_mode, merge_upstream_mode};
+use mesh_core::{ConfigEntry, ProxyDefaults, ServiceDefaults, resolve_mesh_gateway};
 use mesh_core::{MeshGatewayMode, ServiceName};
+use mesh_core::{chain_target_mode, merge_proxy_mode, merge_upstream_mode};
 use serde_json::Value;
 
 fn mode(v: &Value) -> MeshGatewayMode {

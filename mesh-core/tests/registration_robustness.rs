@@ -5,7 +5,7 @@
 // Tests unwrap on purpose: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used)]
 
-use mesh_core::catalog::{ServiceDefinition, sidecar_from_service};
+use mesh_core::{ServiceDefinition, sidecar_from_service};
 use proptest::prelude::*;
 
 const SEEDS: &[&str] = &[

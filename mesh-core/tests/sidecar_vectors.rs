@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Ledger, chain, load, str_of};
-use mesh_core::catalog::{
+use mesh_core::{
     Host, ServiceDefinition, ServiceInstanceId, SidecarPortRange, TokenSecret, Upstream,
     sidecar_default_checks, sidecar_from_service,
 };

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Ledger, load, str_of};
-use mesh_core::catalog::Upstream;
-use mesh_core::sni::DEFAULT_DNS_DOMAIN;
+use mesh_core::DEFAULT_DNS_DOMAIN;
+use mesh_core::Upstream;
 use mesh_core::{Datacenter, Namespace, Partition, ServiceName, Sni, Subset, TrustDomain};
 use serde_json::Value;
 

@@ -28,7 +28,10 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 
-use mesh_core::sni::{DEFAULT_DNS_DOMAIN, INTERNAL, INTERNAL_V1, MAX_SNI_LEN, QUERY};
+use mesh_core::{
+    DEFAULT_DNS_DOMAIN, MAX_SNI_LEN, SNI_INTERNAL as INTERNAL, SNI_INTERNAL_V1 as INTERNAL_V1,
+    SNI_QUERY as QUERY,
+};
 use mesh_core::{
     Datacenter, MAX_NAME_LEN, Namespace, Partition, ServiceName, Sni, SniError, Subset, TrustDomain,
 };

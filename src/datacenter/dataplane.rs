@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use mesh_ca::{IssuedLeaf, RootsView, SignError};
-use mesh_core::catalog::ServiceKind;
+use mesh_core::ServiceKind;
 use mesh_core::{ConfigEntry, ConfigEntryKind, Datacenter as DatacenterName, Index, ServiceName};
 use mesh_core::{SpiffeId, TrustDomain};
 use mesh_intentions::intention::{IntentionDefault, SharedIntentions};

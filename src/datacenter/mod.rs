@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use mesh_ca::tls::TrustBundle;
 use mesh_ca::{Ca, CaOptions, CaState, IntermediateSigner, IssuedLeaf, RootsView, SignerError};
-use mesh_core::catalog::{
-    MeshGatewayRegistration, ServiceConnect, ServiceDefinition, ServiceInstanceId, ServiceKind,
-    SidecarPortRange, sidecar_from_service,
-};
 use mesh_core::{
     ConfigEntry, ConfigEntryKind, Datacenter as DatacenterName, Index, NameError, ServiceName,
     SpiffeId, TrustDomain,
+};
+use mesh_core::{
+    MeshGatewayRegistration, ServiceConnect, ServiceDefinition, ServiceInstanceId, ServiceKind,
+    SidecarPortRange, sidecar_from_service,
 };
 use mesh_intentions::acl::{
     Access, Authorizer, AuthorizerContext, GLOBAL_MANAGEMENT_POLICY_ID, Permission, Policy,
@@ -1116,8 +1116,8 @@ fn lan_addr(def: &ServiceDefinition) -> Option<SocketAddr> {
     (def.port != 0).then_some(SocketAddr::new(ip, def.port))
 }
 
-fn host_port(a: SocketAddr) -> mesh_core::catalog::HostPort {
-    mesh_core::catalog::HostPort::new(mesh_core::catalog::Host::Ip(a.ip()), a.port())
+fn host_port(a: SocketAddr) -> mesh_core::HostPort {
+    mesh_core::HostPort::new(mesh_core::Host::Ip(a.ip()), a.port())
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {

@@ -31,7 +31,6 @@ use std::sync::Arc;
 use mesh_ca::{IssuedLeaf, RootsView, SignError};
 use mesh_core::{Datacenter as DatacenterName, ServiceName, SpiffeId, TrustDomain};
 use mesh_intentions::intention::{IntentionDefault, IntentionSet};
-use serde::Serialize;
 use tokio::sync::watch;
 
 #[cfg(feature = "client")]
@@ -39,17 +38,7 @@ pub use agent::{AgentControlPlane, AgentOptions};
 pub use routing::Routing;
 
 use crate::catalog::CatalogEntry;
-use crate::{Error, Secret};
-
-/// The answer to "may this client reach this service?" with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Authorization {
-    /// Whether the connection is allowed.
-    pub authorized: bool,
-    /// What decided: the matched intention or the default.
-    pub reason: String,
-}
+use crate::{Authorization, Error, Secret};
 
 /// The decision for `client` connecting to `target` under one intention set.
 #[cfg_attr(not(any(feature = "server", feature = "client")), allow(dead_code))]

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use mesh_core::config_entry::{ProxyDefaults, ServiceDefaults, upstream_mode_layers};
-use mesh_core::mesh_gateway::{MeshGatewayMode, UpstreamPath};
 use mesh_core::{Datacenter as DatacenterName, ServiceName, Sni, TrustDomain};
+use mesh_core::{MeshGatewayMode, UpstreamPath};
+use mesh_core::{ProxyDefaults, ServiceDefaults, upstream_mode_layers};
 use mesh_sni::{Pool, RouteTable};
 use serde::{Deserialize, Serialize};
 
@@ -139,8 +139,7 @@ impl Routing {
             b = b.datacenter(remote.clone(), Pool::new(addrs));
         }
         if !self.servers.is_empty() {
-            let domain =
-                TrustDomain::new(mesh_core::sni::DEFAULT_DNS_DOMAIN).map_err(Error::invalid)?;
+            let domain = TrustDomain::new(mesh_core::DEFAULT_DNS_DOMAIN).map_err(Error::invalid)?;
             let name = Sni::server(None, self.datacenter.clone(), domain).to_string();
             b = b.exact(&name, Pool::new(self.servers.iter().copied()));
         }

@@ -65,7 +65,7 @@ pub(crate) struct ProxyArgs {
     #[arg(long = "wan-address", value_name = "ADDR")]
     wan_address: Option<String>,
     /// A sidecar's cap on connections held at once (over it, new ones are closed on accept)
-    #[arg(long = "max-connections", value_name = "N", default_value_t = mesh::sidecar::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long = "max-connections", value_name = "N", default_value_t = mesh::DEFAULT_SIDECAR_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Log level: trace, debug, info, warn, err (RUST_LOG, when set, wins)
     #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]

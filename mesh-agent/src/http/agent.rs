@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use mesh::Secret;
-use mesh::core::catalog::{RegistrationError, ServiceDefinition};
+use mesh::core::{RegistrationError, ServiceDefinition};
 use mesh::intentions::acl::{Access, Resource};
 use mesh::tables;
 use serde_json::{Map, Value, json};

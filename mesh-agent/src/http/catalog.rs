@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use mesh::catalog::CatalogEntry;
-use mesh::core::catalog::{CheckDefinition, ServiceKind, sidecar_default_checks};
+use mesh::core::{CheckDefinition, ServiceKind, sidecar_default_checks};
 use mesh::intentions::acl::Authorizer;
 use mesh::replication_engine::Record;
 use mesh::tables;
@@ -85,7 +85,7 @@ pub(crate) async fn instances(state: &ApiState) -> Result<Vec<Instance>, ApiErro
 
 /// The server's own `consul` service (Consul lists it; clients expect it).
 fn consul_service(state: &ApiState) -> Instance {
-    let def: mesh::core::catalog::ServiceDefinition = serde_json::from_value(json!({
+    let def: mesh::core::ServiceDefinition = serde_json::from_value(json!({
         "ID": "consul",
         "Name": "consul",
         "Port": state.agent().server_addr.port(),
@@ -334,7 +334,7 @@ fn checks(state: &ApiState, i: &Instance) -> Vec<Value> {
     let mut own: Vec<CheckDefinition> = def.all_checks().cloned().collect();
     if own.is_empty()
         && def.kind == ServiceKind::ConnectProxy
-        && let Ok(sid) = mesh::core::catalog::ServiceInstanceId::new(i.id.clone())
+        && let Ok(sid) = mesh::core::ServiceInstanceId::new(i.id.clone())
     {
         own = sidecar_default_checks(
             &sid,
@@ -362,9 +362,8 @@ fn checks(state: &ApiState, i: &Instance) -> Vec<Value> {
             .name
             .clone()
             .unwrap_or_else(|| format!("Service '{}' check", i.name()));
-        let dur = |d: Option<&mesh::core::catalog::GoDuration>| {
-            d.map_or_else(String::new, ToString::to_string)
-        };
+        let dur =
+            |d: Option<&mesh::core::GoDuration>| d.map_or_else(String::new, ToString::to_string);
         out.push(json!({
             "Node": node, "CheckID": id, "Name": name, "Status": status,
             "Notes": c.notes.clone().unwrap_or_default(), "Output": "",

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use mesh::core::ConfigEntry;
-use mesh::core::config_entry::ConfigEntryError;
+use mesh::core::ConfigEntryError;
 use mesh::intentions::acl::{Access, Authorizer, Resource};
 use mesh::tables;
 use serde_json::{Map, Value, json};

@@ -113,7 +113,7 @@ impl Federation {
         })?;
         cfg.alpn_protocols = vec![SERVER_PORT_HTTP_ALPN.to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-        let domain = mesh::core::sni::DEFAULT_DNS_DOMAIN
+        let domain = mesh::core::DEFAULT_DNS_DOMAIN
             .parse()
             .map_err(|_| unreachable())?;
         let sni = Sni::server(None, dc.clone(), domain);

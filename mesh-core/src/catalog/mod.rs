@@ -22,10 +22,10 @@ use serde_json::{Map, Value};
 
 mod address;
 mod check;
-pub mod gateway;
+mod gateway;
 mod meta;
 pub(crate) mod serde_util;
-pub mod sidecar;
+mod sidecar;
 mod upstream;
 
 pub use address::{
