@@ -95,6 +95,51 @@ impl Service {
     /// [`AgentControlPlane`](crate::dataplane::AgentControlPlane)); `token` needs
     /// `service:write` on `name`. Starts keeping the leaf fresh and the intentions of `name`
     /// current, and returns once the first leaf is issued.
+    ///
+    /// ```
+    /// use mesh::connect::Service;
+    /// use mesh::core::Upstream;
+    /// use mesh::{Datacenter, DatacenterConfig, Secret};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dc = Datacenter::start_primary(DatacenterConfig::new("dc1".parse()?, "dc1".parse()?))
+    ///     .await?;
+    /// let anonymous = Secret::new(""); // ACLs are off in this example
+    ///
+    /// // api terminates mTLS itself: it registers where it listens, as Connect-native.
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let port = listener.local_addr()?.port();
+    /// let registration = format!(
+    ///     r#"{{"name": "api", "address": "127.0.0.1", "port": {port}, "connect": {{"native": true}}}}"#
+    /// );
+    /// dc.catalog().register_json(&anonymous, &registration).await?;
+    /// let api = Service::new(&dc, &anonymous, "api".parse()?).await?;
+    /// tokio::spawn(async move {
+    ///     let (tcp, _) = listener.accept().await?;
+    ///     // The handshake verified the caller's SPIFFE ID and the intentions allow it.
+    ///     let (mut tls, _caller) = api.accept(tcp).await?;
+    ///     let mut word = [0u8; 5];
+    ///     tls.read_exact(&mut word).await?;
+    ///     tls.write_all(&word).await?;
+    ///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    /// });
+    ///
+    /// // web dials api through the mesh: mTLS, api's identity verified.
+    /// let web = Service::new(&dc, &anonymous, "web".parse()?).await?;
+    /// let upstream: Upstream =
+    ///     serde_json::from_str(r#"{"destination_name": "api", "local_bind_port": 9191}"#)?;
+    /// let mut tls = web.dialer(&upstream)?.dial().await?;
+    /// tls.write_all(b"hello").await?;
+    /// let mut echo = [0u8; 5];
+    /// tls.read_exact(&mut echo).await?;
+    /// assert_eq!(&echo, b"hello");
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn new(
         cp: &impl AsControlPlane,
         token: &Secret,

@@ -32,20 +32,86 @@ pub struct MeshGateway {
     watcher: JoinHandle<()>,
 }
 
+/// What a [`MeshGateway`] is and where it listens: the instance `id` of gateway service
+/// `name`, its LAN listener (this datacenter's sidecars reach it there) and its WAN listener
+/// (the other datacenters' gateways do). Port 0 picks a free port; the catalog gets the bound
+/// addresses.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MeshGatewayOptions {
+    /// The gateway service's name (`mesh-gateway` in Consul's examples).
+    pub name: ServiceName,
+    /// This instance's id.
+    pub id: String,
+    /// Where the LAN listener binds.
+    pub lan_bind: SocketAddr,
+    /// Where the WAN listener binds.
+    pub wan_bind: SocketAddr,
+    /// The SNI gateway's limits and time-outs.
+    pub config: GatewayConfig,
+}
+
+impl MeshGatewayOptions {
+    /// Instance `id` of `name`, listening on `lan_bind` and `wan_bind`, with default limits.
+    pub fn new(
+        name: ServiceName,
+        id: impl Into<String>,
+        lan_bind: SocketAddr,
+        wan_bind: SocketAddr,
+    ) -> Self {
+        Self {
+            name,
+            id: id.into(),
+            lan_bind,
+            wan_bind,
+            config: GatewayConfig::default(),
+        }
+    }
+
+    /// With these limits and time-outs.
+    pub fn config(mut self, config: GatewayConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
 impl MeshGateway {
-    /// Binds a LAN and a WAN listener, registers the instance `id` of service `name` with the
-    /// bound addresses (needs `service:write` on `name`), installs the routes of the current
-    /// routing view and starts following it. `cp` is a [`Datacenter`](crate::Datacenter) in
-    /// this process or an [`AgentControlPlane`](crate::dataplane::AgentControlPlane).
+    /// Binds a LAN and a WAN listener, registers the instance with the bound addresses (needs
+    /// `service:write` on the gateway's name), installs the routes of the current routing view
+    /// and starts following it. `cp` is a [`Datacenter`](crate::Datacenter) in this process or
+    /// an [`AgentControlPlane`](crate::dataplane::AgentControlPlane).
+    ///
+    /// ```
+    /// use mesh::{Datacenter, DatacenterConfig, MeshGateway, MeshGatewayOptions, Secret};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dc = Datacenter::start_primary(DatacenterConfig::new("dc1".parse()?, "dc1".parse()?))
+    ///     .await?;
+    /// let local = "127.0.0.1:0".parse()?;
+    /// let opts = MeshGatewayOptions::new("mesh-gateway".parse()?, "gateway-1", local, local);
+    /// let gateway = MeshGateway::start(&dc, &Secret::new(""), opts).await?;
+    /// assert_ne!(gateway.lan_addr().port(), 0);
+    /// // Deregister, then let open connections finish (at most 5 s).
+    /// gateway.shutdown(std::time::Duration::from_secs(5)).await;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start(
         cp: &impl AsControlPlane,
         token: &Secret,
-        name: &ServiceName,
-        id: &str,
-        lan_bind: SocketAddr,
-        wan_bind: SocketAddr,
-        config: GatewayConfig,
+        opts: MeshGatewayOptions,
     ) -> Result<Self, Error> {
+        let MeshGatewayOptions {
+            name,
+            id,
+            lan_bind,
+            wan_bind,
+            config,
+        } = opts;
+        let (name, id) = (&name, id.as_str());
         let cp = cp.control_plane();
         let td = {
             let roots = cp.roots().await?;

@@ -82,7 +82,7 @@ pub use datacenter::{
     Registered, RoleSpec, TokenSpec,
 };
 pub use error::Error;
-pub use gateway::MeshGateway;
+pub use gateway::{MeshGateway, MeshGatewayOptions};
 /// An ACL token secret, the one secret type of the API: `Debug` never shows it, and
 /// [`Secret::expose_secret`] is the one way to read it. The empty secret is the anonymous
 /// token. Call sites write `&"a-secret".into()` or keep a `Secret` around.

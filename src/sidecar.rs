@@ -186,6 +186,30 @@ impl Sidecar {
     /// plane `cp` (a [`Datacenter`](crate::Datacenter) in this process or an
     /// [`AgentControlPlane`](crate::dataplane::AgentControlPlane)). `token` needs
     /// `service:write` on the service (for its leaf certificate).
+    ///
+    /// ```
+    /// use mesh::{Datacenter, DatacenterConfig, Secret, Sidecar, SidecarOptions};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dc = Datacenter::start_primary(DatacenterConfig::new("dc1".parse()?, "dc1".parse()?))
+    ///     .await?;
+    /// let anonymous = Secret::new(""); // ACLs are off in this example
+    /// let web = r#"{"service": {"name": "web", "port": 8080, "connect": {"sidecar_service": {}}}}"#;
+    /// dc.catalog().register_json(&anonymous, web).await?;
+    /// // The public listener on a free port (the catalog learns it); one listener per upstream
+    /// // (none here).
+    /// let opts = SidecarOptions::default().public_bind("127.0.0.1:0".parse()?);
+    /// let sidecar = Sidecar::start(&dc, &anonymous, "web", opts).await?;
+    /// assert_ne!(sidecar.public_addr().port(), 0);
+    /// assert!(sidecar.upstreams().is_empty());
+    /// // Stop accepting; give live connections up to 5 s to finish.
+    /// sidecar.shutdown(std::time::Duration::from_secs(5)).await;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start(
         cp: &impl AsControlPlane,
         token: &Secret,

@@ -25,8 +25,8 @@ use mesh::intentions::intention::Action;
 use mesh::replication_engine::{
     FramedTransport, ReplicationServer, ServeConfig, TcpConnector, Transport,
 };
-use mesh::sni::{GatewayConfig, ListenerKind};
-use mesh::{Datacenter, MeshGateway, Sidecar, SidecarOptions, TokenSpec};
+use mesh::sni::ListenerKind;
+use mesh::{Datacenter, MeshGateway, MeshGatewayOptions, Sidecar, SidecarOptions, TokenSpec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdout, Command};
@@ -375,11 +375,12 @@ async fn run_primary() {
     let gw = MeshGateway::start(
         &dc,
         &(&gw_a).into(),
-        &"mesh-gateway".parse().expect("name"),
-        "gateway-primary-1",
-        loopback(),
-        bind(A_IP),
-        GatewayConfig::default(),
+        MeshGatewayOptions::new(
+            "mesh-gateway".parse().expect("name"),
+            "gateway-primary-1",
+            loopback(),
+            bind(A_IP),
+        ),
     )
     .await
     .expect("gateway");
@@ -454,11 +455,12 @@ async fn run_secondary() {
     let gw = MeshGateway::start(
         &dc,
         &(&gw_token).into(),
-        &"mesh-gateway".parse().expect("name"),
-        "gateway-secondary-1",
-        loopback(),
-        bind(B_IP),
-        GatewayConfig::default(),
+        MeshGatewayOptions::new(
+            "mesh-gateway".parse().expect("name"),
+            "gateway-secondary-1",
+            loopback(),
+            bind(B_IP),
+        ),
     )
     .await
     .expect("gateway");

@@ -242,11 +242,12 @@ async fn local_registrations_do_not_need_the_primary() {
         let gw = mesh::MeshGateway::start(
             &m.secondary,
             &(&m.gateway_tokens[1]).into(),
-            &"mesh-gateway".parse().expect("name"),
-            "gateway-secondary-2",
-            "127.0.0.1:0".parse().expect("address"),
-            "127.0.2.2:0".parse().expect("address"),
-            mesh::sni::GatewayConfig::default(),
+            mesh::MeshGatewayOptions::new(
+                "mesh-gateway".parse().expect("name"),
+                "gateway-secondary-2",
+                "127.0.0.1:0".parse().expect("address"),
+                "127.0.2.2:0".parse().expect("address"),
+            ),
         )
         .await;
         assert!(gw.is_ok(), "a second gateway: {:?}", gw.err());
@@ -291,11 +292,12 @@ async fn gateway_shut_down_during_the_outage_is_not_announced_afterwards() {
         let gw = mesh::MeshGateway::start(
             &m.secondary,
             &(&m.gateway_tokens[1]).into(),
-            &"mesh-gateway".parse().expect("name"),
-            "gateway-secondary-2",
-            "127.0.0.1:0".parse().expect("address"),
-            "127.0.2.2:0".parse().expect("address"),
-            mesh::sni::GatewayConfig::default(),
+            mesh::MeshGatewayOptions::new(
+                "mesh-gateway".parse().expect("name"),
+                "gateway-secondary-2",
+                "127.0.0.1:0".parse().expect("address"),
+                "127.0.2.2:0".parse().expect("address"),
+            ),
         )
         .await
         .expect("a gateway starts while the primary is away");

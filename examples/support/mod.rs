@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh::intentions::acl::DefaultPolicy;
-use mesh::sni::GatewayConfig;
-use mesh::{Datacenter, DatacenterConfig, MeshGateway, TokenSpec};
+
+use mesh::{Datacenter, DatacenterConfig, MeshGateway, MeshGatewayOptions, TokenSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -150,7 +150,7 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     wait_token(&secondary, &gw_tokens[1]).await?;
 
     step(5, "Deploy two mesh gateways in each datacenter");
-    let gw_name = "mesh-gateway".parse()?;
+    let gw_name: mesh::core::ServiceName = "mesh-gateway".parse()?;
     let mut gateways = Vec::new();
     for (dc, token, octet) in [(&primary, &gw_tokens[0], 1), (&secondary, &gw_tokens[1], 2)] {
         for i in 1..=2u8 {
@@ -160,11 +160,7 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
             let gw = MeshGateway::start(
                 dc,
                 &token.into(),
-                &gw_name,
-                &id,
-                lan,
-                wan,
-                GatewayConfig::default(),
+                MeshGatewayOptions::new(gw_name.clone(), id.clone(), lan, wan),
             )
             .await?;
             println!("    {id}: LAN {} WAN {}", gw.lan_addr(), gw.wan_addr());

@@ -14,8 +14,11 @@ use std::time::Duration;
 use mesh::intentions::acl::DefaultPolicy;
 use mesh::intentions::intention::Action;
 use mesh::replication_engine::{InProcessTransport, Transport};
-use mesh::sni::{GatewayConfig, ListenerKind};
-use mesh::{Datacenter, DatacenterConfig, MeshGateway, Sidecar, SidecarOptions, TokenSpec};
+use mesh::sni::ListenerKind;
+use mesh::{
+    Datacenter, DatacenterConfig, MeshGateway, MeshGatewayOptions, Sidecar, SidecarOptions,
+    TokenSpec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -316,11 +319,12 @@ impl Mesh {
         MeshGateway::start(
             dc,
             &token.into(),
-            &"mesh-gateway".parse().expect("service name"),
-            &id,
-            lan,
-            wan,
-            GatewayConfig::default(),
+            MeshGatewayOptions::new(
+                "mesh-gateway".parse().expect("service name"),
+                id.clone(),
+                lan,
+                wan,
+            ),
         )
         .await
         .expect("mesh gateway starts")

@@ -24,8 +24,8 @@ use clap::Args;
 use mesh::Secret;
 use mesh::core::ServiceName;
 use mesh::dataplane::{AgentControlPlane, AgentOptions};
-use mesh::sni::GatewayConfig;
-use mesh::{MeshGateway, Sidecar, SidecarOptions};
+
+use mesh::{MeshGateway, MeshGatewayOptions, Sidecar, SidecarOptions};
 
 use crate::cli::agent::long_running;
 use crate::cli::flags::HttpFlags;
@@ -205,10 +205,13 @@ async fn serve(role: Role, opts: AgentOptions) -> Result<(), Failure> {
             tracing::info!(service = %id, cut, "sidecar stopped");
         }
         Role::Gateway { name, id, lan, wan } => {
-            let gw =
-                MeshGateway::start(&cp, &token, &name, &id, lan, wan, GatewayConfig::default())
-                    .await
-                    .doing(&format!("starting mesh gateway {id}"))?;
+            let gw = MeshGateway::start(
+                &cp,
+                &token,
+                MeshGatewayOptions::new(name.clone(), id.clone(), lan, wan),
+            )
+            .await
+            .doing(&format!("starting mesh gateway {id}"))?;
             eprint_line(&format!(
                 "==> mesh gateway {id} ({name}) running: LAN {}, WAN {}",
                 gw.lan_addr(),
