@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::UpstreamListener;
+use mesh_sni::{RelayCounters, RelayLimits};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -30,6 +31,10 @@ pub struct SidecarOptions {
     /// (handshakes included). One over it is closed as soon as it is accepted, counted
     /// ([`Sidecar::refused_connections`]) and logged (at most once a second).
     pub max_connections: usize,
+    /// The relay of each connection: buffers that grow up to this size per direction, and the
+    /// idle time-out; the gateway's defaults ([`mesh_sni::DEFAULT_RELAY_BUFFER_SIZE`],
+    /// [`mesh_sni::DEFAULT_IDLE_TIMEOUT`]).
+    pub relay: RelayLimits,
 }
 
 impl Default for SidecarOptions {
@@ -37,6 +42,10 @@ impl Default for SidecarOptions {
         Self {
             public_bind: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            relay: RelayLimits::new(
+                mesh_sni::DEFAULT_RELAY_BUFFER_SIZE,
+                mesh_sni::DEFAULT_IDLE_TIMEOUT,
+            ),
         }
     }
 }
@@ -261,6 +270,7 @@ impl Sidecar {
             service.clone(),
             local_app,
             live.clone(),
+            opts.relay,
         ))];
 
         let mut upstreams = Vec::new();
@@ -274,7 +284,12 @@ impl Sidecar {
             let bound = listener.local_addr()?;
             let dialer = Arc::new(service.dialer(up)?);
             upstreams.push((dialer.sni().to_owned(), bound));
-            tasks.push(tokio::spawn(serve_upstream(listener, dialer, live.clone())));
+            tasks.push(tokio::spawn(serve_upstream(
+                listener,
+                dialer,
+                live.clone(),
+                opts.relay,
+            )));
         }
         tracing::info!(service = %name, %public, upstreams = upstreams.len(), "sidecar started");
         Ok(Self {
@@ -350,6 +365,7 @@ async fn serve_public(
     service: Arc<Service>,
     local_app: SocketAddr,
     live: Live,
+    limits: RelayLimits,
 ) {
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -387,12 +403,17 @@ async fn serve_public(
                     }
                 };
             tracing::debug!(%client, "inbound connection accepted");
-            relay(tls, app, &guard.0.cut).await;
+            relay(tls, app, limits, &guard.0.cut).await;
         });
     }
 }
 
-async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>, live: Live) {
+async fn serve_upstream(
+    listener: TcpListener,
+    dialer: Arc<Dialer>,
+    live: Live,
+    limits: RelayLimits,
+) {
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(c) => c,
@@ -410,7 +431,7 @@ async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>, live: Live) 
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match dialer.dial().await {
-                Ok(tls) => relay(tcp, tls, &guard.0.cut).await,
+                Ok(tls) => relay(tcp, tls, limits, &guard.0.cut).await,
                 Err(e) => {
                     tracing::info!(upstream = dialer.sni(), error = %e, "upstream dial failed")
                 }
@@ -420,13 +441,13 @@ async fn serve_upstream(listener: TcpListener, dialer: Arc<Dialer>, live: Live) 
 }
 
 /// Copies both ways until both directions end (half-close is passed on) or `cut` fires.
-async fn relay<A, B>(mut a: A, mut b: B, cut: &stop::Cut)
+async fn relay<A, B>(mut a: A, mut b: B, limits: RelayLimits, cut: &stop::Cut)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024) => {
+        r = mesh_sni::relay(&mut a, &mut b, limits, RelayCounters::default()) => {
             // The far side refused inside TLS (an intention, most often): say so.
             if let Err(e) = r {
                 match mesh_ca::tls::classify_io(&e) {

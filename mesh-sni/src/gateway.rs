@@ -24,13 +24,14 @@ use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::BufMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::hello::{DEFAULT_MAX_HELLO_LEN, HelloError, Parse, buffer_limit, parse_client_hello};
+use crate::relay::{RelayCounters, RelayLimits};
 use crate::router::{Route, RouteError, RouteKind, RouteTable};
 
 /// Default time a client has to send its whole ClientHello.
@@ -42,7 +43,6 @@ pub const DEFAULT_RELAY_BUFFER_SIZE: usize = 64 * 1024;
 /// Default limit of connections held at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// The size a relay buffer starts at (see [`GatewayConfig::relay_buffer_size`]).
-const RELAY_START_BUFFER: usize = 4 * 1024;
 /// Default [`GatewayConfig::max_pending_hellos`].
 pub const DEFAULT_MAX_PENDING_HELLOS: usize = 1024;
 /// Default time an endpoint is skipped after a failed connect.
@@ -972,93 +972,26 @@ async fn connect(
     })
 }
 
-/// Copies both ways until both directions have ended; ends each write side when its read side
-/// reaches end of stream. Fails with `TimedOut` once no byte has moved either way for the idle
-/// time-out (one timer per connection, re-armed only when it fires).
+/// The relay between client and backend (see [`crate::relay()`]), counting bytes per route and
+/// idle time-outs.
 async fn relay(
     client: &mut TcpStream,
     backend: &mut TcpStream,
     cfg: &GatewayConfig,
     stats: &RouteCounters,
 ) -> io::Result<()> {
-    let started = Instant::now();
-    let last_read_ms = AtomicU64::new(0);
-    let (mut client_r, mut client_w) = client.split();
-    let (mut backend_r, mut backend_w) = backend.split();
-    let size = cfg.relay_buffer_size;
-    let copy = async {
-        tokio::try_join!(
-            pump(
-                &mut client_r,
-                &mut backend_w,
-                size,
-                &stats.bytes_to_backend,
-                &last_read_ms,
-                started
-            ),
-            pump(
-                &mut backend_r,
-                &mut client_w,
-                size,
-                &stats.bytes_to_client,
-                &last_read_ms,
-                started
-            ),
-        )
+    let limits = RelayLimits::new(cfg.relay_buffer_size, cfg.idle_timeout);
+    let counters = RelayCounters {
+        a_to_b: Some(&stats.bytes_to_backend),
+        b_to_a: Some(&stats.bytes_to_client),
     };
-    let watchdog = async {
-        let idle = cfg.idle_timeout;
-        loop {
-            let last = Duration::from_millis(last_read_ms.load(Ordering::Relaxed));
-            let deadline = started + last + idle;
-            if Instant::now() >= deadline {
-                return;
+    match crate::relay::relay(client, backend, limits, counters).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if e.kind() == io::ErrorKind::TimedOut {
+                stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
             }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
-    tokio::select! {
-        r = copy => r.map(|_| ()),
-        () = watchdog => {
-            stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-            Err(io::Error::new(io::ErrorKind::TimedOut, "idle time-out"))
-        }
-    }
-}
-
-async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
-    buffer_size: usize,
-    bytes: &AtomicU64,
-    last_read_ms: &AtomicU64,
-    started: Instant,
-) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    // Uninitialised capacity: nothing is zeroed. The buffer starts small and doubles while
-    // reads fill it, up to `buffer_size`: a quiet connection holds a few KiB, a bulk one the
-    // full size.
-    let mut cap = buffer_size.min(RELAY_START_BUFFER);
-    let mut buf = Vec::with_capacity(cap);
-    loop {
-        buf.clear();
-        let n = r.read_buf(&mut (&mut buf).limit(cap)).await?;
-        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last_read_ms.fetch_max(now, Ordering::Relaxed);
-        if n == 0 {
-            // Half-close: pass the end of stream on, keep the other direction running. The
-            // peer may already be gone, which is no error of this direction.
-            let _ = w.shutdown().await;
-            return Ok(());
-        }
-        w.write_all(&buf).await?;
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-        if n == cap && cap < buffer_size {
-            cap = cap.saturating_mul(2).min(buffer_size);
-            buf.reserve(cap);
+            Err(e)
         }
     }
 }

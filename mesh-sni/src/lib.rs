@@ -48,6 +48,7 @@
 mod gateway;
 pub mod hello;
 mod pool;
+mod relay;
 mod router;
 
 // One path per item: the gateway, pools and routes at the root; the ClientHello parser, a
@@ -59,4 +60,5 @@ pub use gateway::{
     ListenerStats, MAX_BUFFER_LEN, MIN_HELLO_LEN, RefusalStats, RouteStats, ShutdownReport,
 };
 pub use pool::{Candidates, EndpointState, Pool, local_exhaustion};
+pub use relay::{RELAY_START_BUFFER, RelayCounters, RelayLimits, RelayTotals, relay};
 pub use router::{Route, RouteConfigError, RouteError, RouteKind, RouteTable, RouteTableBuilder};
