@@ -145,10 +145,7 @@ service_prefix "" { policy = "read" intentions = "read" }"#,
 
     // `?dc=` goes to the other datacenter's servers over mTLS on their server port, both ways
     // (from the secondary through the relay).
-    for (from, to) in [(secondary.http, "primary"), (primary.http, "secondary")] {
-        let v = agent_self(from, Some(to)).unwrap();
-        assert_eq!(v["Config"]["Datacenter"], to, "{v}");
-    }
+    dc_forwarding_works_both_ways(primary.http, secondary.http);
 
     let bytes = seen.lock().unwrap().clone();
     assert!(bytes.len() > 1000, "the relay carried the link");
@@ -196,6 +193,33 @@ fn agent_self(http: SocketAddr, dc: Option<&str>) -> Option<serde_json::Value> {
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// A leaf of service `web` from the mesh CA (through the agent at `http`, with the management
+/// token, by `curl`), written to `<dir>/web.pem` and `<dir>/web.key`.
+fn web_leaf_files(
+    http: SocketAddr,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("X-Consul-Token: {MGMT}")])
+        .arg(format!("http://{http}/v1/agent/connect/ca/leaf/web"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (cert, key) = (dir.join("web.pem"), dir.join("web.key"));
+    std::fs::write(&cert, v["CertPEM"].as_str().unwrap()).unwrap();
+    std::fs::write(&key, v["PrivateKeyPEM"].as_str().unwrap()).unwrap();
+    (cert, key)
+}
+
+/// `?dc=` from each datacenter's agent to the other's answers as the other.
+fn dc_forwarding_works_both_ways(primary: SocketAddr, secondary: SocketAddr) {
+    for (from, to) in [(secondary, "primary"), (primary, "secondary")] {
+        let v = agent_self(from, Some(to)).unwrap();
+        assert_eq!(v["Config"]["Datacenter"], to, "{v}");
+    }
 }
 
 /// The subject alternative names of the certificate `openssl s_client` is shown at `addr`.
@@ -497,20 +521,7 @@ fn the_server_port_serves_replication_only_to_servers_presenting_their_certifica
 
     // A service identity of this mesh (a leaf any service token can get) is refused in the
     // handshake, and the port keeps serving.
-    let out = Command::new("curl")
-        .args(["-sf", "-H", &format!("X-Consul-Token: {MGMT}")])
-        .arg(format!(
-            "http://{}/v1/agent/connect/ca/leaf/web",
-            primary.http
-        ))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "curl failed");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cert = dir.path().join("web.pem");
-    let key = dir.path().join("web.key");
-    std::fs::write(&cert, v["CertPEM"].as_str().unwrap()).unwrap();
-    std::fs::write(&key, v["PrivateKeyPEM"].as_str().unwrap()).unwrap();
+    let (cert, key) = web_leaf_files(primary.http, dir.path());
     let refused = s_client_presenting(primary.server, &cert, &key);
     assert!(refused.contains("alert certificate unknown"), "{refused}");
 
@@ -763,24 +774,10 @@ fn operator_certificate_files_federate_over_mtls() {
     let secondary = start_agent(dir.path(), "secondary", &hcl, s_http, s_server);
     mesh(secondary.http, &["intention", "create", "web", "db"]);
     mesh(primary.http, &["intention", "get", "web", "db"]);
-    for (from, to) in [(secondary.http, "primary"), (primary.http, "secondary")] {
-        let v = agent_self(from, Some(to)).unwrap();
-        assert_eq!(v["Config"]["Datacenter"], to, "{v}");
-    }
+    dc_forwarding_works_both_ways(primary.http, secondary.http);
     // A certificate the operator's CA did not sign (the mesh CA's own service leaf) is
     // refused.
-    let out = Command::new("curl")
-        .args(["-sf", "-H", &format!("X-Consul-Token: {MGMT}")])
-        .arg(format!(
-            "http://{}/v1/agent/connect/ca/leaf/web",
-            primary.http
-        ))
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (cert, key) = (dir.path().join("web.pem"), dir.path().join("web.key"));
-    std::fs::write(&cert, v["CertPEM"].as_str().unwrap()).unwrap();
-    std::fs::write(&key, v["PrivateKeyPEM"].as_str().unwrap()).unwrap();
+    let (cert, key) = web_leaf_files(primary.http, dir.path());
     let refused = s_client_presenting(primary.server, &cert, &key);
     assert!(refused.contains("alert"), "{refused}");
 
