@@ -457,3 +457,42 @@ async fn a_secondary_waits_for_a_write_made_in_the_primary() {
         .unwrap_err();
     assert!(err.to_string().contains("catalog"), "{err}");
 }
+
+/// `start_secondary` with a replication token the primary refuses (unknown, or without
+/// `operator:write` to have its intermediate signed) fails, naming the refusal, instead of
+/// waiting for an intermediate that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_whose_replication_token_is_refused_fails_to_start_saying_so() {
+    let mut pc = config("primary");
+    pc.acl.tokens.initial_management = Some(MGMT.into());
+    let primary = Datacenter::start_primary(pc).await.unwrap();
+    let weak = primary
+        .acl()
+        .token_create(
+            &MGMT.into(),
+            TokenSpec {
+                description: "no rights".into(),
+                ..TokenSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    for (token, what) in [
+        ("00000000-0000-4000-8000-000000000000", "ACL not found"),
+        (weak.secret_id.as_str(), "operator:write"),
+    ] {
+        let mut sc = config("secondary");
+        sc.acl.tokens.replication = Some(token.into());
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            Datacenter::start_secondary(sc, primary.in_process_link()),
+        )
+        .await
+        .expect("start_secondary returns instead of waiting");
+        let err = outcome.expect_err("a refused token does not start");
+        let text = mesh::core::error_chain(&err);
+        assert!(text.contains(what), "{text}");
+        eprintln!("refused after {:?}: {text}", started.elapsed());
+    }
+}

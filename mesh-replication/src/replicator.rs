@@ -144,11 +144,15 @@ impl ReplicatorConfig {
 
 /// The last failure of a replicator.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LastError {
     /// When it happened.
     pub at: SystemTime,
     /// What happened.
     pub message: String,
+    /// Whether the primary refused the token (a retry cannot succeed until the token or its
+    /// policies change).
+    pub denied: bool,
 }
 
 /// The state of one table's replication.
@@ -549,11 +553,13 @@ impl Worker {
                     // the next diff compares every hash.
                     query = Index::ZERO;
                     let message = error_chain(&e);
+                    let denied = matches!(&e, RoundError::Transport(t) if t.is_denied());
                     debug!(table = %self.table, error = %message, failures, "replication round failed");
                     self.status.send_modify(|s| {
                         s.last_error = Some(LastError {
                             at: SystemTime::now(),
                             message,
+                            denied,
                         });
                         s.consecutive_failures = failures;
                     });

@@ -288,8 +288,17 @@ impl ReplicatedSigner {
 #[async_trait::async_trait]
 impl IntermediateSigner for ReplicatedSigner {
     async fn primary_roots(&self) -> Result<RootsView, SignerError> {
-        let store = self.dc()?.inner.store.clone();
+        let dc = self.dc()?;
+        let store = dc.inner.store.clone();
         let t = table(tables::CA_ROOTS);
+        // The roots come by replication: if the primary refuses the token for them, say so
+        // instead of waiting for what cannot come.
+        let mut status = dc
+            .inner
+            .replicas
+            .as_ref()
+            .and_then(|r| r.get(&t))
+            .map(|h| h.subscribe());
         let mut seen = Index::ZERO;
         loop {
             if let Some(rec) = store.get(&t, "roots").await.map_err(signer_err)?
@@ -297,10 +306,29 @@ impl IntermediateSigner for ReplicatedSigner {
             {
                 return serde_json::from_value(v.clone()).map_err(signer_err);
             }
-            seen = store
-                .wait_table(&t, seen, WATCH_WAIT)
-                .await
-                .map_err(signer_err)?;
+            if let Some(rx) = &status
+                && let Some(e) = rx.borrow().last_error.as_ref().filter(|e| e.denied)
+            {
+                return Err(format!(
+                    "the primary refused the replication token for the CA roots: {}",
+                    e.message
+                )
+                .into());
+            }
+            let changed = async {
+                match status.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = store.wait_table(&t, seen, WATCH_WAIT) => seen = r.map_err(signer_err)?,
+                () = changed => {}
+            }
         }
     }
 
