@@ -36,6 +36,19 @@ pub enum Error {
     /// The operation is made in the primary datacenter only.
     #[error("{0} is only possible in the primary datacenter")]
     PrimaryOnly(String),
+    /// The primary refused this secondary's replication token (unknown, expired, or without
+    /// the rights replication needs).
+    #[error("the primary refused the replication token: {0}")]
+    ReplicationTokenRefused(String),
+    /// The datacenter a secondary reached is the primary of another name than its
+    /// `primary_datacenter`.
+    #[error("primary_datacenter is {configured:?}, but the primary reached is {found:?}")]
+    WrongPrimary {
+        /// `primary_datacenter` as configured.
+        configured: String,
+        /// The primary that answered.
+        found: String,
+    },
     /// Connect is disabled in this datacenter.
     #[error("Connect is disabled in this datacenter")]
     ConnectDisabled,

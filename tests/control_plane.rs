@@ -479,7 +479,7 @@ async fn a_secondary_whose_replication_token_is_refused_fails_to_start_saying_so
         .unwrap();
     for (token, what) in [
         ("00000000-0000-4000-8000-000000000000", "ACL not found"),
-        (weak.secret_id.as_str(), "operator:write"),
+        (weak.secret_id.as_str(), "operator:read"),
     ] {
         let mut sc = config("secondary");
         sc.acl.tokens.replication = Some(token.into());
@@ -492,7 +492,40 @@ async fn a_secondary_whose_replication_token_is_refused_fails_to_start_saying_so
         .expect("start_secondary returns instead of waiting");
         let err = outcome.expect_err("a refused token does not start");
         let text = mesh::core::error_chain(&err);
+        assert!(
+            matches!(err, mesh::Error::ReplicationTokenRefused(_)),
+            "{text}"
+        );
         assert!(text.contains(what), "{text}");
         eprintln!("refused after {:?}: {text}", started.elapsed());
     }
+}
+
+/// A secondary linked to the primary of another name than its `primary_datacenter` does not
+/// start, and says which primary it reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_linked_to_another_primary_fails_to_start_naming_both() {
+    let mut oc = DatacenterConfig::new("other".parse().unwrap(), "other".parse().unwrap());
+    oc.acl.enabled = true;
+    oc.acl.tokens.initial_management = Some(MGMT.into());
+    let other = Datacenter::start_primary(oc).await.unwrap();
+    let mut sc = config("secondary");
+    sc.acl.tokens.replication = Some(MGMT.into());
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        Datacenter::start_secondary(sc, other.in_process_link()),
+    )
+    .await
+    .expect("start_secondary returns instead of waiting")
+    .expect_err("the wrong primary is refused");
+    match &err {
+        mesh::Error::WrongPrimary { configured, found } => {
+            assert_eq!((configured.as_str(), found.as_str()), ("primary", "other"));
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "primary_datacenter is \"primary\", but the primary reached is \"other\""
+    );
 }

@@ -195,6 +195,55 @@ impl Drop for Inner {
     }
 }
 
+/// Asks the primary for its datacenters list once, with the replication token: a refused
+/// token, or a primary that is not `config.primary_datacenter`, fails start-up here, naming
+/// the cause. A primary that does not answer does not: the secondary starts from what it
+/// holds and catches up when the primary is back.
+async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Result<(), Error> {
+    let req = mesh_replication::ListRequest {
+        token: SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default()),
+        table: table(tables::DATACENTERS),
+        min_index: Index::ZERO,
+        wait: Duration::ZERO,
+    };
+    let listing = match tokio::time::timeout(PROBE_TIMEOUT, primary.list(req)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) if e.is_denied() => {
+            return Err(Error::ReplicationTokenRefused(mesh_core::error_chain(&e)));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %mesh_core::error_chain(&e), "the primary did not answer the start-up probe; starting from local state");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?PROBE_TIMEOUT, "the primary did not answer the start-up probe in time; starting from local state");
+            return Ok(());
+        }
+    };
+    let primaries: Vec<String> = listing
+        .records
+        .iter()
+        .filter_map(|r| {
+            let v = r.value.as_json()?;
+            v.get("Primary")?.as_bool()?.then(|| r.id.clone())
+        })
+        .collect();
+    if let Some(found) = primaries.first()
+        && !primaries
+            .iter()
+            .any(|p| p == config.primary_datacenter.as_str())
+    {
+        return Err(Error::WrongPrimary {
+            configured: config.primary_datacenter.to_string(),
+            found: found.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// How long the start-up probe of the primary may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain maps).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -278,6 +327,7 @@ impl Datacenter {
                 config.name
             )));
         }
+        probe_primary(&config, &*primary).await?;
         Self::start(config, Some(primary)).await
     }
 
