@@ -30,7 +30,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let policies: TableName = "acl-policies".parse()?;
 //! let registry = TableRegistry::new().with(policies.clone(), Scope::Global)?;
-//! let allow: Arc<dyn Authorizer> = Arc::new(auth::danger::AllowAll);
+//! let allow: Arc<dyn Authorizer> = Arc::new(danger::AllowAll);
 //!
 //! // The primary datacenter and its server side.
 //! let primary: Arc<dyn Store> = Arc::new(MemoryStore::new());
