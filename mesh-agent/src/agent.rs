@@ -243,7 +243,10 @@ pub async fn start(
         .local_addr()
         .map_err(|e| AgentError::Other(e.to_string()))?;
     // Announced to the other datacenters, which forward `?dc=` requests here.
-    let advertised_ip = config.advertise_addr.unwrap_or(server_addr.ip());
+    let advertised_ip = config
+        .advertise_addr_wan
+        .or(config.advertise_addr)
+        .unwrap_or(server_addr.ip());
     dc_config.server_address = (!advertised_ip.is_unspecified())
         .then(|| SocketAddr::new(advertised_ip, server_addr.port()));
     let mut client_identity: Option<(TlsIdentity, Option<Enrolled>)> = None;

@@ -56,7 +56,7 @@
 //! - read: `datacenter` (default `dc1`), `primary_datacenter` (default: `datacenter`; both
 //!   lower-cased as Consul does), `data_dir` (state on disk; none: in memory), `node_name`
 //!   (default: the host name), `server`, `bootstrap_expect`, `log_level`, `bind_addr`
-//!   (default `0.0.0.0`), `client_addr` (default `127.0.0.1`), `advertise_addr`,
+//!   (default `0.0.0.0`), `client_addr` (default `127.0.0.1`), `advertise_addr`, `advertise_addr_wan`,
 //!   `addresses { http, https }`, `ports { http (8500), https (-1: off), server (8300) }`,
 //!   `acl { enabled (false), default_policy, enable_token_replication, tokens { ... } }`,
 //!   `connect { enabled, ca_provider, ca_config { ... }, enable_mesh_gateway_wan_federation }`,
@@ -184,6 +184,9 @@ pub struct AgentConfig {
     pub client_addr: IpAddr,
     /// `advertise_addr`, if set (never an unspecified address).
     pub advertise_addr: Option<IpAddr>,
+    /// `advertise_addr_wan`, if set: where the other datacenters reach this server's server
+    /// port (announced in the datacenters table; else `advertise_addr`, else `bind_addr`).
+    pub advertise_addr_wan: Option<IpAddr>,
     /// `addresses.http` (or `client_addr`) and `ports.http` (default 8500); `None` when the
     /// port is negative (Consul's -1). Port 0: the system chooses.
     pub http_addr: Option<SocketAddr>,

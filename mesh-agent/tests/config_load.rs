@@ -411,6 +411,17 @@ fn addresses_and_ports() {
     assert_eq!(c.server_addr, "[::]:0".parse().unwrap());
     let c = hcl("addresses { http = \"0.0.0.0\" }\nports { http = 18500 }").unwrap();
     assert_eq!(c.http_addr, Some("0.0.0.0:18500".parse().unwrap()));
+    // Where the other datacenters reach the server port.
+    let c = hcl("advertise_addr = \"10.0.0.5\"\nadvertise_addr_wan = \"192.0.2.7\"").unwrap();
+    assert_eq!(
+        (c.advertise_addr, c.advertise_addr_wan),
+        (
+            Some("10.0.0.5".parse().unwrap()),
+            Some("192.0.2.7".parse().unwrap())
+        )
+    );
+    let e = hcl("advertise_addr_wan = \"0.0.0.0\"").unwrap_err();
+    assert!(e.to_string().contains("advertise_addr_wan"), "{e}");
 }
 
 #[test]

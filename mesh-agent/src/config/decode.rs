@@ -178,6 +178,17 @@ impl<'a> Doc<'a> {
                     }
                     p.advertise_addr = Some(ip);
                 }
+                "advertise_addr_wan" => {
+                    let ip = self.ip("advertise_addr_wan", v)?;
+                    if ip.is_unspecified() {
+                        return Err(self.invalid(
+                            "advertise_addr_wan",
+                            v.start,
+                            "Advertise WAN address cannot be 0.0.0.0, :: or [::]",
+                        ));
+                    }
+                    p.advertise_addr_wan = Some(ip);
+                }
                 "addresses" => {
                     for b in self.blocks("addresses", v)? {
                         self.addresses(p, b)?;

@@ -14,6 +14,7 @@ pub(super) const TOP_USED: &[&str] = &[
     "bind_addr",
     "client_addr",
     "advertise_addr",
+    "advertise_addr_wan",
     "addresses",
     "ports",
     "acl",
@@ -47,7 +48,6 @@ pub(super) const TOP_USED: &[&str] = &[
 pub(super) const TOP_IGNORED: &[(&str, &str)] = &[
     ("advertise_addr_ipv4", ""),
     ("advertise_addr_ipv6", ""),
-    ("advertise_addr_wan", ""),
     ("advertise_addr_wan_ipv4", ""),
     ("advertise_addr_wan_ipv6", ""),
     ("advertise_reconnect_timeout", ""),

@@ -27,6 +27,7 @@ pub(super) struct Partial {
     pub(super) bind_addr: Option<IpAddr>,
     pub(super) client_addr: Option<IpAddr>,
     pub(super) advertise_addr: Option<IpAddr>,
+    pub(super) advertise_addr_wan: Option<IpAddr>,
     pub(super) http_ip: Option<IpAddr>,
     pub(super) https_ip: Option<IpAddr>,
     pub(super) http_port: Option<i64>,
@@ -124,6 +125,7 @@ impl Partial {
         later_wins!(self, later; bind_addr);
         later_wins!(self, later; client_addr);
         later_wins!(self, later; advertise_addr);
+        later_wins!(self, later; advertise_addr_wan);
         later_wins!(self, later; http_ip);
         later_wins!(self, later; https_ip);
         later_wins!(self, later; http_port);
@@ -379,6 +381,7 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
         bind_addr,
         client_addr,
         advertise_addr: p.advertise_addr,
+        advertise_addr_wan: p.advertise_addr_wan,
         http_addr,
         https_addr,
         server_addr,
