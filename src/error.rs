@@ -40,14 +40,20 @@ pub enum Error {
     /// the rights replication needs).
     #[error("the primary refused the replication token: {0}")]
     ReplicationTokenRefused(String),
-    /// The datacenter a secondary reached is the primary of another name than its
-    /// `primary_datacenter`.
-    #[error("primary_datacenter is {configured:?}, but the primary reached is {found:?}")]
+    /// The server a secondary reached is not the primary its `primary_datacenter` names: the
+    /// primary of another datacenter, or no primary at all.
+    #[error(
+        "primary_datacenter is {configured:?}, but the server reached is {}",
+        match found {
+            Some(f) => format!("the primary of {f:?}"),
+            None => "not a primary".to_owned(),
+        }
+    )]
     WrongPrimary {
         /// `primary_datacenter` as configured.
         configured: String,
-        /// The primary that answered.
-        found: String,
+        /// The primary the server's datacenters list names, if any.
+        found: Option<String>,
     },
     /// Connect is disabled in this datacenter.
     #[error("Connect is disabled in this datacenter")]

@@ -520,12 +520,15 @@ async fn a_secondary_linked_to_another_primary_fails_to_start_naming_both() {
     .expect_err("the wrong primary is refused");
     match &err {
         mesh::Error::WrongPrimary { configured, found } => {
-            assert_eq!((configured.as_str(), found.as_str()), ("primary", "other"));
+            assert_eq!(
+                (configured.as_str(), found.as_deref()),
+                ("primary", Some("other"))
+            );
         }
         other => panic!("{other}"),
     }
     assert_eq!(
         err.to_string(),
-        "primary_datacenter is \"primary\", but the primary reached is \"other\""
+        "primary_datacenter is \"primary\", but the server reached is the primary of \"other\""
     );
 }

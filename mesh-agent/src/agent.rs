@@ -250,6 +250,7 @@ pub async fn start(
     dc_config.server_address = (!advertised_ip.is_unspecified())
         .then(|| SocketAddr::new(advertised_ip, server_addr.port()));
     let mut client_identity: Option<(TlsIdentity, Option<Enrolled>)> = None;
+    let mut primary_addrs = None;
     // The operator's own certificate for this server, when given: presented on the server
     // port and to the primary, with the operator's CA as the only trust.
     let operator = if config.server_tls.plaintext {
@@ -265,13 +266,22 @@ pub async fn start(
                 source,
             })?
     } else {
+        // Where the primary is reached (its servers, or its gateways), resolved once.
+        let targets = primary_targets(&config);
+        if targets.is_empty() {
+            return Err(AgentError::NoPrimary(config.datacenter.to_string()));
+        }
+        let primary = PrimaryAddrs {
+            text: targets.join(", "),
+            addrs: resolve_all(targets).await?,
+        };
         let tls = &config.server_tls;
         let identity = match (tls.plaintext, &tls.ca_file, &tls.primary_root_sha256) {
             (true, _, _) => None,
             _ if operator.is_some() => operator.clone(),
             (false, Some(file), _) => Some(primary_trust(file)?),
             (false, None, Some(fingerprint)) => {
-                Some(primary_trust_by_fingerprint(&config, fingerprint).await?)
+                Some(primary_trust_by_fingerprint(&config, &primary, fingerprint).await?)
             }
             (false, None, None) => {
                 return Err(AgentError::Tls(
@@ -284,8 +294,9 @@ pub async fn start(
                 ));
             }
         };
-        let (dc, leaves) = start_secondary(&config, dc_config, identity.as_ref()).await?;
+        let (dc, leaves) = start_secondary(&config, &primary, dc_config, identity.as_ref()).await?;
         client_identity = identity.map(|i| (i, leaves));
+        primary_addrs = Some(primary.addrs);
         dc
     };
 
@@ -418,12 +429,9 @@ pub async fn start(
     let handle = match server_tls {
         None => ReplicationServer::spawn_tcp(server, server_listener, None, ServeConfig::default()),
         Some((cfg, identity)) => {
-            let primary = if config.is_primary() {
-                None
-            } else {
-                let addrs = resolve_all(primary_targets(&config)).await?;
-                Some((config.primary_datacenter.clone(), addrs))
-            };
+            let primary = primary_addrs
+                .take()
+                .map(|addrs| (config.primary_datacenter.clone(), addrs));
             let mut federation = crate::http::Federation::new(identity, primary);
             if config.mesh_gateway_wan_federation {
                 federation = federation.through_gateways();
@@ -481,16 +489,13 @@ pub async fn start(
 /// returns the enrolled leaf's manager, which the caller keeps for as long as the agent runs.
 async fn start_secondary(
     config: &AgentConfig,
+    primary: &PrimaryAddrs,
     dc_config: DatacenterConfig,
     client_identity: Option<&TlsIdentity>,
 ) -> Result<(Datacenter, Option<Enrolled>), AgentError> {
     let name = config.datacenter.to_string();
-    let targets = primary_targets(config);
-    if targets.is_empty() {
-        return Err(AgentError::NoPrimary(name));
-    }
-    let addr_text = targets.join(", ");
-    let tcp = TcpConnector::any_of(resolve_all(targets).await?)
+    let addr_text = primary.text.clone();
+    let tcp = TcpConnector::any_of(primary.addrs.clone())
         .ok_or_else(|| AgentError::NoPrimary(name.clone()))?;
     let token = SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
     let (transport, enrolled): (Arc<dyn Transport>, _) = match client_identity {
@@ -544,25 +549,9 @@ async fn start_secondary(
             )));
         }
         Ok(Err(e)) => return Err(classify(Failure::Transport(e), config, &addr_text)),
-        Ok(Ok(listing)) => {
-            // The server must be the primary this secondary's configuration names.
-            let primaries: Vec<String> = listing
-                .records
-                .iter()
-                .filter_map(|r| {
-                    let v = r.value.as_json()?;
-                    (v.get("Primary")?.as_bool()?).then(|| r.id.clone())
-                })
-                .collect();
-            let wanted = config.primary_datacenter.as_str();
-            if !primaries.iter().any(|p| p == wanted) {
-                return Err(AgentError::WrongPrimary {
-                    addr: addr_text,
-                    configured: wanted.to_owned(),
-                    found: primaries.first().cloned(),
-                });
-            }
-        }
+        // Whether it is the primary the configuration names, Datacenter::start_secondary
+        // checks on its own probe.
+        Ok(Ok(_)) => {}
     }
     match tokio::time::timeout(
         SECONDARY_START,
@@ -571,6 +560,17 @@ async fn start_secondary(
     .await
     {
         Ok(Ok(dc)) => Ok((dc, enrolled)),
+        Ok(Err(mesh::Error::WrongPrimary { configured, found })) => Err(AgentError::WrongPrimary {
+            addr: addr_text,
+            configured,
+            found,
+        }),
+        Ok(Err(mesh::Error::ReplicationTokenRefused(message))) => {
+            Err(AgentError::ReplicationToken {
+                addr: addr_text,
+                message,
+            })
+        }
         Ok(Err(source)) => Err(AgentError::Start {
             datacenter: name,
             source,
@@ -761,6 +761,13 @@ async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListe
     TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Bind { what, addr, source })
+}
+
+/// Where a secondary reaches its primary: the configured addresses as written (for messages)
+/// and as resolved.
+struct PrimaryAddrs {
+    text: String,
+    addrs: Vec<SocketAddr>,
 }
 
 /// Where a secondary reaches its primary's servers: through the primary's mesh gateways
@@ -1088,14 +1095,10 @@ fn operator_identity(config: &AgentConfig) -> Result<Option<TlsIdentity>, AgentE
 /// with [`primary_trust`]: the next connections verify the primary against that root.
 async fn primary_trust_by_fingerprint(
     config: &AgentConfig,
+    primary: &PrimaryAddrs,
     fingerprint: &[u8; 32],
 ) -> Result<TlsIdentity, AgentError> {
-    let targets = primary_targets(config);
-    let addr_text = targets.join(", ");
-    let addrs = resolve_all(targets).await?;
-    if addrs.is_empty() {
-        return Err(AgentError::NoPrimary(config.datacenter.to_string()));
-    }
+    let (addr_text, addrs) = (primary.text.clone(), &primary.addrs);
     let capture = Arc::new(ChainCapture::default());
     let cfg = rustls::ClientConfig::builder_with_provider(mesh::ca::tls::crypto_provider())
         .with_safe_default_protocol_versions()

@@ -196,8 +196,8 @@ impl Drop for Inner {
 }
 
 /// Asks the primary for its datacenters list once, with the replication token: a refused
-/// token, or a primary that is not `config.primary_datacenter`, fails start-up here, naming
-/// the cause. A primary that does not answer does not: the secondary starts from what it
+/// token, or a server that is not the primary `config.primary_datacenter` names, fails
+/// start-up here, naming the cause. A primary that does not answer does not: the secondary starts from what it
 /// holds and catches up when the primary is back.
 async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Result<(), Error> {
     let req = mesh_replication::ListRequest {
@@ -228,14 +228,13 @@ async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Re
             v.get("Primary")?.as_bool()?.then(|| r.id.clone())
         })
         .collect();
-    if let Some(found) = primaries.first()
-        && !primaries
-            .iter()
-            .any(|p| p == config.primary_datacenter.as_str())
+    if !primaries
+        .iter()
+        .any(|p| p == config.primary_datacenter.as_str())
     {
         return Err(Error::WrongPrimary {
             configured: config.primary_datacenter.to_string(),
-            found: found.clone(),
+            found: primaries.first().cloned(),
         });
     }
     Ok(())
