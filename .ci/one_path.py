@@ -16,6 +16,11 @@ for path in sorted(root.glob("**/src/**/*.rs")):
     for m in re.findall(r"^pub mod (\w+);", text, re.M):
         if re.search(rf"^pub use (self::)?{m}::", text, re.M):
             bad.append(f"{path.relative_to(root)}: `pub mod {m}` and `pub use {m}::...`")
+    # A crate re-exported whole (`pub use mesh_x as x;`) offers its items as `x::Item`: the
+    # same file must not also re-export one of them under another path.
+    for krate in re.findall(r"^pub use (\w+) as \w+;", text, re.M):
+        if re.search(rf"^pub use {krate}::", text, re.M):
+            bad.append(f"{path.relative_to(root)}: `pub use {krate} as ..` and `pub use {krate}::...`")
 for b in bad:
     print(b)
 if bad:

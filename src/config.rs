@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use mesh_core::Datacenter;
+use mesh_core::{Datacenter, TokenSecret};
 use mesh_intentions::acl::DefaultPolicy;
 
 /// How a datacenter is configured (Consul's `datacenter`, `primary_datacenter`, `acl`,
@@ -29,7 +29,13 @@ pub struct DatacenterConfig {
 }
 
 impl DatacenterConfig {
-    /// A datacenter with Consul's defaults: ACLs off, Connect on, central config on, in memory.
+    /// A datacenter with ACLs on and default deny, Connect on, central config on, in memory.
+    ///
+    /// ACLs differ from Consul's defaults (off, and allow when on): a mesh whose intentions
+    /// default to allow lets every service reach every other until someone writes a deny, and
+    /// a library default is what most programs ship with. Give the first token in
+    /// `acl.tokens.initial_management` (or bootstrap one); set `acl.enabled = false` or
+    /// `acl.default_policy = DefaultPolicy::Allow` only on purpose.
     pub fn new(name: Datacenter, primary_datacenter: Datacenter) -> Self {
         Self {
             name,
@@ -48,12 +54,14 @@ impl DatacenterConfig {
     }
 }
 
-/// ACL settings (`acl { enabled, default_policy, tokens { ... } }`).
+/// ACL settings (`acl { enabled, default_policy, tokens { ... } }`). The default is on, with
+/// default deny (see [`DatacenterConfig::new`] for why this differs from Consul).
 #[derive(Debug, Clone)]
 pub struct AclConfig {
     /// Whether ACLs are enforced. Off: every call is allowed and intentions default to allow.
     pub enabled: bool,
-    /// What an unmatched check answers; also the default intention decision.
+    /// What an unmatched check answers; also the default intention decision. Deny by
+    /// default.
     pub default_policy: DefaultPolicy,
     /// Tokens this datacenter knows from its configuration.
     pub tokens: AclTokens,
@@ -62,31 +70,21 @@ pub struct AclConfig {
 impl Default for AclConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
-            default_policy: DefaultPolicy::Allow,
+            enabled: true,
+            default_policy: DefaultPolicy::Deny,
             tokens: AclTokens::default(),
         }
     }
 }
 
-/// Tokens from configuration (`acl.tokens`). Secrets: never logged.
-#[derive(Clone, Default)]
+/// Tokens from configuration (`acl.tokens`). Secrets: `Debug` never shows them.
+#[derive(Debug, Clone, Default)]
 pub struct AclTokens {
     /// The management token created in the primary at first start
     /// (`initial_management`); ignored in secondaries.
-    pub initial_management: Option<String>,
+    pub initial_management: Option<TokenSecret>,
     /// The token a secondary uses to replicate from, and forward writes to, the primary.
-    pub replication: Option<String>,
-}
-
-impl std::fmt::Debug for AclTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redact = |t: &Option<String>| t.as_ref().map(|_| "<redacted>");
-        f.debug_struct("AclTokens")
-            .field("initial_management", &redact(&self.initial_management))
-            .field("replication", &redact(&self.replication))
-            .finish()
-    }
+    pub replication: Option<TokenSecret>,
 }
 
 /// Connect settings (`connect { enabled, ca_config }`).

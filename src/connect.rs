@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::dataplane::{AsControlPlane, ControlPlane, IntentionSource};
-use crate::{Error, Secret};
+use crate::{Error, ErrorKind, Secret};
 
 /// Time allowed for a TLS handshake, either side.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,9 +104,12 @@ impl Service {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # tokio::runtime::Runtime::new()?.block_on(async {
-    /// let dc = Datacenter::start_primary(DatacenterConfig::new("dc1".parse()?, "dc1".parse()?))
-    ///     .await?;
-    /// let anonymous = Secret::new(""); // ACLs are off in this example
+    /// let mut config = DatacenterConfig::new("dc1".parse()?, "dc1".parse()?);
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let token = Secret::new("a-management-secret");
+    /// // ACLs default to deny: web may call api once an intention allows it.
+    /// dc.intentions().allow(&token, &"web".parse()?, &"api".parse()?).await?;
     ///
     /// // api terminates mTLS itself: it registers where it listens, as Connect-native.
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -114,8 +117,8 @@ impl Service {
     /// let registration = format!(
     ///     r#"{{"name": "api", "address": "127.0.0.1", "port": {port}, "connect": {{"native": true}}}}"#
     /// );
-    /// dc.catalog().register_json(&anonymous, &registration).await?;
-    /// let api = Service::new(&dc, &anonymous, "api".parse()?).await?;
+    /// dc.catalog().register_json(&token, &registration).await?;
+    /// let api = Service::new(&dc, &token, "api".parse()?).await?;
     /// tokio::spawn(async move {
     ///     let (tcp, _) = listener.accept().await?;
     ///     // The handshake verified the caller's SPIFFE ID and the intentions allow it.
@@ -127,7 +130,7 @@ impl Service {
     /// });
     ///
     /// // web dials api through the mesh: mTLS, api's identity verified.
-    /// let web = Service::new(&dc, &anonymous, "web".parse()?).await?;
+    /// let web = Service::new(&dc, &token, "web".parse()?).await?;
     /// let upstream: Upstream =
     ///     serde_json::from_str(r#"{"destination_name": "api", "local_bind_port": 9191}"#)?;
     /// let mut tls = web.dialer(&upstream)?.dial().await?;
@@ -161,7 +164,7 @@ impl Service {
         let td = roots
             .borrow()
             .trust_domain()
-            .ok_or(Error::ConnectDisabled)?;
+            .ok_or(ErrorKind::ConnectDisabled)?;
         let id = SpiffeId::from(ServiceId::new(td, cp.datacenter().clone(), name.clone()));
         let signer = Arc::new(CpSigner {
             cp: cp.clone(),
@@ -175,7 +178,7 @@ impl Service {
         let first = leaves
             .ready()
             .await
-            .ok_or_else(|| Error::Config("leaf manager stopped".into()))?;
+            .ok_or_else(|| ErrorKind::Config("leaf manager stopped".into()))?;
         let current_roots = roots.borrow().clone();
         let identity = TlsIdentity::with_leaf(&first, &current_roots)?;
         let follow = identity.follow(leaves.subscribe(), roots);
@@ -249,7 +252,7 @@ impl Service {
             .id
             .as_service()
             .map(|s| s.trust_domain().clone())
-            .ok_or(Error::ConnectDisabled)?;
+            .ok_or(ErrorKind::ConnectDisabled)?;
         let sni = Sni::service(target.clone(), target_dc.clone(), td.clone()).to_string();
         let server_name = ServerName::try_from(sni.clone()).map_err(Error::invalid)?;
         let expected = ExpectedServer::id(SpiffeId::from(ServiceId::new(
@@ -346,7 +349,7 @@ impl Dialer {
             let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => s,
                 // Out of descriptors, buffers or ports here: no endpoint's fault.
-                Ok(Err(e)) if mesh_sni::local_exhaustion(&e) => return Err(Error::Io(e)),
+                Ok(Err(e)) if mesh_sni::local_exhaustion(&e) => return Err(e.into()),
                 Ok(Err(e)) => {
                     pool.hold_off(addr, HOLD_OFF);
                     tracing::debug!(%addr, error = %e, "upstream endpoint refused; trying the next");
@@ -370,16 +373,16 @@ impl Dialer {
                 HANDSHAKE_TIMEOUT,
             )
             .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+            .map_err(|e| ErrorKind::Io(std::io::Error::other(e)))?;
             tracing::debug!(upstream = %self.target, via = ?path, %addr, %server, "upstream connected");
             return Ok(tls);
         }
-        Err(Error::Io(last.unwrap_or_else(|| {
+        Err(Error::from(ErrorKind::Io(last.unwrap_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 format!("no endpoint for {} ({path:?})", self.target),
             )
-        })))
+        }))))
     }
 
     /// The pool of `addrs`, kept across dials (so round-robin and hold-offs persist) until the

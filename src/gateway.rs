@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::dataplane::{AsControlPlane, ControlPlane, Routing};
-use crate::{Error, Secret};
+use crate::{Error, ErrorKind, Secret};
 
 /// One running mesh gateway instance: an SNI gateway (mesh-sni) registered in its
 /// datacenter's catalog, whose route table is rebuilt whenever the routing view (catalog,
@@ -86,11 +86,13 @@ impl MeshGateway {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # tokio::runtime::Runtime::new()?.block_on(async {
-    /// let dc = Datacenter::start_primary(DatacenterConfig::new("dc1".parse()?, "dc1".parse()?))
-    ///     .await?;
+    /// let mut config = DatacenterConfig::new("dc1".parse()?, "dc1".parse()?);
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let token = Secret::new("a-management-secret");
     /// let local = "127.0.0.1:0".parse()?;
     /// let opts = MeshGatewayOptions::new("mesh-gateway".parse()?, "gateway-1", local, local);
-    /// let gateway = MeshGateway::start(&dc, &Secret::new(""), opts).await?;
+    /// let gateway = MeshGateway::start(&dc, &token, opts).await?;
     /// assert_ne!(gateway.lan_addr().port(), 0);
     /// // Deregister, then let open connections finish (at most 5 s).
     /// gateway.shutdown(std::time::Duration::from_secs(5)).await;
@@ -116,7 +118,7 @@ impl MeshGateway {
         let td = {
             let roots = cp.roots().await?;
             let td = roots.borrow().trust_domain();
-            td.ok_or(Error::ConnectDisabled)?
+            td.ok_or(ErrorKind::ConnectDisabled)?
         };
         let lan_listener = TcpListener::bind(lan_bind).await?;
         let wan_listener = TcpListener::bind(wan_bind).await?;
@@ -126,12 +128,8 @@ impl MeshGateway {
         let routing = cp.routing(token).await?;
         let table = routing.borrow().route_table(td.clone())?;
         let gateway = Gateway::new(config, table).map_err(Error::invalid)?;
-        gateway
-            .serve(ListenerKind::Lan, lan_listener)
-            .map_err(Error::invalid)?;
-        gateway
-            .serve(ListenerKind::Wan, wan_listener)
-            .map_err(Error::invalid)?;
+        gateway.serve(ListenerKind::Lan, lan_listener)?;
+        gateway.serve(ListenerKind::Wan, wan_listener)?;
         let watcher = tokio::spawn(follow(routing, td, gateway.clone()));
         tracing::info!(datacenter = %cp.datacenter(), gateway = id, %lan, %wan, "mesh gateway started");
         Ok(Self {

@@ -13,32 +13,33 @@
 //! client of an agent ([`client`], [`dataplane::AgentControlPlane`]). An application that
 //! connects through an agent needs only `client`.
 //!
+//! Errors: every call returns [`Error`], whose `Display` names the operation and what went
+//! wrong (`intention create web -> api: ACL not found`); match on [`Error::kind`]
+//! ([`ErrorKind`], with [`InvalidInput`] carrying the validator's own typed error), and print
+//! the whole chain of causes with [`core::error_chain`].
+//!
 //! What it does not do: consensus between several servers of one datacenter (one store per
 //! datacenter), DNS, health checking of services by probing, L7 routing.
 //!
 //! ```
-//! use mesh::intentions::acl::DefaultPolicy;
-//! use mesh::intentions::intention::Action;
-//! use mesh::core::ServiceName;
-//! use mesh::{Datacenter, DatacenterConfig, IntentionTarget, Secret};
+//! use mesh::core::{ServiceName, SpiffeId};
+//! use mesh::{Datacenter, DatacenterConfig, Secret};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! tokio::runtime::Runtime::new()?.block_on(async {
+//!     // ACLs are on with default deny unless the configuration says otherwise.
 //!     let mut config = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
-//!     config.acl.enabled = true;
-//!     config.acl.default_policy = DefaultPolicy::Deny;
 //!     config.acl.tokens.initial_management = Some("a-management-secret".into());
 //!     let dc = Datacenter::start_primary(config).await?;
 //!
 //!     let td = dc.trust_domain().expect("Connect is on: the CA bootstrapped");
-//!     let web = format!("spiffe://{td}/ns/default/dc/primary/svc/web").parse()?;
+//!     let web: SpiffeId = format!("spiffe://{td}/ns/default/dc/primary/svc/web").parse()?;
 //!     let socat: ServiceName = "socat".parse()?;
 //!     let management = Secret::new("a-management-secret");
 //!     // Default deny means deny until an intention allows the pair.
 //!     assert!(!dc.intentions().authorize(&web, &socat).authorized);
-//!     let from: IntentionTarget = "web".parse()?;
 //!     dc.intentions()
-//!         .create(&management, &from, &(&socat).into(), Action::Allow)
+//!         .allow(&management, &"web".parse()?, &(&socat).into())
 //!         .await?;
 //!     assert!(dc.intentions().authorize(&web, &socat).authorized);
 //!     Ok::<_, Box<dyn std::error::Error>>(())
@@ -60,6 +61,7 @@ pub mod client;
 #[cfg(feature = "server")]
 mod config;
 pub mod connect;
+pub mod core;
 #[cfg(feature = "server")]
 mod datacenter;
 pub mod dataplane;
@@ -81,7 +83,7 @@ pub use datacenter::{
     Acl, Catalog, ConfigEntries, ConnectCa, Datacenter, IntentionTarget, Intentions, PolicySpec,
     Registered, RoleSpec, TokenSpec,
 };
-pub use error::Error;
+pub use error::{Error, ErrorKind, InvalidInput, Operation};
 pub use gateway::{MeshGateway, MeshGatewayOptions};
 /// An ACL token secret, the one secret type of the API: `Debug` never shows it, and
 /// [`Secret::expose_secret`] is the one way to read it. The empty secret is the anonymous
@@ -92,7 +94,6 @@ pub use sidecar::{
 };
 
 pub use mesh_ca as ca;
-pub use mesh_core as core;
 pub use mesh_intentions as intentions;
 #[cfg(feature = "server")]
 pub use mesh_replication as replication_engine;

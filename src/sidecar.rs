@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::connect::{CONNECT_TIMEOUT, Dialer, Service};
 use crate::dataplane::AsControlPlane;
-use crate::{Error, Secret};
+use crate::{Error, ErrorKind, Secret};
 
 /// The most connections a sidecar holds at once by default, over all its listeners (each
 /// holds two sockets: the accepted one and the one it dials).
@@ -201,15 +201,16 @@ impl Sidecar {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # tokio::runtime::Runtime::new()?.block_on(async {
-    /// let dc = Datacenter::start_primary(DatacenterConfig::new("dc1".parse()?, "dc1".parse()?))
-    ///     .await?;
-    /// let anonymous = Secret::new(""); // ACLs are off in this example
+    /// let mut config = DatacenterConfig::new("dc1".parse()?, "dc1".parse()?);
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let token = Secret::new("a-management-secret");
     /// let web = r#"{"service": {"name": "web", "port": 8080, "connect": {"sidecar_service": {}}}}"#;
-    /// dc.catalog().register_json(&anonymous, web).await?;
+    /// dc.catalog().register_json(&token, web).await?;
     /// // The public listener on a free port (the catalog learns it); one listener per upstream
     /// // (none here).
     /// let opts = SidecarOptions::default().public_bind("127.0.0.1:0".parse()?);
-    /// let sidecar = Sidecar::start(&dc, &anonymous, "web", opts).await?;
+    /// let sidecar = Sidecar::start(&dc, &token, "web", opts).await?;
     /// assert_ne!(sidecar.public_addr().port(), 0);
     /// assert!(sidecar.upstreams().is_empty());
     /// // Stop accepting; give live connections up to 5 s to finish.
@@ -229,8 +230,8 @@ impl Sidecar {
         let sidecar_id = format!("{service_id}-sidecar-proxy");
         let entry = match cp.instance(token, &sidecar_id).await {
             Ok(e) => e,
-            Err(Error::NotFound(_)) => {
-                return Err(Error::NotFound(format!("sidecar {sidecar_id:?}")));
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound(_)) => {
+                return Err(ErrorKind::NotFound(format!("sidecar {sidecar_id:?}")).into());
             }
             Err(e) => return Err(e),
         };
@@ -353,10 +354,11 @@ impl Sidecar {
 /// Binds `addr`; an error names what was being bound, and where.
 async fn bind_listener(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|e| {
-        Error::Io(std::io::Error::new(
+        ErrorKind::Io(std::io::Error::new(
             e.kind(),
             format!("binding {what} on {addr}: {e}"),
         ))
+        .into()
     })
 }
 

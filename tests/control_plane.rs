@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mesh::intentions::acl::DefaultPolicy;
 use mesh::intentions::intention::Action;
-use mesh::{Datacenter, DatacenterConfig, Error, TokenSpec};
+use mesh::{Datacenter, DatacenterConfig, ErrorKind, TokenSpec};
 
 const MGMT: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
 /// The guide's mesh-gateway-policy.json, as written (three JSON objects one after another).
@@ -59,7 +59,7 @@ async fn two_dcs_in(dir: Option<&std::path::Path>) -> (Datacenter, Datacenter) {
         .await
         .unwrap();
     let mut sc = config("secondary");
-    sc.acl.tokens.replication = Some(repl.secret_id.clone());
+    sc.acl.tokens.replication = Some((&repl.secret_id).into());
     if let Some(d) = dir {
         sc.storage = mesh::Storage::Dir(d.join("secondary"));
     }
@@ -139,7 +139,10 @@ async fn guide_control_plane_across_two_datacenters() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err}"
+    );
     assert!(err.to_string().contains("service:write"), "{err}");
 
     // Every datacenter learns the gateway through the primary.
@@ -263,7 +266,7 @@ async fn guide_control_plane_across_two_datacenters() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::AclNotFound), "{err}");
+    assert!(matches!(err.kind(), ErrorKind::AclNotFound), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,7 +314,7 @@ async fn a_primary_restarted_from_its_data_dir_keeps_its_root_and_acls() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert!(matches!(err.kind(), ErrorKind::Conflict(_)), "{err}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -493,7 +496,7 @@ async fn a_secondary_whose_replication_token_is_refused_fails_to_start_saying_so
         let err = outcome.expect_err("a refused token does not start");
         let text = mesh::core::error_chain(&err);
         assert!(
-            matches!(err, mesh::Error::ReplicationTokenRefused(_)),
+            matches!(err.kind(), mesh::ErrorKind::ReplicationTokenRefused(_)),
             "{text}"
         );
         assert!(text.contains(what), "{text}");
@@ -518,8 +521,8 @@ async fn a_secondary_linked_to_another_primary_fails_to_start_naming_both() {
     .await
     .expect("start_secondary returns instead of waiting")
     .expect_err("the wrong primary is refused");
-    match &err {
-        mesh::Error::WrongPrimary { configured, found } => {
+    match err.kind() {
+        mesh::ErrorKind::WrongPrimary { configured, found } => {
             assert_eq!(
                 (configured.as_str(), found.as_deref()),
                 ("primary", Some("other"))
@@ -529,6 +532,7 @@ async fn a_secondary_linked_to_another_primary_fails_to_start_naming_both() {
     }
     assert_eq!(
         err.to_string(),
-        "primary_datacenter is \"primary\", but the server reached is the primary of \"other\""
+        "datacenter start secondary: primary_datacenter is \"primary\", but the server reached \
+         is the primary of \"other\""
     );
 }

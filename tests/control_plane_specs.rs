@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use mesh::intentions::acl::DefaultPolicy;
 use mesh::intentions::intention::{Action, Intention};
-use mesh::{Datacenter, DatacenterConfig, Error, PolicySpec, RoleSpec, Secret, TokenSpec};
+use mesh::{Datacenter, DatacenterConfig, ErrorKind, PolicySpec, RoleSpec, Secret, TokenSpec};
 
 const MGMT: &str = "11111111-aaaa-4bbb-8ccc-00000000000a";
 const REPLICATION_POLICY: &str = include_str!(concat!(
@@ -54,7 +54,7 @@ async fn secondary_of(primary: &Datacenter) -> Datacenter {
         .unwrap()
         .secret_id;
     let mut sc = config("secondary");
-    sc.acl.tokens.replication = Some(repl);
+    sc.acl.tokens.replication = Some(repl.into());
     let secondary = tokio::time::timeout(
         Duration::from_secs(20),
         Datacenter::start_secondary(sc, primary.in_process_link()),
@@ -134,7 +134,7 @@ async fn tokens_take_chosen_ids_expiry_and_identities_in_either_datacenter() {
             },
         ] {
             let err = d.acl().token_create(&mgmt(), spec).await.unwrap_err();
-            assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+            assert!(matches!(err.kind(), ErrorKind::Conflict(_)), "{err:?}");
         }
         assert_eq!(d.acl().token_list().await.unwrap().len(), before);
         // Updates keep the secret, expiry and creation time; a changed secret is refused.
@@ -167,7 +167,7 @@ async fn tokens_take_chosen_ids_expiry_and_identities_in_either_datacenter() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        assert!(matches!(err.kind(), ErrorKind::Invalid(_)), "{err:?}");
         // A local token with the same features stays here.
         let local = d
             .acl()
@@ -217,7 +217,10 @@ async fn token_ids_and_expiry_follow_consuls_rules() {
             .token_create(&mgmt(), spec.clone())
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Invalid(_)), "{spec:?}: {err:?}");
+        assert!(
+            matches!(err.kind(), ErrorKind::Invalid(_)),
+            "{spec:?}: {err:?}"
+        );
     }
     // Either case of hex digits, as go-uuid takes them.
     let t = d
@@ -282,7 +285,7 @@ async fn roles_take_descriptions_node_and_scoped_service_identities_in_either_da
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        assert!(matches!(err.kind(), ErrorKind::Conflict(_)), "{err:?}");
     }
 }
 
@@ -358,7 +361,10 @@ async fn policies_take_datacenters_and_consuls_names_in_either_datacenter() {
             .policy_create(&mgmt(), bad, "", "")
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Invalid(_)), "{bad:?}: {err:?}");
+        assert!(
+            matches!(err.kind(), ErrorKind::Invalid(_)),
+            "{bad:?}: {err:?}"
+        );
     }
     for good in ["a/", "A-b_9/c-D", &"y".repeat(128)] {
         d.acl()
@@ -433,7 +439,10 @@ async fn intentions_keep_description_and_meta_in_either_datacenter() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
     assert_eq!(p.intentions().list(&mgmt()).await.unwrap().len(), before);
 }
 
@@ -529,7 +538,10 @@ async fn deregistering_a_service_removes_its_sidecar_all_or_nothing() {
         .deregister(&Secret::new(web_only.secret_id), "web-1")
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
     assert_eq!(d.catalog().entries().await.unwrap().len(), 2);
     // With every permission both go.
     d.catalog().deregister(&mgmt(), "web-1").await.unwrap();
@@ -556,27 +568,29 @@ async fn bootstrap_makes_the_first_management_token_once() {
     assert!(authz.acl_write().is_allowed());
     let err = d.acl().bootstrap(None).await.unwrap_err();
     assert!(
-        matches!(err, Error::BootstrapNotAllowed { reset_index } if reset_index > 0),
+        matches!(err.kind(), ErrorKind::BootstrapNotAllowed { reset_index } if *reset_index > 0),
         "{err:?}"
     );
+    let reset_index = match err.kind() {
+        ErrorKind::BootstrapNotAllowed { reset_index } => *reset_index,
+        _ => unreachable!(),
+    };
     assert_eq!(
         err.to_string(),
-        format!(
-            "ACL bootstrap no longer allowed (reset index: {})",
-            match err {
-                Error::BootstrapNotAllowed { reset_index } => reset_index,
-                _ => unreachable!(),
-            }
-        )
+        format!("acl bootstrap: ACL bootstrap no longer allowed (reset index: {reset_index})")
     );
+    assert_eq!(err.operation().map(|o| o.name()), Some("acl bootstrap"));
     // Deleting the bootstrap token does not allow a second one.
     d.acl()
         .token_delete(&Secret::new(first.secret_id.clone()), &first.accessor_id)
         .await
         .unwrap();
     assert!(matches!(
-        d.acl().bootstrap(None).await,
-        Err(Error::BootstrapNotAllowed { .. })
+        d.acl()
+            .bootstrap(None)
+            .await
+            .map_err(mesh::Error::into_kind),
+        Err(ErrorKind::BootstrapNotAllowed { .. })
     ));
     // A chosen secret; concurrent bootstraps: exactly one wins.
     let d = Datacenter::start_primary(config("primary")).await.unwrap();
@@ -591,11 +605,109 @@ async fn bootstrap_makes_the_first_management_token_once() {
         (p, s)
     };
     assert!(matches!(
-        p.acl().bootstrap(None).await,
-        Err(Error::BootstrapNotAllowed { .. })
+        p.acl()
+            .bootstrap(None)
+            .await
+            .map_err(mesh::Error::into_kind),
+        Err(ErrorKind::BootstrapNotAllowed { .. })
     ));
     assert!(matches!(
-        s.acl().bootstrap(None).await,
-        Err(Error::PrimaryOnly(_))
+        s.acl()
+            .bootstrap(None)
+            .await
+            .map_err(mesh::Error::into_kind),
+        Err(ErrorKind::PrimaryOnly(_))
     ));
+}
+
+/// An error reads as the operation and what went wrong; a caller matches the typed kind.
+#[tokio::test]
+async fn an_error_names_the_operation_and_carries_a_typed_cause() {
+    let p = primary().await;
+    let mgmt = Secret::new(MGMT);
+    p.acl()
+        .policy_create(
+            &mgmt,
+            "reader",
+            "",
+            r#"service_prefix "" { policy = "read" }"#,
+        )
+        .await
+        .unwrap();
+    let reader = p
+        .acl()
+        .token_create(
+            &mgmt,
+            TokenSpec {
+                policy_names: vec!["reader".into()],
+                ..TokenSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    let err = p
+        .intentions()
+        .allow(
+            &(&reader.secret_id).into(),
+            &"web".parse().unwrap(),
+            &"socat".parse().unwrap(),
+        )
+        .await
+        .unwrap_err();
+    let op = err.operation().expect("the call names its operation");
+    assert_eq!(
+        (op.name(), op.subject()),
+        ("intention create", Some("web -> socat"))
+    );
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("intention create web -> socat: Permission denied: token with AccessorID"),
+        "{text}"
+    );
+    assert!(text.contains(&reader.accessor_id), "{text}");
+    assert!(text.contains("\"socat\""), "{text}");
+    assert!(
+        !text.contains(&reader.secret_id),
+        "the secret never shows: {text}"
+    );
+
+    // Malformed input: the validator's own typed error.
+    let err = p
+        .acl()
+        .policy_create(&mgmt, "broken", "", "service \"web\" { policy = ")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Invalid(mesh::InvalidInput::AclObject(_))
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("acl policy create broken: invalid input: "),
+        "{err}"
+    );
+    let err = p
+        .config_entries()
+        .write_json(&mgmt, r#"{"Kind": "proxy-defaults", "Name": "not-global"}"#)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Invalid(mesh::InvalidInput::ConfigEntry(_))
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("config entry write: invalid input: "),
+        "{err}"
+    );
 }

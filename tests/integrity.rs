@@ -10,7 +10,7 @@ use mesh::intentions::intention::Action;
 use mesh::replication_engine::{
     ApplyRequest, RemoteErrorKind, SecretToken, TableName, TxnOp, Value,
 };
-use mesh::{Datacenter, DatacenterConfig, Error, TokenSpec};
+use mesh::{Datacenter, DatacenterConfig, ErrorKind, TokenSpec};
 use serde_json::json;
 
 const MGMT: &str = "11111111-aaaa-4bbb-8ccc-000000000009";
@@ -51,7 +51,7 @@ async fn secondary_of(primary: &Datacenter) -> Datacenter {
     }
     let repl = token(primary, &["replication"]).await;
     let mut sc = config("secondary");
-    sc.acl.tokens.replication = Some(repl);
+    sc.acl.tokens.replication = Some(repl.into());
     tokio::time::timeout(
         Duration::from_secs(20),
         Datacenter::start_secondary(sc, primary.in_process_link()),
@@ -497,7 +497,10 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("socat-sidecar-proxy"), "{err}");
 
     // web registers a proxy for socat at an address it chooses.
@@ -511,7 +514,10 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("socat"), "{err}");
 
     // web's own sidecar, whose id is free, is fine; a sidecar id taken by socat is not.
@@ -524,7 +530,10 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
 
     // A gateway registration under socat's instance id.
     let err = dc
@@ -538,7 +547,10 @@ async fn a_service_token_cannot_take_over_or_divert_another_service() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
 
     assert_eq!(
         dc.catalog().entries().await.unwrap(),
@@ -584,9 +596,9 @@ async fn concurrent_policy_creations_with_one_name_store_exactly_one() {
     }
     let mut ok = 0;
     for task in tasks {
-        match task.await.unwrap() {
+        match task.await.unwrap().map_err(mesh::Error::into_kind) {
             Ok(_) => ok += 1,
-            Err(Error::Conflict(what)) => assert!(what.contains("ops"), "{what}"),
+            Err(ErrorKind::Conflict(what)) => assert!(what.contains("ops"), "{what}"),
             Err(e) => panic!("unexpected error: {e:?}"),
         }
     }
@@ -667,7 +679,10 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
 
     // Rename: the old name is free again, the new one taken.
     dc.acl()
@@ -689,7 +704,7 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         .policy_create(&MGMT.into(), "reader", "", r#"operator = "read""#)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::Conflict(_)), "{err:?}");
 
     // The built-in management policy cannot be changed or deleted.
     let err = dc
@@ -751,13 +766,18 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         .await
         .unwrap();
     assert!(matches!(
-        secondary.acl().authorizer(&(&leaked.secret_id).into()),
-        Err(Error::AclNotFound)
+        secondary
+            .acl()
+            .authorizer(&(&leaked.secret_id).into())
+            .map_err(mesh::Error::into_kind),
+        Err(ErrorKind::AclNotFound)
     ));
     wait_until(|| {
         matches!(
-            dc.acl().authorizer(&(&leaked.secret_id).into()),
-            Err(Error::AclNotFound)
+            dc.acl()
+                .authorizer(&(&leaked.secret_id).into())
+                .map_err(mesh::Error::into_kind),
+            Err(ErrorKind::AclNotFound)
         )
     })
     .await;
@@ -771,7 +791,7 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::AclNotFound), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::AclNotFound), "{err:?}");
 
     // Deleting a policy removes what it granted.
     let t2 = dc
@@ -811,7 +831,10 @@ async fn policies_roles_and_tokens_update_and_delete_and_a_deleted_token_is_refu
         .token_delete(&(&t2.secret_id).into(), &t2.accessor_id)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -832,5 +855,5 @@ async fn a_restart_on_the_same_data_dir_keeps_one_name_index() {
         .policy_create(&MGMT.into(), "ops", "", r#"operator = "read""#)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::Conflict(_)), "{err:?}");
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Mesh, bounded, echo_ok, echo_on, wait_until};
-use mesh::Error;
+use mesh::ErrorKind;
 use mesh::core::error_chain;
 use mesh::intentions::intention::Action;
 use tokio::net::TcpStream;
@@ -262,7 +262,7 @@ async fn registration_needs_service_write_on_the_service() {
         for dc in [&m.primary, &m.secondary] {
             // Anonymous: no token on the call, none in the file.
             let err = dc.catalog().register_json(&"".into(), &bare).await.expect_err("anonymous refused");
-            assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+            assert!(matches!(err.kind(), ErrorKind::PermissionDenied(_)), "{err:?}");
             let text = err.to_string();
             assert!(text.contains("service:write"), "{text}");
             assert!(text.contains("socat"), "{text}");
@@ -271,7 +271,7 @@ async fn registration_needs_service_write_on_the_service() {
             // Another service's token, on the call or in the file.
             for (token, json) in [(db_token.as_str(), bare.clone()), ("", with(&db_token))] {
                 let err = dc.catalog().register_json(&token.into(), &json).await.expect_err("db token refused");
-                assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+                assert!(matches!(err.kind(), ErrorKind::PermissionDenied(_)), "{err:?}");
                 let text = err.to_string();
                 assert!(text.contains("service:write"), "{text}");
                 assert!(text.contains("socat"), "{text}");
@@ -291,7 +291,7 @@ async fn registration_needs_service_write_on_the_service() {
 
             // An unknown secret does not resolve at all.
             let err = dc.catalog().register_json(&common::secret().into(), &bare).await.expect_err("unknown");
-            assert!(matches!(err, Error::AclNotFound), "{err:?}");
+            assert!(matches!(err.kind(), ErrorKind::AclNotFound), "{err:?}");
         }
         // Nothing named socat was registered anywhere.
         for dc in [&m.primary, &m.secondary] {
@@ -330,7 +330,10 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
                 )
                 .await
                 .expect_err("web's token may not write socat's intentions");
-            assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+            assert!(
+                matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+                "{err:?}"
+            );
             let text = err.to_string();
             assert!(text.contains("intentions:write"), "{text}");
             assert!(text.contains("socat"), "{text}");
@@ -345,7 +348,10 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
                 )
                 .await
                 .expect_err("socat's intention admin may not write db's");
-            assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+            assert!(
+                matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+                "{err:?}"
+            );
             assert!(err.to_string().contains("intentions:write"), "{err}");
             assert!(err.to_string().contains("db"), "{err}");
 
@@ -358,7 +364,10 @@ async fn intention_write_needs_intentions_write_on_the_destination() {
                 )
                 .await
                 .expect_err("deleting needs the same permission");
-            assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+            assert!(
+                matches!(err.kind(), ErrorKind::PermissionDenied(_)),
+                "{err:?}"
+            );
         }
         assert!(
             m.primary

@@ -221,7 +221,10 @@ async fn service_defaults_written_with_the_service_token_beat_proxy_defaults() {
                 .write_json(&(&apps.web_token).into(), &entry)
                 .await
                 .expect_err("refused");
-            assert!(matches!(err, mesh::Error::PermissionDenied(_)), "{err:?}");
+            assert!(
+                matches!(err.kind(), mesh::ErrorKind::PermissionDenied(_)),
+                "{err:?}"
+            );
         }
         let (mode, path, _) = resolved(&m.secondary, &apps.web_token).await;
         assert_eq!(mode, MeshGatewayMode::Remote);

@@ -327,7 +327,7 @@ async fn token(dc: &Datacenter, mgmt: &str, description: &str, spec: TokenSpec) 
 async fn run_primary() {
     let mgmt = env("MESH_NETNS_MGMT");
     let mut pc = config("primary", "primary");
-    pc.acl.tokens.initial_management = Some(mgmt.clone());
+    pc.acl.tokens.initial_management = Some((&mgmt).into());
     let dc = Datacenter::start_primary(pc).await.expect("primary starts");
     dc.acl()
         .policy_create(&(&mgmt).into(), "replication", "", REPLICATION_POLICY)
@@ -445,7 +445,7 @@ async fn run_secondary() {
     let transport: Arc<dyn Transport> =
         Arc::new(FramedTransport::new(TcpConnector::new(repl_addr)));
     let mut sc = config("secondary", "primary");
-    sc.acl.tokens.replication = Some(env("MESH_NETNS_REPL_TOKEN"));
+    sc.acl.tokens.replication = Some(env("MESH_NETNS_REPL_TOKEN").into());
     let dc = Datacenter::start_secondary(sc, transport)
         .await
         .expect("secondary starts over TCP");

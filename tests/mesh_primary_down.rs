@@ -6,15 +6,15 @@
 mod common;
 
 use common::{Mesh, bounded, echo_ok, echo_on, wait_until};
-use mesh::Error;
 use mesh::intentions::intention::Action;
 use mesh::replication_engine::{TransportError, WriteError};
+use mesh::{Error, ErrorKind};
 use tokio::net::TcpStream;
 
 fn is_unreachable(e: &Error) -> bool {
     matches!(
-        e,
-        Error::Forward(WriteError::Forward(TransportError::Unreachable(_)))
+        e.kind(),
+        ErrorKind::Forward(WriteError::Forward(TransportError::Unreachable(_)))
     )
 }
 

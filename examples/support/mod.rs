@@ -69,7 +69,7 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     let mut pc = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
     pc.acl.enabled = true;
     pc.acl.default_policy = DefaultPolicy::Deny;
-    pc.acl.tokens.initial_management = Some(management.clone());
+    pc.acl.tokens.initial_management = Some((&management).into());
     let primary = Datacenter::start_primary(pc).await?;
     let roots = primary.connect_ca().roots()?;
     println!("    CA bootstrapped: trust domain {}", roots.trust_domain);
@@ -105,7 +105,7 @@ pub(crate) async fn first_steps() -> Result<Guide, BoxError> {
     let mut sc = DatacenterConfig::new("secondary".parse()?, "primary".parse()?);
     sc.acl.enabled = true;
     sc.acl.default_policy = DefaultPolicy::Deny;
-    sc.acl.tokens.replication = Some(replication.secret_id.clone());
+    sc.acl.tokens.replication = Some((&replication.secret_id).into());
     let secondary = tokio::time::timeout(
         Duration::from_secs(30),
         Datacenter::start_secondary(sc, primary.in_process_link()),

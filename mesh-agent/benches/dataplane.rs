@@ -538,7 +538,7 @@ async fn start_in_process(echo_port: u16) -> InProcess {
     let mut config = DatacenterConfig::new("primary".parse().unwrap(), "primary".parse().unwrap());
     config.acl.enabled = true;
     config.acl.default_policy = DefaultPolicy::Deny;
-    config.acl.tokens.initial_management = Some(MGMT.to_owned());
+    config.acl.tokens.initial_management = Some(MGMT.into());
     let dc = Datacenter::start_primary(config).await.unwrap();
     let mgmt = Secret::new(MGMT);
     let token = |name: &str| TokenSpec {

@@ -560,21 +560,23 @@ async fn start_secondary(
     .await
     {
         Ok(Ok(dc)) => Ok((dc, enrolled)),
-        Ok(Err(mesh::Error::WrongPrimary { configured, found })) => Err(AgentError::WrongPrimary {
-            addr: addr_text,
-            configured,
-            found,
-        }),
-        Ok(Err(mesh::Error::ReplicationTokenRefused(message))) => {
-            Err(AgentError::ReplicationToken {
+        Ok(Err(source)) => match source.into_kind() {
+            mesh::ErrorKind::WrongPrimary { configured, found } => Err(AgentError::WrongPrimary {
                 addr: addr_text,
-                message,
-            })
-        }
-        Ok(Err(source)) => Err(AgentError::Start {
-            datacenter: name,
-            source,
-        }),
+                configured,
+                found,
+            }),
+            mesh::ErrorKind::ReplicationTokenRefused(message) => {
+                Err(AgentError::ReplicationToken {
+                    addr: addr_text,
+                    message,
+                })
+            }
+            kind => Err(AgentError::Start {
+                datacenter: name,
+                source: kind.into(),
+            }),
+        },
         Err(_) => Err(AgentError::Timeout(format!(
             "secondary {name} did not finish starting within {SECONDARY_START:?} (waiting for the \
              primary at {addr_text} to sign its intermediate: does the replication token hold \

@@ -387,8 +387,8 @@ impl AgentConfig {
             enabled: self.acl.enabled,
             default_policy: self.acl.default_policy,
             tokens: mesh::AclTokens {
-                initial_management: self.acl.tokens.initial_management.clone(),
-                replication: self.acl.tokens.replication.clone(),
+                initial_management: self.acl.tokens.initial_management.as_ref().map(Into::into),
+                replication: self.acl.tokens.replication.as_ref().map(Into::into),
             },
         };
         c.connect = mesh::ConnectConfig {

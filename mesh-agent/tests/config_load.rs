@@ -284,7 +284,11 @@ fn full_primary_is_the_same_in_hcl_and_json() {
     assert!(dc.acl.enabled);
     assert_eq!(dc.acl.default_policy, DefaultPolicy::Deny);
     assert_eq!(
-        dc.acl.tokens.initial_management.as_deref(),
+        dc.acl
+            .tokens
+            .initial_management
+            .as_ref()
+            .map(|s| s.expose_secret()),
         Some("b1gs33cr3t-0000-4000-8000-000000000001")
     );
     assert!(dc.connect.enabled);
@@ -319,7 +323,11 @@ fn full_secondary_is_the_same_in_hcl_and_json() {
 
     let dc = h.datacenter_config().unwrap();
     assert_eq!(
-        dc.acl.tokens.replication.as_deref(),
+        dc.acl
+            .tokens
+            .replication
+            .as_ref()
+            .map(|s| s.expose_secret()),
         Some("r3pl1cat10n-0000-4000-8000-000000000003")
     );
     assert!(!dc.is_primary());

@@ -62,7 +62,7 @@ async fn secondary_api(
         .unwrap()
         .secret_id;
     let mut sc = config("secondary");
-    sc.acl.tokens.replication = Some(repl);
+    sc.acl.tokens.replication = Some(repl.into());
     let dc = tokio::time::timeout(
         Duration::from_secs(20),
         Datacenter::start_secondary(sc, primary.in_process_link()),

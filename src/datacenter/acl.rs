@@ -59,15 +59,19 @@ impl Acl<'_> {
         description: &str,
         rules: &str,
     ) -> Result<PolicyRecord, Error> {
-        self.policy_create_with(
-            token,
-            PolicySpec {
-                name: name.to_owned(),
-                description: description.to_owned(),
-                rules: rules.to_owned(),
-                datacenters: Vec::new(),
-            },
-        )
+        let op = Operation::new("acl policy create", name);
+        during(op, async {
+            self.policy_create_with(
+                token,
+                PolicySpec {
+                    name: name.to_owned(),
+                    description: description.to_owned(),
+                    rules: rules.to_owned(),
+                    datacenters: Vec::new(),
+                },
+            )
+            .await
+        })
         .await
     }
 
@@ -78,33 +82,37 @@ impl Acl<'_> {
         token: &Secret,
         spec: PolicySpec,
     ) -> Result<PolicyRecord, Error> {
-        self.dc.require(token, acl_write(), None)?;
-        check_acl_name("policy", &spec.name)?;
-        // Parse now so a bad policy is refused with its position, before anything is written.
-        let record = PolicyRecord {
-            id: ids::uuid()?,
-            name: spec.name.clone(),
-            description: spec.description,
-            rules: spec.rules,
-            datacenters: spec.datacenters,
-        };
-        record.to_policy()?;
-        let name = &spec.name;
-        let ops = vec![
-            upsert_cas(
-                tables::ACL_POLICIES,
-                &record.id,
-                json(&record)?,
-                Index::ZERO,
-            ),
-            name_claim(tables::ACL_POLICY_NAMES, name, &record.id)?,
-        ];
-        self.dc
-            .global_txn(token, tables::ACL_POLICIES, ops)
-            .await
-            .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
-        tracing::info!(policy = %record.id, name, "ACL policy created");
-        Ok(record)
+        let op = Operation::new("acl policy create", &spec.name);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            check_acl_name("policy", &spec.name)?;
+            // Parse now so a bad policy is refused with its position, before anything is written.
+            let record = PolicyRecord {
+                id: ids::uuid()?,
+                name: spec.name.clone(),
+                description: spec.description,
+                rules: spec.rules,
+                datacenters: spec.datacenters,
+            };
+            record.to_policy()?;
+            let name = &spec.name;
+            let ops = vec![
+                upsert_cas(
+                    tables::ACL_POLICIES,
+                    &record.id,
+                    json(&record)?,
+                    Index::ZERO,
+                ),
+                name_claim(tables::ACL_POLICY_NAMES, name, &record.id)?,
+            ];
+            self.dc
+                .global_txn(token, tables::ACL_POLICIES, ops)
+                .await
+                .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
+            tracing::info!(policy = %record.id, name, "ACL policy created");
+            Ok(record)
+        })
+        .await
     }
 
     /// Creates a policy from a rules file on disk (`-rules @file`).
@@ -115,21 +123,33 @@ impl Acl<'_> {
         description: &str,
         path: &std::path::Path,
     ) -> Result<PolicyRecord, Error> {
-        let rules = std::fs::read_to_string(path)?;
-        self.policy_create(token, name, description, &rules).await
+        let op = Operation::new("acl policy create", name);
+        during(op, async {
+            let rules = std::fs::read_to_string(path)?;
+            self.policy_create(token, name, description, &rules).await
+        })
+        .await
     }
 
     /// A policy by id, as stored.
     pub async fn policy_read(&self, id: &str) -> Result<PolicyRecord, Error> {
-        self.dc.stored(tables::ACL_POLICIES, id, "policy").await
+        let op = Operation::new("acl policy read", id);
+        during(op, async {
+            self.dc.stored(tables::ACL_POLICIES, id, "policy").await
+        })
+        .await
     }
 
     /// A policy by name, as stored.
     pub async fn policy_read_by_name(&self, name: &str) -> Result<PolicyRecord, Error> {
-        match self.dc.name_owner(tables::ACL_POLICY_NAMES, name).await? {
-            Some(id) => self.policy_read(&id).await,
-            None => Err(Error::NotFound(format!("policy {name:?}"))),
-        }
+        let op = Operation::new("acl policy read", name);
+        during(op, async {
+            match self.dc.name_owner(tables::ACL_POLICY_NAMES, name).await? {
+                Some(id) => self.policy_read(&id).await,
+                None => Err(ErrorKind::NotFound(format!("policy {name:?}")).into()),
+            }
+        })
+        .await
     }
 
     /// Replaces a policy's name, description and rules; its datacenters stay. Needs
@@ -143,17 +163,21 @@ impl Acl<'_> {
         description: &str,
         rules: &str,
     ) -> Result<PolicyRecord, Error> {
-        let old = self.policy_read(id).await?;
-        self.policy_update_with(
-            token,
-            id,
-            PolicySpec {
-                name: name.to_owned(),
-                description: description.to_owned(),
-                rules: rules.to_owned(),
-                datacenters: old.datacenters,
-            },
-        )
+        let op = Operation::new("acl policy update", id);
+        during(op, async {
+            let old = self.policy_read(id).await?;
+            self.policy_update_with(
+                token,
+                id,
+                PolicySpec {
+                    name: name.to_owned(),
+                    description: description.to_owned(),
+                    rules: rules.to_owned(),
+                    datacenters: old.datacenters,
+                },
+            )
+            .await
+        })
         .await
     }
 
@@ -165,43 +189,51 @@ impl Acl<'_> {
         id: &str,
         spec: PolicySpec,
     ) -> Result<PolicyRecord, Error> {
-        self.dc.require(token, acl_write(), None)?;
-        check_acl_name("policy", &spec.name)?;
-        let old = self.policy_read(id).await?;
-        let name = spec.name.as_str();
-        let record = PolicyRecord {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            description: spec.description.clone(),
-            rules: spec.rules.clone(),
-            datacenters: spec.datacenters.clone(),
-        };
-        record.to_policy()?;
-        let mut ops = vec![upsert(tables::ACL_POLICIES, id, json(&record)?)];
-        ops.extend(rename(tables::ACL_POLICY_NAMES, &old.name, name, id)?);
-        self.dc
-            .global_txn(token, tables::ACL_POLICIES, ops)
-            .await
-            .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
-        Ok(record)
+        let op = Operation::new("acl policy update", id);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            check_acl_name("policy", &spec.name)?;
+            let old = self.policy_read(id).await?;
+            let name = spec.name.as_str();
+            let record = PolicyRecord {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                description: spec.description.clone(),
+                rules: spec.rules.clone(),
+                datacenters: spec.datacenters.clone(),
+            };
+            record.to_policy()?;
+            let mut ops = vec![upsert(tables::ACL_POLICIES, id, json(&record)?)];
+            ops.extend(rename(tables::ACL_POLICY_NAMES, &old.name, name, id)?);
+            self.dc
+                .global_txn(token, tables::ACL_POLICIES, ops)
+                .await
+                .map_err(|e| conflict_as(e, format!("policy {name:?}")))?;
+            Ok(record)
+        })
+        .await
     }
 
     /// Deletes a policy; tokens and roles that link it lose its rules at once. Needs
     /// `acl:write`. The built-in policies cannot be deleted.
     pub async fn policy_delete(&self, token: &Secret, id: &str) -> Result<(), Error> {
-        self.dc.require(token, acl_write(), None)?;
-        let old = self.policy_read(id).await?;
-        self.dc
-            .delete_named(
-                token,
-                tables::ACL_POLICIES,
-                tables::ACL_POLICY_NAMES,
-                id,
-                &old.name,
-            )
-            .await?;
-        tracing::info!(policy = %id, name = %old.name, "ACL policy deleted");
-        Ok(())
+        let op = Operation::new("acl policy delete", id);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            let old = self.policy_read(id).await?;
+            self.dc
+                .delete_named(
+                    token,
+                    tables::ACL_POLICIES,
+                    tables::ACL_POLICY_NAMES,
+                    id,
+                    &old.name,
+                )
+                .await?;
+            tracing::info!(policy = %id, name = %old.name, "ACL policy deleted");
+            Ok(())
+        })
+        .await
     }
 
     /// Creates a role linking policies by name. Needs `acl:write`. Names are unique, as for
@@ -213,8 +245,12 @@ impl Acl<'_> {
         policy_names: &[&str],
         service_identities: &[&str],
     ) -> Result<RoleRecord, Error> {
-        self.role_create_with(token, role_spec(name, policy_names, service_identities))
-            .await
+        let op = Operation::new("acl role create", name);
+        during(op, async {
+            self.role_create_with(token, role_spec(name, policy_names, service_identities))
+                .await
+        })
+        .await
     }
 
     /// Creates a role from a [`RoleSpec`]: description, policies, datacenter-limited service
@@ -224,24 +260,32 @@ impl Acl<'_> {
         token: &Secret,
         spec: RoleSpec,
     ) -> Result<RoleRecord, Error> {
-        self.dc.require(token, acl_write(), None)?;
-        check_acl_name("role", &spec.name)?;
-        let name = spec.name.clone();
-        let record = self.dc.role_record(ids::uuid()?, spec)?;
-        let ops = vec![
-            upsert_cas(tables::ACL_ROLES, &record.id, json(&record)?, Index::ZERO),
-            name_claim(tables::ACL_ROLE_NAMES, &name, &record.id)?,
-        ];
-        self.dc
-            .global_txn(token, tables::ACL_ROLES, ops)
-            .await
-            .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
-        Ok(record)
+        let op = Operation::new("acl role create", &spec.name);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            check_acl_name("role", &spec.name)?;
+            let name = spec.name.clone();
+            let record = self.dc.role_record(ids::uuid()?, spec)?;
+            let ops = vec![
+                upsert_cas(tables::ACL_ROLES, &record.id, json(&record)?, Index::ZERO),
+                name_claim(tables::ACL_ROLE_NAMES, &name, &record.id)?,
+            ];
+            self.dc
+                .global_txn(token, tables::ACL_ROLES, ops)
+                .await
+                .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
+            Ok(record)
+        })
+        .await
     }
 
     /// A role by id, as stored.
     pub async fn role_read(&self, id: &str) -> Result<RoleRecord, Error> {
-        self.dc.stored(tables::ACL_ROLES, id, "role").await
+        let op = Operation::new("acl role read", id);
+        during(op, async {
+            self.dc.stored(tables::ACL_ROLES, id, "role").await
+        })
+        .await
     }
 
     /// Replaces a role's name, policies and service identities (its description and node
@@ -254,8 +298,12 @@ impl Acl<'_> {
         policy_names: &[&str],
         service_identities: &[&str],
     ) -> Result<RoleRecord, Error> {
-        self.role_update_with(token, id, role_spec(name, policy_names, service_identities))
-            .await
+        let op = Operation::new("acl role update", id);
+        during(op, async {
+            self.role_update_with(token, id, role_spec(name, policy_names, service_identities))
+                .await
+        })
+        .await
     }
 
     /// Replaces a role with a [`RoleSpec`]. Needs `acl:write`. A new name must be free.
@@ -265,164 +313,186 @@ impl Acl<'_> {
         id: &str,
         spec: RoleSpec,
     ) -> Result<RoleRecord, Error> {
-        self.dc.require(token, acl_write(), None)?;
-        check_acl_name("role", &spec.name)?;
-        let old = self.role_read(id).await?;
-        let name = spec.name.clone();
-        let record = self.dc.role_record(id.to_owned(), spec)?;
-        let mut ops = vec![upsert(tables::ACL_ROLES, id, json(&record)?)];
-        ops.extend(rename(tables::ACL_ROLE_NAMES, &old.name, &name, id)?);
-        self.dc
-            .global_txn(token, tables::ACL_ROLES, ops)
-            .await
-            .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
-        Ok(record)
+        let op = Operation::new("acl role update", id);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            check_acl_name("role", &spec.name)?;
+            let old = self.role_read(id).await?;
+            let name = spec.name.clone();
+            let record = self.dc.role_record(id.to_owned(), spec)?;
+            let mut ops = vec![upsert(tables::ACL_ROLES, id, json(&record)?)];
+            ops.extend(rename(tables::ACL_ROLE_NAMES, &old.name, &name, id)?);
+            self.dc
+                .global_txn(token, tables::ACL_ROLES, ops)
+                .await
+                .map_err(|e| conflict_as(e, format!("role {name:?}")))?;
+            Ok(record)
+        })
+        .await
     }
 
     /// Deletes a role. Needs `acl:write`.
     pub async fn role_delete(&self, token: &Secret, id: &str) -> Result<(), Error> {
-        self.dc.require(token, acl_write(), None)?;
-        let old = self.role_read(id).await?;
-        self.dc
-            .delete_named(
-                token,
-                tables::ACL_ROLES,
-                tables::ACL_ROLE_NAMES,
-                id,
-                &old.name,
-            )
-            .await?;
-        Ok(())
+        let op = Operation::new("acl role delete", id);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            let old = self.role_read(id).await?;
+            self.dc
+                .delete_named(
+                    token,
+                    tables::ACL_ROLES,
+                    tables::ACL_ROLE_NAMES,
+                    id,
+                    &old.name,
+                )
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Creates a token; the returned record holds its secret. Needs `acl:write`. A local token
     /// stays in this datacenter; a global one is written in the primary and replicated. A
     /// chosen accessor or secret must be a UUID not reserved for built-ins, and free (else
-    /// [`Error::Conflict`]); an expiry must lie between one minute and 24 hours ahead.
+    /// [`ErrorKind::Conflict`]); an expiry must lie between one minute and 24 hours ahead.
     pub async fn token_create(
         &self,
         token: &Secret,
         spec: TokenSpec,
     ) -> Result<TokenRecord, Error> {
-        self.dc.require(token, acl_write(), None)?;
-        let accessor = match &spec.accessor_id {
-            Some(a) => {
-                check_token_uuid("AccessorID", a)?;
-                if self.token_read(a).await.is_ok() {
-                    return Err(Error::Conflict(format!("token AccessorID {a:?}")));
+        let op = Operation::named("acl token create");
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            let accessor = match &spec.accessor_id {
+                Some(a) => {
+                    check_token_uuid("AccessorID", a)?;
+                    if self.token_read(a).await.is_ok() {
+                        return Err(ErrorKind::Conflict(format!("token AccessorID {a:?}")).into());
+                    }
+                    a.clone()
                 }
-                a.clone()
-            }
-            None => ids::uuid()?,
-        };
-        let secret = match &spec.secret_id {
-            Some(s) => {
-                check_token_uuid("SecretID", s.expose_secret())?;
-                if self.dc.inner.acl.load().token(s.expose_secret()).is_some()
-                    || self
-                        .token_list()
-                        .await?
-                        .iter()
-                        .any(|t| t.secret_id == s.expose_secret())
-                {
-                    return Err(Error::Conflict("token SecretID".into()));
+                None => ids::uuid()?,
+            };
+            let secret = match &spec.secret_id {
+                Some(s) => {
+                    check_token_uuid("SecretID", s.expose_secret())?;
+                    if self.dc.inner.acl.load().token(s.expose_secret()).is_some()
+                        || self
+                            .token_list()
+                            .await?
+                            .iter()
+                            .any(|t| t.secret_id == s.expose_secret())
+                    {
+                        return Err(ErrorKind::Conflict("token SecretID".into()).into());
+                    }
+                    s.expose_secret().to_owned()
                 }
-                s.expose_secret().to_owned()
-            }
-            None => ids::uuid()?,
-        };
-        let now = crate::acl::unix_now();
-        let expiration = match spec.expiration {
-            Some(at) => Some(check_expiration(at, now)?),
-            None => None,
-        };
-        let mut record = self.dc.token_record(accessor, secret, spec)?;
-        record.expiration_time = expiration;
-        record.create_time = Some(now);
-        record.to_token()?;
-        self.dc
-            .store_token(token, &record, Some(Index::ZERO))
-            .await
-            .map_err(|e| conflict_as(e, "token AccessorID".into()))?;
-        tracing::info!(accessor = %record.accessor_id, local = record.local, "ACL token created");
-        Ok(record)
+                None => ids::uuid()?,
+            };
+            let now = crate::acl::unix_now();
+            let expiration = match spec.expiration {
+                Some(at) => Some(check_expiration(at, now)?),
+                None => None,
+            };
+            let mut record = self.dc.token_record(accessor, secret, spec)?;
+            record.expiration_time = expiration;
+            record.create_time = Some(now);
+            record.to_token()?;
+            self.dc
+                .store_token(token, &record, Some(Index::ZERO))
+                .await
+                .map_err(|e| conflict_as(e, "token AccessorID".into()))?;
+            tracing::info!(accessor = %record.accessor_id, local = record.local, "ACL token created");
+            Ok(record)
+        })
+        .await
     }
 
     /// Bootstraps ACLs: creates the first management token (linked to the global-management
     /// policy) and returns it, secret included. Possible once, in the primary, and only when
     /// no global token was ever written: not after `acl.tokens.initial_management` created
     /// one, nor after an earlier bootstrap, even if that token was deleted since (Consul's
-    /// reset index rule; the refusal is [`Error::BootstrapNotAllowed`] with that index). A
+    /// reset index rule; the refusal is [`ErrorKind::BootstrapNotAllowed`] with that index). A
     /// chosen `secret` must be a free UUID. No token is needed: this is how the first one
     /// is made.
     pub async fn bootstrap(&self, secret: Option<&Secret>) -> Result<TokenRecord, Error> {
-        if !self.dc.inner.config.acl.enabled {
-            return Err(Error::invalid_msg("ACL support disabled"));
-        }
-        if !self.dc.inner.config.is_primary() {
-            return Err(Error::PrimaryOnly("ACL bootstrap".into()));
-        }
-        let _one = self.dc.inner.bootstrap.lock().await;
-        let listing = self.dc.inner.store.list(&table(tables::ACL_TOKENS)).await?;
-        if listing.index != Index::ZERO || !listing.records.is_empty() {
-            let reset_index = listing
-                .records
-                .iter()
-                .map(|r| r.create_index.0)
-                .min()
-                .unwrap_or(listing.index.0)
-                .max(1);
-            return Err(Error::BootstrapNotAllowed { reset_index });
-        }
-        let secret = match secret {
-            Some(s) => {
-                check_token_uuid("SecretID", s.expose_secret())?;
-                if self.dc.inner.acl.load().token(s.expose_secret()).is_some() {
-                    return Err(Error::Conflict("token SecretID".into()));
-                }
-                s.expose_secret().to_owned()
+        let op = Operation::named("acl bootstrap");
+        during(op, async {
+            if !self.dc.inner.config.acl.enabled {
+                return Err(Error::invalid_msg("ACL support disabled"));
             }
-            None => ids::uuid()?,
-        };
-        let record = TokenRecord {
-            accessor_id: ids::uuid()?,
-            secret_id: secret,
-            description: "Bootstrap Token (Global Management)".into(),
-            policies: vec![GLOBAL_MANAGEMENT_POLICY_ID.to_owned()],
-            roles: Vec::new(),
-            service_identities: Vec::new(),
-            node_identities: Vec::new(),
-            local: false,
-            expiration_time: None,
-            create_time: Some(crate::acl::unix_now()),
-        };
-        let op = TxnOp::Upsert {
-            table: table(tables::ACL_TOKENS),
-            id: record.accessor_id.clone(),
-            value: json(&record)?,
-            cas: Some(Index::ZERO),
-        };
-        // No caller authority to check (this makes the first one), but the record is decoded
-        // and validated as every write is; the bootstrap rule above is the authorization.
-        authz::decode(&op).map_err(refused)?;
-        self.dc.inner.store.txn(vec![op]).await?;
-        self.dc.inner.refresh(tables::ACL_TOKENS).await?;
-        tracing::info!(accessor = %record.accessor_id, "ACL bootstrapped");
-        Ok(record)
+            if !self.dc.inner.config.is_primary() {
+                return Err(ErrorKind::PrimaryOnly("ACL bootstrap".into()).into());
+            }
+            let _one = self.dc.inner.bootstrap.lock().await;
+            let listing = self.dc.inner.store.list(&table(tables::ACL_TOKENS)).await?;
+            if listing.index != Index::ZERO || !listing.records.is_empty() {
+                let reset_index = listing
+                    .records
+                    .iter()
+                    .map(|r| r.create_index.0)
+                    .min()
+                    .unwrap_or(listing.index.0)
+                    .max(1);
+                return Err(ErrorKind::BootstrapNotAllowed { reset_index }.into());
+            }
+            let secret = match secret {
+                Some(s) => {
+                    check_token_uuid("SecretID", s.expose_secret())?;
+                    if self.dc.inner.acl.load().token(s.expose_secret()).is_some() {
+                        return Err(ErrorKind::Conflict("token SecretID".into()).into());
+                    }
+                    s.expose_secret().to_owned()
+                }
+                None => ids::uuid()?,
+            };
+            let record = TokenRecord {
+                accessor_id: ids::uuid()?,
+                secret_id: secret,
+                description: "Bootstrap Token (Global Management)".into(),
+                policies: vec![GLOBAL_MANAGEMENT_POLICY_ID.to_owned()],
+                roles: Vec::new(),
+                service_identities: Vec::new(),
+                node_identities: Vec::new(),
+                local: false,
+                expiration_time: None,
+                create_time: Some(crate::acl::unix_now()),
+            };
+            let op = TxnOp::Upsert {
+                table: table(tables::ACL_TOKENS),
+                id: record.accessor_id.clone(),
+                value: json(&record)?,
+                cas: Some(Index::ZERO),
+            };
+            // No caller authority to check (this makes the first one), but the record is decoded
+            // and validated as every write is; the bootstrap rule above is the authorization.
+            authz::decode(&op).map_err(refused)?;
+            self.dc.inner.store.txn(vec![op]).await?;
+            self.dc.inner.refresh(tables::ACL_TOKENS).await?;
+            tracing::info!(accessor = %record.accessor_id, "ACL bootstrapped");
+            Ok(record)
+        })
+        .await
     }
 
     /// A token by accessor id, as stored (global or local to this datacenter).
     pub async fn token_read(&self, accessor: &str) -> Result<TokenRecord, Error> {
-        let global = table(tables::ACL_TOKENS);
-        let local = table(tables::ACL_LOCAL_TOKENS);
-        for t in [&global, &local] {
-            if let Some(rec) = self.dc.inner.store.get(t, accessor).await? {
-                return decode::<TokenRecord>(&rec).ok_or_else(|| {
-                    Error::invalid_msg(format!("stored token {accessor} does not decode"))
-                });
+        let op = Operation::new("acl token read", accessor);
+        during(op, async {
+            let global = table(tables::ACL_TOKENS);
+            let local = table(tables::ACL_LOCAL_TOKENS);
+            for t in [&global, &local] {
+                if let Some(rec) = self.dc.inner.store.get(t, accessor).await? {
+                    return decode::<TokenRecord>(&rec).ok_or_else(|| {
+                        Error::from(ErrorKind::Corrupt(format!(
+                            "stored token {accessor} does not decode"
+                        )))
+                    });
+                }
             }
-        }
-        Err(Error::NotFound(format!("token {accessor:?}")))
+            Err(ErrorKind::NotFound(format!("token {accessor:?}")).into())
+        })
+        .await
     }
 
     /// Replaces a token's description, policies, roles, service and node identities; its
@@ -434,65 +504,73 @@ impl Acl<'_> {
         accessor: &str,
         spec: TokenSpec,
     ) -> Result<TokenRecord, Error> {
-        self.dc.require(token, acl_write(), None)?;
-        let old = self.token_read(accessor).await?;
-        if spec.local != old.local {
-            return Err(Error::invalid_msg(
-                "a token's locality cannot change: create a new token",
-            ));
-        }
-        if spec.accessor_id.as_deref().is_some_and(|a| a != accessor) {
-            return Err(Error::invalid_msg(
-                "Token Accessor ID in URL and payload do not match",
-            ));
-        }
-        if spec
-            .secret_id
-            .as_ref()
-            .is_some_and(|s| s.expose_secret() != old.secret_id)
-        {
-            return Err(Error::invalid_msg(
-                "Changing a token's SecretID is not permitted",
-            ));
-        }
-        if let Some(at) = spec.expiration {
-            let secs = at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if Some(secs) != old.expiration_time {
-                return Err(Error::invalid_msg(format!(
-                    "Cannot change expiration time of {accessor}"
-                )));
+        let op = Operation::new("acl token update", accessor);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            let old = self.token_read(accessor).await?;
+            if spec.local != old.local {
+                return Err(Error::invalid_msg(
+                    "a token's locality cannot change: create a new token",
+                ));
             }
-        }
-        let mut record =
-            self.dc
-                .token_record(old.accessor_id.clone(), old.secret_id.clone(), spec)?;
-        record.expiration_time = old.expiration_time;
-        record.create_time = old.create_time;
-        self.dc.store_token(token, &record, None).await?;
-        Ok(record)
+            if spec.accessor_id.as_deref().is_some_and(|a| a != accessor) {
+                return Err(Error::invalid_msg(
+                    "Token Accessor ID in URL and payload do not match",
+                ));
+            }
+            if spec
+                .secret_id
+                .as_ref()
+                .is_some_and(|s| s.expose_secret() != old.secret_id)
+            {
+                return Err(Error::invalid_msg(
+                    "Changing a token's SecretID is not permitted",
+                ));
+            }
+            if let Some(at) = spec.expiration {
+                let secs = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if Some(secs) != old.expiration_time {
+                    return Err(Error::invalid_msg(format!(
+                        "Cannot change expiration time of {accessor}"
+                    )));
+                }
+            }
+            let mut record =
+                self.dc
+                    .token_record(old.accessor_id.clone(), old.secret_id.clone(), spec)?;
+            record.expiration_time = old.expiration_time;
+            record.create_time = old.create_time;
+            self.dc.store_token(token, &record, None).await?;
+            Ok(record)
+        })
+        .await
     }
 
     /// Deletes a token: its secret is refused here at once and in every other datacenter
     /// once the deletion has replicated there. Needs `acl:write`.
     pub async fn token_delete(&self, token: &Secret, accessor: &str) -> Result<(), Error> {
-        self.dc.require(token, acl_write(), None)?;
-        let old = self.token_read(accessor).await?;
-        if old.local {
-            self.dc
-                .inner
-                .store
-                .delete(&table(tables::ACL_LOCAL_TOKENS), accessor, None)
-                .await?;
-            self.dc.inner.rebuild_acl().await?;
-        } else {
-            self.dc
-                .delete_global(token, tables::ACL_TOKENS, accessor)
-                .await?;
-        }
-        tracing::info!(accessor, "ACL token deleted");
-        Ok(())
+        let op = Operation::new("acl token delete", accessor);
+        during(op, async {
+            self.dc.require(token, acl_write(), None)?;
+            let old = self.token_read(accessor).await?;
+            if old.local {
+                self.dc
+                    .inner
+                    .store
+                    .delete(&table(tables::ACL_LOCAL_TOKENS), accessor, None)
+                    .await?;
+                self.dc.inner.rebuild_acl().await?;
+            } else {
+                self.dc
+                    .delete_global(token, tables::ACL_TOKENS, accessor)
+                    .await?;
+            }
+            tracing::info!(accessor, "ACL token deleted");
+            Ok(())
+        })
+        .await
     }
     /// Every policy, as stored, by name. A stored policy that does not decode is left out
     /// and logged.
@@ -563,7 +641,7 @@ impl Datacenter {
             .map(|n| {
                 snap.role_by_name(n)
                     .map(|r| r.id().to_string())
-                    .ok_or_else(|| Error::NotFound(format!("role {n:?}")))
+                    .ok_or_else(|| ErrorKind::NotFound(format!("role {n:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let record = TokenRecord {
@@ -639,9 +717,12 @@ impl Datacenter {
             .store
             .get(&table(t), id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("{what} {id:?}")))?;
-        decode(&rec)
-            .ok_or_else(|| Error::invalid_msg(format!("stored {what} {id} does not decode")))
+            .ok_or_else(|| ErrorKind::NotFound(format!("{what} {id:?}")))?;
+        decode(&rec).ok_or_else(|| {
+            Error::from(ErrorKind::Corrupt(format!(
+                "stored {what} {id} does not decode"
+            )))
+        })
     }
 
     async fn stored_all<T: for<'de> Deserialize<'de>>(

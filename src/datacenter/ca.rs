@@ -12,7 +12,11 @@ pub struct ConnectCa<'a> {
 impl<'a> ConnectCa<'a> {
     /// The CA, when Connect is on.
     pub fn ca(&self) -> Result<&'a Ca, Error> {
-        self.dc.inner.ca.get().ok_or(Error::ConnectDisabled)
+        self.dc
+            .inner
+            .ca
+            .get()
+            .ok_or(ErrorKind::ConnectDisabled.into())
     }
 
     /// The current roots list.
@@ -54,21 +58,29 @@ impl<'a> ConnectCa<'a> {
     /// Signs a leaf CSR (PEM). A service identity needs `service:write` on the service; a mesh
     /// gateway identity `mesh:write`; anything else is refused.
     pub async fn sign_leaf(&self, token: &Secret, csr_pem: &str) -> Result<IssuedLeaf, Error> {
-        Ok(self.dc.sign_leaf_typed(token, csr_pem).await?)
+        let op = Operation::named("leaf sign");
+        during(op, async {
+            Ok(self.dc.sign_leaf_typed(token, csr_pem).await?)
+        })
+        .await
     }
 
     /// Rotates the CA root (primary only). Needs `operator:write`.
     pub async fn rotate(&self, token: &Secret) -> Result<(), Error> {
-        self.dc.require(token, operator_write(), None)?;
-        if !self.dc.is_primary() {
-            return Err(Error::Config(
-                "roots rotate in the primary datacenter".into(),
-            ));
-        }
-        let ca = self.ca()?;
-        ca.rotate().await?;
-        self.dc.save_ca_state(ca).await?;
-        Ok(())
+        let op = Operation::named("CA root rotate");
+        during(op, async {
+            self.dc.require(token, operator_write(), None)?;
+            if !self.dc.is_primary() {
+                return Err(Error::from(ErrorKind::Config(
+                    "roots rotate in the primary datacenter".into(),
+                )));
+            }
+            let ca = self.ca()?;
+            ca.rotate().await?;
+            self.dc.save_ca_state(ca).await?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -186,7 +198,8 @@ impl Datacenter {
 
     pub(super) async fn save_ca_state(&self, ca: &Ca) -> Result<(), Error> {
         let state = ca.export_state().to_json()?;
-        let value = serde_json::from_str(&state).map_err(Error::invalid)?;
+        let value = serde_json::from_str(&state)
+            .map_err(|e| ErrorKind::Corrupt(format!("the CA state does not encode: {e}")))?;
         self.write_local(tables::CA_STATE, "state", Value::json(value), None)
             .await?;
         Ok(())
@@ -334,15 +347,14 @@ impl IntermediateSigner for ReplicatedSigner {
 
     async fn sign_intermediate(&self, csr_pem: &str) -> Result<String, SignerError> {
         let dc = &self.dc()?;
-        let token = Secret::new(
-            dc.inner
-                .config
-                .acl
-                .tokens
-                .replication
-                .clone()
-                .unwrap_or_default(),
-        );
+        let token = dc
+            .inner
+            .config
+            .acl
+            .tokens
+            .replication
+            .clone()
+            .unwrap_or_default();
         let req = IntermediateRecord {
             csr: csr_pem.to_owned(),
             cert: None,

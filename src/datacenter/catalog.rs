@@ -42,8 +42,12 @@ impl Catalog<'_> {
         token: &Secret,
         definition_json: &str,
     ) -> Result<Registered, Error> {
-        let def = ServiceDefinition::from_json(definition_json).map_err(Error::invalid)?;
-        self.register(token, &def).await
+        let op = Operation::named("service register");
+        during(op, async {
+            let def = ServiceDefinition::from_json(definition_json).map_err(Error::invalid)?;
+            self.register(token, &def).await
+        })
+        .await
     }
 
     /// Registers a service definition, and its sidecar when it has a
@@ -54,106 +58,117 @@ impl Catalog<'_> {
         token: &Secret,
         def: &ServiceDefinition,
     ) -> Result<Registered, Error> {
-        def.validate().map_err(Error::invalid)?;
-        let anonymous = Secret::new("");
-        let token = if token.expose_secret().is_empty() {
-            def.token.as_ref().unwrap_or(&anonymous)
-        } else {
-            token
-        };
-        let name = def
-            .name
-            .clone()
-            .ok_or_else(|| Error::invalid_msg("service registration has no name"))?;
-        let id = def
-            .instance_id()
-            .ok_or_else(|| Error::invalid_msg("service registration has no ID or name"))?;
-        self.dc.require_registration(token, def, &id).await?;
-        let mut service = def.clone();
-        service.token = None;
-        let mut ops = Vec::new();
-        let sidecar = match sidecar_from_service(def, def.token.as_ref()).map_err(Error::invalid)? {
-            None => None,
-            Some(mut sc) => {
-                // The sidecar is a registration of its own: its name, the instance id it
-                // takes, and the service it proxies (the parent) are all checked.
-                let sc_id = sc.id().clone();
-                self.dc
-                    .require_registration(token, sc.service(), &sc_id)
-                    .await?;
-                let listing = self.dc.inner.store.list(&table(tables::CATALOG)).await?;
-                let ports: Vec<(String, u16)> = listing
-                    .records
-                    .iter()
-                    .filter_map(|r| {
-                        decode::<CatalogEntry>(r).map(|e| (r.id.clone(), e.service.port))
-                    })
-                    .collect();
-                sc.assign_port(
-                    &SidecarPortRange::default(),
-                    ports.iter().map(|(i, p)| (i.as_str(), *p)),
-                )
-                .map_err(Error::invalid)?;
-                sc.ensure_default_checks();
-                let sc_id = sc.id().clone();
-                let (sc_def, _checks, _token) = sc.into_parts();
-                let entry = CatalogEntry {
-                    lan: lan_addr(&sc_def),
-                    service: sc_def,
-                    down: false,
-                };
-                ops.push(upsert(tables::CATALOG, sc_id.as_str(), json(&entry)?));
-                Some(entry)
-            }
-        };
-        // The sidecar is registered on its own; `Connect.Native` stays: the service itself
-        // is where mTLS lands, and it is listed as a Connect endpoint of its name.
-        let native = def.connect.as_ref().is_some_and(|c| c.native);
-        service.connect = native.then_some(ServiceConnect {
-            native: true,
-            sidecar_service: None,
-        });
-        let entry = CatalogEntry {
-            lan: lan_addr(&service),
-            service,
-            down: false,
-        };
-        ops.push(upsert(tables::CATALOG, id.as_str(), json(&entry)?));
-        self.dc.inner.store.txn(ops).await?;
-        if entry.is_native()
-            && let Some(address) = entry.lan
-        {
-            let ep = ServiceEndpoint {
-                datacenter: self.dc.name().clone(),
-                service: name.clone(),
-                address,
+        let op = Operation::new(
+            "service register",
+            def.id
+                .as_ref()
+                .map(|i| i.as_str())
+                .or(def.name.as_ref().map(|n| n.as_str()))
+                .unwrap_or(""),
+        );
+        during(op, async {
+            def.validate().map_err(Error::invalid)?;
+            let anonymous = Secret::new("");
+            let token = if token.expose_secret().is_empty() {
+                def.token.as_ref().unwrap_or(&anonymous)
+            } else {
+                token
             };
-            let ep_id = self.dc.global_id(name.as_str(), id.as_str());
-            self.dc
-                .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
-                .await?;
-        }
-        if let Some(sc) = &sidecar
-            && let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan)
-        {
+            let name = def
+                .name
+                .clone()
+                .ok_or_else(|| Error::invalid_msg("service registration has no name"))?;
+            let id = def
+                .instance_id()
+                .ok_or_else(|| Error::invalid_msg("service registration has no ID or name"))?;
+            self.dc.require_registration(token, def, &id).await?;
+            let mut service = def.clone();
+            service.token = None;
+            let mut ops = Vec::new();
+            let sidecar = match sidecar_from_service(def, def.token.as_ref()).map_err(Error::invalid)? {
+                None => None,
+                Some(mut sc) => {
+                    // The sidecar is a registration of its own: its name, the instance id it
+                    // takes, and the service it proxies (the parent) are all checked.
+                    let sc_id = sc.id().clone();
+                    self.dc
+                        .require_registration(token, sc.service(), &sc_id)
+                        .await?;
+                    let listing = self.dc.inner.store.list(&table(tables::CATALOG)).await?;
+                    let ports: Vec<(String, u16)> = listing
+                        .records
+                        .iter()
+                        .filter_map(|r| {
+                            decode::<CatalogEntry>(r).map(|e| (r.id.clone(), e.service.port))
+                        })
+                        .collect();
+                    sc.assign_port(
+                        &SidecarPortRange::default(),
+                        ports.iter().map(|(i, p)| (i.as_str(), *p)),
+                    )
+                    .map_err(Error::invalid)?;
+                    sc.ensure_default_checks();
+                    let sc_id = sc.id().clone();
+                    let (sc_def, _checks, _token) = sc.into_parts();
+                    let entry = CatalogEntry {
+                        lan: lan_addr(&sc_def),
+                        service: sc_def,
+                        down: false,
+                    };
+                    ops.push(upsert(tables::CATALOG, sc_id.as_str(), json(&entry)?));
+                    Some(entry)
+                }
+            };
+            // The sidecar is registered on its own; `Connect.Native` stays: the service itself
+            // is where mTLS lands, and it is listed as a Connect endpoint of its name.
+            let native = def.connect.as_ref().is_some_and(|c| c.native);
+            service.connect = native.then_some(ServiceConnect {
+                native: true,
+                sidecar_service: None,
+            });
+            let entry = CatalogEntry {
+                lan: lan_addr(&service),
+                service,
+                down: false,
+            };
+            ops.push(upsert(tables::CATALOG, id.as_str(), json(&entry)?));
+            self.dc.inner.store.txn(ops).await?;
+            if entry.is_native()
+                && let Some(address) = entry.lan
             {
                 let ep = ServiceEndpoint {
                     datacenter: self.dc.name().clone(),
                     service: name.clone(),
                     address,
                 };
-                let ep_id = self.dc.global_id(name.as_str(), sc_id.as_str());
+                let ep_id = self.dc.global_id(name.as_str(), id.as_str());
                 self.dc
                     .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
                     .await?;
             }
-        }
-        tracing::info!(service = %name, id = %id, sidecar = sidecar.is_some(), "service registered");
-        Ok(Registered {
-            id,
-            service: entry,
-            sidecar,
+            if let Some(sc) = &sidecar
+                && let (Some(sc_id), Some(address)) = (sc.service.id.as_ref(), sc.lan)
+            {
+                {
+                    let ep = ServiceEndpoint {
+                        datacenter: self.dc.name().clone(),
+                        service: name.clone(),
+                        address,
+                    };
+                    let ep_id = self.dc.global_id(name.as_str(), sc_id.as_str());
+                    self.dc
+                        .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                        .await?;
+                }
+            }
+            tracing::info!(service = %name, id = %id, sidecar = sidecar.is_some(), "service registered");
+            Ok(Registered {
+                id,
+                service: entry,
+                sidecar,
+            })
         })
+        .await
     }
 
     /// Registers a mesh gateway instance with its LAN and WAN addresses; other datacenters
@@ -166,40 +181,44 @@ impl Catalog<'_> {
         lan: SocketAddr,
         wan: SocketAddr,
     ) -> Result<FederationGateway, Error> {
-        self.dc
-            .require(token, service_write(), Some(name.as_str()))?;
-        let mut def = MeshGatewayRegistration::new(
-            Some(name.clone()),
-            Some(host_port(lan)),
-            Some(host_port(wan)),
-        )
-        .map_err(Error::invalid)?
-        .into_definition();
-        def.id = Some(ServiceInstanceId::new(id).map_err(Error::invalid)?);
-        let instance = ServiceInstanceId::new(id).map_err(Error::invalid)?;
-        self.dc.require_registration(token, &def, &instance).await?;
-        let reg = MeshGatewayRegistration::from_definition(def).map_err(Error::invalid)?;
-        let entry = CatalogEntry {
-            lan: Some(lan),
-            service: reg.into_definition(),
-            down: false,
-        };
-        self.dc
-            .write_local(tables::CATALOG, id, json(&entry)?, None)
-            .await?;
-        let fed = FederationGateway {
-            datacenter: self.dc.name().clone(),
-            service: name.clone(),
-            id: id.to_owned(),
-            wan,
-            lan,
-        };
-        let fed_id = self.dc.global_id(name.as_str(), id);
-        self.dc
-            .publish_global(token, tables::FEDERATION, &fed_id, Some(json(&fed)?))
-            .await?;
-        tracing::info!(gateway = %name, id, %lan, %wan, "mesh gateway registered");
-        Ok(fed)
+        let op = Operation::new("mesh gateway register", id);
+        during(op, async {
+            self.dc
+                .require(token, service_write(), Some(name.as_str()))?;
+            let mut def = MeshGatewayRegistration::new(
+                Some(name.clone()),
+                Some(host_port(lan)),
+                Some(host_port(wan)),
+            )
+            .map_err(Error::invalid)?
+            .into_definition();
+            def.id = Some(ServiceInstanceId::new(id).map_err(Error::invalid)?);
+            let instance = ServiceInstanceId::new(id).map_err(Error::invalid)?;
+            self.dc.require_registration(token, &def, &instance).await?;
+            let reg = MeshGatewayRegistration::from_definition(def).map_err(Error::invalid)?;
+            let entry = CatalogEntry {
+                lan: Some(lan),
+                service: reg.into_definition(),
+                down: false,
+            };
+            self.dc
+                .write_local(tables::CATALOG, id, json(&entry)?, None)
+                .await?;
+            let fed = FederationGateway {
+                datacenter: self.dc.name().clone(),
+                service: name.clone(),
+                id: id.to_owned(),
+                wan,
+                lan,
+            };
+            let fed_id = self.dc.global_id(name.as_str(), id);
+            self.dc
+                .publish_global(token, tables::FEDERATION, &fed_id, Some(json(&fed)?))
+                .await?;
+            tracing::info!(gateway = %name, id, %lan, %wan, "mesh gateway registered");
+            Ok(fed)
+        })
+        .await
     }
 
     /// Removes an instance from the local catalog (and a gateway from the federation). A
@@ -207,48 +226,53 @@ impl Catalog<'_> {
     /// is removed in the same transaction, as Consul's agent does; every permission is
     /// checked first, so a refusal removes nothing.
     pub async fn deregister(&self, token: &Secret, id: &str) -> Result<(), Error> {
-        let catalog = table(tables::CATALOG);
-        let Some(rec) = self.dc.inner.store.get(&catalog, id).await? else {
-            return Err(Error::NotFound(format!("service instance {id:?}")));
-        };
-        let entry: CatalogEntry =
-            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
-        // The sidecar registered with a service (Consul's `<id>-sidecar-proxy`, proxying this
-        // very instance) goes with it, as Consul's agent removes it.
-        let sidecar_id = format!("{id}-sidecar-proxy");
-        let sidecar = match self.dc.inner.store.get(&catalog, &sidecar_id).await? {
-            Some(r) if entry.service.kind != ServiceKind::ConnectProxy => {
-                decode::<CatalogEntry>(&r).filter(|sc| {
-                    sc.service.kind == ServiceKind::ConnectProxy
-                        && sc
-                            .service
-                            .proxy
-                            .as_ref()
-                            .and_then(|p| p.destination_service_id.as_ref())
-                            .is_some_and(|d| d.as_str() == id)
-                })
+        let op = Operation::new("service deregister", id);
+        during(op, async {
+            let catalog = table(tables::CATALOG);
+            let Some(rec) = self.dc.inner.store.get(&catalog, id).await? else {
+                return Err(ErrorKind::NotFound(format!("service instance {id:?}")).into());
+            };
+            let entry: CatalogEntry = decode(&rec).ok_or_else(|| {
+                ErrorKind::Corrupt(format!("catalog record {id:?} does not decode"))
+            })?;
+            // The sidecar registered with a service (Consul's `<id>-sidecar-proxy`, proxying this
+            // very instance) goes with it, as Consul's agent removes it.
+            let sidecar_id = format!("{id}-sidecar-proxy");
+            let sidecar = match self.dc.inner.store.get(&catalog, &sidecar_id).await? {
+                Some(r) if entry.service.kind != ServiceKind::ConnectProxy => {
+                    decode::<CatalogEntry>(&r).filter(|sc| {
+                        sc.service.kind == ServiceKind::ConnectProxy
+                            && sc
+                                .service
+                                .proxy
+                                .as_ref()
+                                .and_then(|p| p.destination_service_id.as_ref())
+                                .is_some_and(|d| d.as_str() == id)
+                    })
+                }
+                _ => None,
+            };
+            // Every permission first: a refusal removes nothing.
+            let mut removed = vec![(id.to_owned(), entry)];
+            if let Some(sc) = sidecar {
+                removed.push((sidecar_id, sc));
             }
-            _ => None,
-        };
-        // Every permission first: a refusal removes nothing.
-        let mut removed = vec![(id.to_owned(), entry)];
-        if let Some(sc) = sidecar {
-            removed.push((sidecar_id, sc));
-        }
-        for (_, e) in &removed {
-            let name = e.name().map(|n| n.as_str()).unwrap_or_default();
-            self.dc.require(token, service_write(), Some(name))?;
-        }
-        // One transaction: both go or neither.
-        let ops = removed
-            .iter()
-            .map(|(i, _)| delete(tables::CATALOG, i))
-            .collect();
-        self.dc.inner.store.txn(ops).await?;
-        for (i, e) in &removed {
-            self.unpublish(token, i, e).await?;
-        }
-        Ok(())
+            for (_, e) in &removed {
+                let name = e.name().map(|n| n.as_str()).unwrap_or_default();
+                self.dc.require(token, service_write(), Some(name))?;
+            }
+            // One transaction: both go or neither.
+            let ops = removed
+                .iter()
+                .map(|(i, _)| delete(tables::CATALOG, i))
+                .collect();
+            self.dc.inner.store.txn(ops).await?;
+            for (i, e) in &removed {
+                self.unpublish(token, i, e).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Removes the global record describing a local instance that is gone.
@@ -295,51 +319,56 @@ impl Catalog<'_> {
         id: &str,
         addr: SocketAddr,
     ) -> Result<(), Error> {
-        let Some(rec) = self.dc.inner.store.get(&table(tables::CATALOG), id).await? else {
-            return Err(Error::NotFound(format!("service instance {id:?}")));
-        };
-        let mut entry: CatalogEntry =
-            decode(&rec).ok_or_else(|| Error::invalid_msg("corrupt catalog record"))?;
-        let name = entry
-            .name()
-            .map(|n| n.as_str().to_owned())
-            .unwrap_or_default();
-        self.dc.require(token, service_write(), Some(&name))?;
-        entry.lan = Some(addr);
-        entry.service.port = addr.port();
-        self.dc
-            .inner
-            .store
-            .upsert(
-                &table(tables::CATALOG),
-                id,
-                json(&entry)?,
-                Some(rec.modify_index),
-            )
-            .await?;
-        let fronted = if entry.service.kind == ServiceKind::ConnectProxy {
-            entry
-                .service
-                .proxy
-                .as_ref()
-                .and_then(|p| p.destination_service_name.clone())
-        } else if entry.is_native() {
-            entry.name().cloned()
-        } else {
-            None
-        };
-        if let Some(service) = fronted {
-            let ep = ServiceEndpoint {
-                datacenter: self.dc.name().clone(),
-                service,
-                address: addr,
+        let op = Operation::new("service address update", id);
+        during(op, async {
+            let Some(rec) = self.dc.inner.store.get(&table(tables::CATALOG), id).await? else {
+                return Err(ErrorKind::NotFound(format!("service instance {id:?}")).into());
             };
-            let ep_id = self.dc.global_id(ep.service.as_str(), id);
+            let mut entry: CatalogEntry = decode(&rec).ok_or_else(|| {
+                ErrorKind::Corrupt(format!("catalog record {id:?} does not decode"))
+            })?;
+            let name = entry
+                .name()
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default();
+            self.dc.require(token, service_write(), Some(&name))?;
+            entry.lan = Some(addr);
+            entry.service.port = addr.port();
             self.dc
-                .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                .inner
+                .store
+                .upsert(
+                    &table(tables::CATALOG),
+                    id,
+                    json(&entry)?,
+                    Some(rec.modify_index),
+                )
                 .await?;
-        }
-        Ok(())
+            let fronted = if entry.service.kind == ServiceKind::ConnectProxy {
+                entry
+                    .service
+                    .proxy
+                    .as_ref()
+                    .and_then(|p| p.destination_service_name.clone())
+            } else if entry.is_native() {
+                entry.name().cloned()
+            } else {
+                None
+            };
+            if let Some(service) = fronted {
+                let ep = ServiceEndpoint {
+                    datacenter: self.dc.name().clone(),
+                    service,
+                    address: addr,
+                };
+                let ep_id = self.dc.global_id(ep.service.as_str(), id);
+                self.dc
+                    .publish_global(token, tables::ENDPOINTS, &ep_id, Some(json(&ep)?))
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Every instance of the local catalog.

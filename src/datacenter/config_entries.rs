@@ -14,7 +14,11 @@ impl ConfigEntries<'_> {
     /// `operator:write`); `service-defaults` needs `service:write` on its service. The entry
     /// is normalised and validated as Consul's JSON would be.
     pub async fn write(&self, token: &Secret, entry: &ConfigEntry) -> Result<ConfigEntry, Error> {
-        self.write_json(token, &entry.to_json()).await
+        let op = Operation::new(
+            "config entry write",
+            format!("{}/{}", entry.kind(), entry.name()),
+        );
+        during(op, async { self.write_json(token, &entry.to_json()).await }).await
     }
 
     /// Writes a config entry from Consul's JSON (`proxy-defaults.json` as the guide writes
@@ -49,19 +53,23 @@ impl ConfigEntries<'_> {
     /// # }
     /// ```
     pub async fn write_json(&self, token: &Secret, entry_json: &str) -> Result<ConfigEntry, Error> {
-        let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
-        match &entry {
-            ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
-            _ => self
-                .dc
-                .require(token, service_write(), Some(entry.name()))?,
-        }
-        let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
-        let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
-        self.dc
-            .write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), None)
-            .await?;
-        Ok(entry)
+        let op = Operation::named("config entry write");
+        during(op, async {
+            let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
+            match &entry {
+                ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
+                _ => self
+                    .dc
+                    .require(token, service_write(), Some(entry.name()))?,
+            }
+            let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
+            let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
+            self.dc
+                .write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), None)
+                .await?;
+            Ok(entry)
+        })
+        .await
     }
 
     /// Writes a config entry given as JSON text if the stored one is still at `cas` (its
@@ -80,28 +88,32 @@ impl ConfigEntries<'_> {
         entry_json: &str,
         cas: Index,
     ) -> Result<bool, Error> {
-        let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
-        match &entry {
-            ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
-            _ => self
+        let op = Operation::named("config entry write");
+        during(op, async {
+            let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
+            match &entry {
+                ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
+                _ => self
+                    .dc
+                    .require(token, service_write(), Some(entry.name()))?,
+            }
+            let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
+            let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
+            let Some(cas) = self.primary_cas(&id, cas).await? else {
+                return Ok(false);
+            };
+            match self
                 .dc
-                .require(token, service_write(), Some(entry.name()))?,
-        }
-        let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
-        let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
-        let Some(cas) = self.primary_cas(&id, cas).await? else {
-            return Ok(false);
-        };
-        match self
-            .dc
-            .write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), cas)
-            .await
-            .map_err(|e| conflict_as(e, id.clone()))
-        {
-            Ok(_) => Ok(true),
-            Err(Error::Conflict(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+                .write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), cas)
+                .await
+                .map_err(|e| conflict_as(e, id.clone()))
+            {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict(_)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// Deletes a config entry if it is still at `cas` (its modify index): Consul's delete
@@ -114,29 +126,33 @@ impl ConfigEntries<'_> {
         name: &str,
         cas: Index,
     ) -> Result<bool, Error> {
-        self.require_delete(token, &kind, name)?;
-        let id = authz::config_entry_id(kind.as_str(), name);
-        if cas == Index::ZERO {
-            return Ok(false);
-        }
-        let Some(cas) = self.primary_cas(&id, cas).await? else {
-            return Ok(false);
-        };
-        let op = TxnOp::Delete {
-            table: table(tables::CONFIG_ENTRIES),
-            id: id.clone(),
-            cas,
-        };
-        match self
-            .dc
-            .global_txn(token, tables::CONFIG_ENTRIES, vec![op])
-            .await
-            .map_err(|e| conflict_as(e, id))
-        {
-            Ok(_) => Ok(true),
-            Err(Error::Conflict(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let op = Operation::new("config entry delete", format!("{kind}/{name}"));
+        during(op, async {
+            self.require_delete(token, &kind, name)?;
+            let id = authz::config_entry_id(kind.as_str(), name);
+            if cas == Index::ZERO {
+                return Ok(false);
+            }
+            let Some(cas) = self.primary_cas(&id, cas).await? else {
+                return Ok(false);
+            };
+            let op = TxnOp::Delete {
+                table: table(tables::CONFIG_ENTRIES),
+                id: id.clone(),
+                cas,
+            };
+            match self
+                .dc
+                .global_txn(token, tables::CONFIG_ENTRIES, vec![op])
+                .await
+                .map_err(|e| conflict_as(e, id))
+            {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict(_)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// The check-and-set a write sends to the primary for `cas`, an index this datacenter
@@ -186,45 +202,59 @@ impl ConfigEntries<'_> {
         kind: ConfigEntryKind,
         name: &str,
     ) -> Result<Option<ConfigEntry>, Error> {
-        let rec = self
-            .dc
-            .inner
-            .store
-            .get(
-                &table(tables::CONFIG_ENTRIES),
-                &authz::config_entry_id(kind.as_str(), name),
-            )
-            .await?;
-        rec.and_then(|r| r.value.as_json().map(|v| v.to_string()))
-            .map(|s| ConfigEntry::from_json(&s).map_err(Error::invalid))
-            .transpose()
+        let op = Operation::new("config entry read", format!("{kind}/{name}"));
+        during(op, async {
+            let rec = self
+                .dc
+                .inner
+                .store
+                .get(
+                    &table(tables::CONFIG_ENTRIES),
+                    &authz::config_entry_id(kind.as_str(), name),
+                )
+                .await?;
+            rec.and_then(|r| r.value.as_json().map(|v| v.to_string()))
+                .map(|s| {
+                    ConfigEntry::from_json(&s).map_err(|e| {
+                        Error::from(ErrorKind::Corrupt(format!(
+                            "stored config entry {kind}/{name}: {e}"
+                        )))
+                    })
+                })
+                .transpose()
+        })
+        .await
     }
 
     /// Every config entry of `kind` (`proxy-defaults`, `service-defaults`), by name. A stored
     /// entry that does not decode is left out and logged.
     pub async fn list(&self, kind: ConfigEntryKind) -> Result<Vec<ConfigEntry>, Error> {
-        let listing = self
-            .dc
-            .inner
-            .store
-            .list(&table(tables::CONFIG_ENTRIES))
-            .await?;
-        let prefix = format!("{}/", kind.as_str());
-        Ok(listing
-            .records
-            .iter()
-            .filter(|r| r.id.starts_with(&prefix))
-            .filter_map(|r| {
-                let v = r.value.as_json()?;
-                match ConfigEntry::deserialize(v) {
-                    Ok(e) => Some(e),
-                    Err(e) => {
-                        tracing::warn!(id = %r.id, error = %e, "stored config entry left out");
-                        None
+        let op = Operation::new("config entry list", kind);
+        during(op, async {
+            let listing = self
+                .dc
+                .inner
+                .store
+                .list(&table(tables::CONFIG_ENTRIES))
+                .await?;
+            let prefix = format!("{}/", kind.as_str());
+            Ok(listing
+                .records
+                .iter()
+                .filter(|r| r.id.starts_with(&prefix))
+                .filter_map(|r| {
+                    let v = r.value.as_json()?;
+                    match ConfigEntry::deserialize(v) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            tracing::warn!(id = %r.id, error = %e, "stored config entry left out");
+                            None
+                        }
                     }
-                }
-            })
-            .collect())
+                })
+                .collect())
+        })
+        .await
     }
 
     /// Deletes a config entry (idempotent), with the permission its write needs.
@@ -234,13 +264,17 @@ impl ConfigEntries<'_> {
         kind: ConfigEntryKind,
         name: &str,
     ) -> Result<(), Error> {
-        self.require_delete(token, &kind, name)?;
-        self.dc
-            .delete_global(
-                token,
-                tables::CONFIG_ENTRIES,
-                &authz::config_entry_id(kind.as_str(), name),
-            )
-            .await
+        let op = Operation::new("config entry delete", format!("{kind}/{name}"));
+        during(op, async {
+            self.require_delete(token, &kind, name)?;
+            self.dc
+                .delete_global(
+                    token,
+                    tables::CONFIG_ENTRIES,
+                    &authz::config_entry_id(kind.as_str(), name),
+                )
+                .await
+        })
+        .await
     }
 }

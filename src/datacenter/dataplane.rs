@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::{Datacenter, Inner};
 use crate::catalog::CatalogEntry;
 use crate::dataplane::{AsControlPlane, ControlPlane, IntentionSource, Routing, authorize_in_set};
-use crate::{Authorization, Error, Secret};
+use crate::{Authorization, Error, ErrorKind, Secret};
 
 /// How long the routing watcher's store wait is held before it checks the datacenter is
 /// still alive.
@@ -146,7 +146,7 @@ impl ControlPlane for Datacenter {
                 e.service.id.as_ref().map(|i| i.as_str()) == Some(id)
                     || (e.service.id.is_none() && e.name().map(|n| n.as_str()) == Some(id))
             })
-            .ok_or_else(|| Error::NotFound(format!("service instance {id:?}")))
+            .ok_or_else(|| ErrorKind::NotFound(format!("service instance {id:?}")).into())
     }
 
     async fn register_gateway(

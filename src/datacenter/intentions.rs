@@ -102,31 +102,81 @@ impl Intentions<'_> {
         destination: &IntentionTarget,
         action: Action,
     ) -> Result<Intention, Error> {
-        let (source, destination) = (source.as_str(), destination.as_str());
-        let mut ixn = Intention::new(source, destination, action);
-        ixn.source_type = "consul".into();
-        ixn.normalize();
-        ixn.validate().map_err(Error::invalid)?;
-        ixn.update_precedence();
-        let authz = self.dc.inner.authorizer(token.expose_secret())?;
-        can_write(&authz, &ixn)?;
-        let value = serde_json::to_value(&ixn).map_err(Error::invalid)?;
-        self.dc
-            .write_global(
-                token,
-                tables::INTENTIONS,
-                &authz::intention_id(source, destination),
-                Value::json(value),
-                None,
-            )
-            .await?;
-        tracing::info!(
-            source,
-            destination,
-            action = action.as_str(),
-            "intention written"
-        );
-        Ok(ixn)
+        let op = Operation::new("intention create", format!("{source} -> {destination}"));
+        during(op, async {
+            let (source, destination) = (source.as_str(), destination.as_str());
+            let mut ixn = Intention::new(source, destination, action);
+            ixn.source_type = "consul".into();
+            ixn.normalize();
+            ixn.validate().map_err(Error::invalid)?;
+            ixn.update_precedence();
+            let authz = self.dc.inner.authorizer(token.expose_secret())?;
+            can_write(&authz, &ixn)?;
+            let value = serde_json::to_value(&ixn).map_err(Error::invalid)?;
+            self.dc
+                .write_global(
+                    token,
+                    tables::INTENTIONS,
+                    &authz::intention_id(source, destination),
+                    Value::json(value),
+                    None,
+                )
+                .await?;
+            tracing::info!(
+                source,
+                destination,
+                action = action.as_str(),
+                "intention written"
+            );
+            Ok(ixn)
+        })
+        .await
+    }
+
+    /// Allows `source` to connect to `destination` (an intention with action allow): what
+    /// `consul intention create -allow` does.
+    ///
+    /// ```
+    /// use mesh::{Datacenter, DatacenterConfig, Secret};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let mut config = DatacenterConfig::new("primary".parse()?, "primary".parse()?);
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let dc = Datacenter::start_primary(config).await?;
+    /// let management = Secret::new("a-management-secret");
+    /// dc.intentions()
+    ///     .allow(&management, &"web".parse()?, &"socat".parse()?)
+    ///     .await?;
+    /// // An unknown token is refused, and the error names the operation.
+    /// let err = dc
+    ///     .intentions()
+    ///     .allow(&Secret::new("unknown"), &"web".parse()?, &"api".parse()?)
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "intention create web -> api: ACL not found");
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn allow(
+        &self,
+        token: &Secret,
+        source: &IntentionTarget,
+        destination: &IntentionTarget,
+    ) -> Result<Intention, Error> {
+        self.create(token, source, destination, Action::Allow).await
+    }
+
+    /// Denies `source` connections to `destination` (an intention with action deny).
+    pub async fn deny(
+        &self,
+        token: &Secret,
+        source: &IntentionTarget,
+        destination: &IntentionTarget,
+    ) -> Result<Intention, Error> {
+        self.create(token, source, destination, Action::Deny).await
     }
 
     /// Creates or replaces a whole intention, with its description and meta (and, for the
@@ -136,7 +186,14 @@ impl Intentions<'_> {
     /// write, which the primary decodes and authorizes again. Written in the primary
     /// (forwarded from a secondary) and visible here when the call returns.
     pub async fn upsert(&self, token: &Secret, intention: Intention) -> Result<Intention, Error> {
-        self.write_whole(token, None, intention).await
+        let op = Operation::new(
+            "intention write",
+            format!(
+                "{} -> {}",
+                intention.source_name, intention.destination_name
+            ),
+        );
+        during(op, async { self.write_whole(token, None, intention).await }).await
     }
 
     /// As [`Intentions::upsert`], removing `replaces` (an earlier record of the same
@@ -149,7 +206,17 @@ impl Intentions<'_> {
         replaces: &Intention,
         intention: Intention,
     ) -> Result<Intention, Error> {
-        self.write_whole(token, Some(replaces), intention).await
+        let op = Operation::new(
+            "intention write",
+            format!(
+                "{} -> {}",
+                intention.source_name, intention.destination_name
+            ),
+        );
+        during(op, async {
+            self.write_whole(token, Some(replaces), intention).await
+        })
+        .await
     }
 
     async fn write_whole(
@@ -195,8 +262,12 @@ impl Intentions<'_> {
         source: &IntentionTarget,
         destination: &IntentionTarget,
     ) -> Result<(), Error> {
-        self.remove(token, source.as_str(), destination.as_str())
-            .await
+        let op = Operation::new("intention delete", format!("{source} -> {destination}"));
+        during(op, async {
+            self.remove(token, source.as_str(), destination.as_str())
+                .await
+        })
+        .await
     }
 
     /// Deletes the record of an intention as [`Intentions::list`] returned it, whatever names
@@ -204,8 +275,15 @@ impl Intentions<'_> {
     /// still be removed (its destination fails closed until then). Needs `intentions:write`
     /// on its destination.
     pub async fn delete_stored(&self, token: &Secret, stored: &Intention) -> Result<(), Error> {
-        self.remove(token, &stored.source_name, &stored.destination_name)
-            .await
+        let op = Operation::new(
+            "intention delete",
+            format!("{} -> {}", stored.source_name, stored.destination_name),
+        );
+        during(op, async {
+            self.remove(token, &stored.source_name, &stored.destination_name)
+                .await
+        })
+        .await
     }
 
     async fn remove(&self, token: &Secret, source: &str, destination: &str) -> Result<(), Error> {
@@ -223,14 +301,18 @@ impl Intentions<'_> {
 
     /// The intentions the token may read.
     pub async fn list(&self, token: &Secret) -> Result<Vec<Intention>, Error> {
-        let authz = self.dc.inner.authorizer(token.expose_secret())?;
-        let listing = self.dc.inner.store.list(&table(tables::INTENTIONS)).await?;
-        Ok(listing
-            .records
-            .iter()
-            .filter_map(decode::<Intention>)
-            .filter(|i| can_read(&authz, i).is_ok())
-            .collect())
+        let op = Operation::named("intention list");
+        during(op, async {
+            let authz = self.dc.inner.authorizer(token.expose_secret())?;
+            let listing = self.dc.inner.store.list(&table(tables::INTENTIONS)).await?;
+            Ok(listing
+                .records
+                .iter()
+                .filter_map(decode::<Intention>)
+                .filter(|i| can_read(&authz, i).is_ok())
+                .collect())
+        })
+        .await
     }
 
     /// The current intentions snapshot, shared with the data plane.

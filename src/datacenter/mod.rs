@@ -39,9 +39,10 @@ use crate::acl::{
 use crate::authz;
 use crate::catalog::{CatalogEntry, FederationGateway, ServiceEndpoint};
 use crate::config::{DatacenterConfig, Storage};
+use crate::error::{Operation, during};
 use crate::replication::AclReplicationAuthorizer;
 use crate::tables::{self, table};
-use crate::{Error, ids};
+use crate::{Error, ErrorKind, ids};
 
 mod acl;
 mod ca;
@@ -82,11 +83,11 @@ pub struct TokenSpec {
     /// Keep the token in this datacenter only.
     pub local: bool,
     /// The accessor ID to create the token with (a UUID not reserved for built-ins; a taken
-    /// one is a [`Error::Conflict`]). `None`: a new random one. On update it must be `None`
+    /// one is a [`ErrorKind::Conflict`]). `None`: a new random one. On update it must be `None`
     /// or the token's own.
     pub accessor_id: Option<String>,
     /// The secret to create the token with (a UUID, as in Consul; a taken one is a
-    /// [`Error::Conflict`]). `None`: a new random one. On update it must be `None` or the
+    /// [`ErrorKind::Conflict`]). `None`: a new random one. On update it must be `None` or the
     /// token's own.
     pub secret_id: Option<Secret>,
     /// When the token expires: between one minute and 24 hours from now (Consul's
@@ -201,7 +202,7 @@ impl Drop for Inner {
 /// holds and catches up when the primary is back.
 async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Result<(), Error> {
     let req = mesh_replication::ListRequest {
-        token: SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default()),
+        token: SecretToken::new(replication_secret(config)),
         table: table(tables::DATACENTERS),
         min_index: Index::ZERO,
         wait: Duration::ZERO,
@@ -209,7 +210,7 @@ async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Re
     let listing = match tokio::time::timeout(PROBE_TIMEOUT, primary.list(req)).await {
         Ok(Ok(l)) => l,
         Ok(Err(e)) if e.is_denied() => {
-            return Err(Error::ReplicationTokenRefused(mesh_core::error_chain(&e)));
+            return Err(ErrorKind::ReplicationTokenRefused(mesh_core::error_chain(&e)).into());
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %mesh_core::error_chain(&e), "the primary did not answer the start-up probe; starting from local state");
@@ -232,10 +233,10 @@ async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Re
         .iter()
         .any(|p| p == config.primary_datacenter.as_str())
     {
-        return Err(Error::WrongPrimary {
+        return Err(Error::from(ErrorKind::WrongPrimary {
             configured: config.primary_datacenter.to_string(),
             found: primaries.first().cloned(),
-        });
+        }));
     }
     Ok(())
 }
@@ -273,13 +274,17 @@ impl Datacenter {
     /// # }
     /// ```
     pub async fn start_primary(config: DatacenterConfig) -> Result<Self, Error> {
-        if !config.is_primary() {
-            return Err(Error::Config(format!(
-                "{} is not the primary datacenter ({}): use start_secondary",
-                config.name, config.primary_datacenter
-            )));
-        }
-        Self::start(config, None).await
+        let op = Operation::new("datacenter start", &config.name);
+        during(op, async {
+            if !config.is_primary() {
+                return Err(Error::from(ErrorKind::Config(format!(
+                    "{} is not the primary datacenter ({}): use start_secondary",
+                    config.name, config.primary_datacenter
+                ))));
+            }
+            Self::start(config, None).await
+        })
+        .await
     }
 
     /// Starts a secondary datacenter that replicates from, and forwards writes to, the primary
@@ -290,27 +295,27 @@ impl Datacenter {
     /// transport to its server port (`mesh agent` builds one over mTLS).
     ///
     /// ```
-    /// use mesh::intentions::intention::Action;
     /// use mesh::{Datacenter, DatacenterConfig, Secret};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # tokio::runtime::Runtime::new()?.block_on(async {
-    /// let primary =
-    ///     Datacenter::start_primary(DatacenterConfig::new("dc1".parse()?, "dc1".parse()?)).await?;
-    /// let secondary = Datacenter::start_secondary(
-    ///     DatacenterConfig::new("dc2".parse()?, "dc1".parse()?),
-    ///     primary.in_process_link(),
-    /// )
-    /// .await?;
+    /// let mut config = DatacenterConfig::new("dc1".parse()?, "dc1".parse()?);
+    /// config.acl.tokens.initial_management = Some("a-management-secret".into());
+    /// let primary = Datacenter::start_primary(config).await?;
+    /// let token = Secret::new("a-management-secret");
+    /// // The secondary replicates with a token of the primary's (here the management token;
+    /// // in production one with only the replication rights).
+    /// let mut config = DatacenterConfig::new("dc2".parse()?, "dc1".parse()?);
+    /// config.acl.tokens.replication = Some(token.clone());
+    /// let secondary = Datacenter::start_secondary(config, primary.in_process_link()).await?;
     /// // One mesh: the secondary's CA chains to the primary's root.
     /// assert_eq!(secondary.trust_domain(), primary.trust_domain());
     /// // A write made in the secondary is forwarded to the primary, and readable here when the
     /// // call returns.
-    /// let anonymous = Secret::new(""); // ACLs are off in this example
     /// let (web, db) = ("web".parse()?, "db".parse()?);
-    /// secondary.intentions().create(&anonymous, &web, &db, Action::Deny).await?;
-    /// assert_eq!(secondary.intentions().list(&anonymous).await?.len(), 1);
-    /// assert_eq!(primary.intentions().list(&anonymous).await?.len(), 1);
+    /// secondary.intentions().deny(&token, &web, &db).await?;
+    /// assert_eq!(secondary.intentions().list(&token).await?.len(), 1);
+    /// assert_eq!(primary.intentions().list(&token).await?.len(), 1);
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// # })?;
     /// # Ok(())
@@ -320,14 +325,18 @@ impl Datacenter {
         config: DatacenterConfig,
         primary: Arc<dyn Transport>,
     ) -> Result<Self, Error> {
-        if config.is_primary() {
-            return Err(Error::Config(format!(
-                "{} is the primary datacenter: use start_primary",
-                config.name
-            )));
-        }
-        probe_primary(&config, &*primary).await?;
-        Self::start(config, Some(primary)).await
+        let op = Operation::new("datacenter start", &config.name);
+        during(op, async {
+            if config.is_primary() {
+                return Err(Error::from(ErrorKind::Config(format!(
+                    "{} is the primary datacenter: use start_primary",
+                    config.name
+                ))));
+            }
+            probe_primary(&config, &*primary).await?;
+            Self::start(config, Some(primary)).await
+        })
+        .await
     }
 
     /// An in-process link to this datacenter's replication server, for a secondary in the
@@ -374,8 +383,7 @@ impl Datacenter {
                 None,
             ),
             Some(link) => {
-                let token =
-                    SecretToken::new(config.acl.tokens.replication.clone().unwrap_or_default());
+                let token = SecretToken::new(replication_secret(&config));
                 let mut rc = ReplicatorConfig::new(token);
                 rc.wait = REPLICATION_WAIT;
                 rc.check = Some(Arc::new(ReplicatedRecordCheck {
@@ -457,15 +465,14 @@ impl Datacenter {
                 .await?;
             return Ok(());
         }
-        let token = Secret::new(
-            self.inner
-                .config
-                .acl
-                .tokens
-                .replication
-                .clone()
-                .unwrap_or_default(),
-        );
+        let token = self
+            .inner
+            .config
+            .acl
+            .tokens
+            .replication
+            .clone()
+            .unwrap_or_default();
         self.publish_global(
             &token,
             tables::DATACENTERS,
@@ -542,7 +549,7 @@ impl Datacenter {
         timeout: Duration,
     ) -> Result<(), Error> {
         let name =
-            tables::lookup(table).ok_or_else(|| Error::NotFound(format!("table {table:?}")))?;
+            tables::lookup(table).ok_or_else(|| ErrorKind::NotFound(format!("table {table:?}")))?;
         let Some(replicas) = &self.inner.replicas else {
             return Ok(());
         };
@@ -580,10 +587,10 @@ impl Datacenter {
         let others = Arc::strong_count(&self.inner) - 1;
         drop(self);
         if !replicas_done || left > 0 {
-            return Err(Error::Config(format!(
+            return Err(Error::from(ErrorKind::Config(format!(
                 "shutdown deadline of {deadline:?} passed with {} background tasks still running",
                 left + usize::from(!replicas_done)
-            )));
+            ))));
         }
         if others > 0 {
             tracing::info!(
@@ -653,10 +660,11 @@ impl Datacenter {
             Ok(()) => Ok(()),
             // Only a primary that did not answer is waited for; an answer (a refusal, an
             // invalid record) is the caller's to see.
-            Err(Error::Forward(mesh_replication::WriteError::Forward(e)))
-                if !matches!(e, mesh_replication::TransportError::Remote(_)) =>
+            Err(err)
+                if matches!(err.kind(), ErrorKind::Forward(mesh_replication::WriteError::Forward(e))
+                    if !matches!(e, mesh_replication::TransportError::Remote(_))) =>
             {
-                tracing::warn!(table = t, id, error = %e, "primary unreachable; publishing in the background");
+                tracing::warn!(table = t, id, error = %err, "primary unreachable; publishing in the background");
                 let weak = Arc::downgrade(&self.inner);
                 let (token, id) = (token.clone(), id.to_owned());
                 let task = tokio::spawn(async move {
@@ -884,9 +892,9 @@ impl Inner {
             return Ok(Authorizer::acls_disabled());
         }
         let snap = self.acl.load();
-        let token = snap.token(secret).ok_or(Error::AclNotFound)?;
+        let token = snap.token(secret).ok_or(ErrorKind::AclNotFound)?;
         if token.is_expired(crate::acl::now()) {
-            return Err(Error::AclNotFound);
+            return Err(ErrorKind::AclNotFound.into());
         }
         Ok(snap.authorizer(&token, self.config.acl.default_policy, &self.config.name))
     }
@@ -1040,12 +1048,12 @@ impl Inner {
         }
         self.index_names().await?;
         if let Some(secret) = &self.config.acl.tokens.initial_management
-            && self.acl.load().token(secret).is_none()
+            && self.acl.load().token(secret.expose_secret()).is_none()
         {
             {
                 let rec = TokenRecord {
                     accessor_id: ids::uuid()?,
-                    secret_id: secret.clone(),
+                    secret_id: secret.expose_secret().to_owned(),
                     description: "Initial Management Token".into(),
                     policies: vec![GLOBAL_MANAGEMENT_POLICY_ID.to_owned()],
                     roles: Vec::new(),
@@ -1077,15 +1085,15 @@ fn policy_ids<'a>(
         .map(|n| {
             snap.policy_by_name(n)
                 .map(|p| p.id().to_string())
-                .ok_or_else(|| Error::NotFound(format!("policy {n:?}")))
+                .ok_or_else(|| ErrorKind::NotFound(format!("policy {n:?}")).into())
         })
         .collect()
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Value, Error> {
-    Ok(Value::json(
-        serde_json::to_value(v).map_err(Error::invalid)?,
-    ))
+    Ok(Value::json(serde_json::to_value(v).map_err(|e| {
+        ErrorKind::Corrupt(format!("a record does not encode: {e}"))
+    })?))
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(rec: &Record) -> Option<T> {
@@ -1157,28 +1165,44 @@ fn name_claim(t: &'static str, name: &str, id: &str) -> Result<TxnOp, Error> {
     ))
 }
 
+/// The replication token's secret as configured; empty (anonymous) when none is.
+fn replication_secret(config: &DatacenterConfig) -> String {
+    config
+        .acl
+        .tokens
+        .replication
+        .as_ref()
+        .map(|s| s.expose_secret().to_owned())
+        .unwrap_or_default()
+}
+
 /// A check-and-set conflict reported as a name conflict.
 fn conflict_as(e: Error, what: String) -> Error {
-    let cas = match &e {
-        Error::Store(mesh_replication::StoreError::CasConflict { .. }) => true,
-        Error::Forward(mesh_replication::WriteError::Local(
+    let cas = match e.kind() {
+        ErrorKind::Store(mesh_replication::StoreError::CasConflict { .. }) => true,
+        ErrorKind::Forward(mesh_replication::WriteError::Local(
             mesh_replication::StoreError::CasConflict { .. },
         )) => true,
-        Error::Forward(mesh_replication::WriteError::Forward(
+        ErrorKind::Forward(mesh_replication::WriteError::Forward(
             mesh_replication::TransportError::Remote(r),
         )) => r.kind == mesh_replication::RemoteErrorKind::CasConflict,
         _ => false,
     };
-    if cas { Error::Conflict(what) } else { e }
+    if cas {
+        ErrorKind::Conflict(what).into()
+    } else {
+        e
+    }
 }
 
 /// An operation refused by [`authz`] as an API error.
 fn refused(r: authz::Refusal) -> Error {
     match r {
         authz::Refusal::Invalid(m) => Error::invalid_msg(m),
-        authz::Refusal::Denied(m) => Error::Forward(mesh_replication::WriteError::Denied(
+        authz::Refusal::Denied(m) => ErrorKind::Forward(mesh_replication::WriteError::Denied(
             mesh_replication::Denied::new(m),
-        )),
+        ))
+        .into(),
     }
 }
 

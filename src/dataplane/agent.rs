@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use super::{Authorization, ControlPlane, IntentionSource, Routing, authorize_in_set};
 use crate::catalog::CatalogEntry;
 use crate::client::{Body, Client, ClientConfig, ClientError, Response, percent_encode};
-use crate::{Error, Secret};
+use crate::{Error, ErrorKind, Secret};
 
 /// Where the routing view is served.
 const ROUTING_PATH: &str = "/v1/internal/mesh/routing";
@@ -206,7 +206,7 @@ impl AgentControlPlane {
     /// address or the CA file is unusable.
     pub async fn connect(opts: AgentOptions) -> Result<Arc<Self>, Error> {
         if opts.servers.is_empty() {
-            return Err(Error::Config("no server address given".into()));
+            return Err(ErrorKind::Config("no server address given".into()).into());
         }
         let mut clients = Vec::with_capacity(opts.servers.len());
         for addr in &opts.servers {
@@ -424,12 +424,12 @@ impl ControlPlane for AgentControlPlane {
                 })
             })
             .await
-            .map_err(|e| match e {
-                Error::Agent(ref c) if c.status() == Some(500) => {
+            .map_err(|e| match e.kind() {
+                ErrorKind::Agent(c) if c.status() == Some(500) => {
                     tracing::debug!(error = %e, "roots unavailable");
-                    Error::ConnectDisabled
+                    ErrorKind::ConnectDisabled.into()
                 }
-                e => e,
+                _ => e,
             })?;
         Ok(rx.clone())
     }
@@ -590,7 +590,7 @@ impl ControlPlane for AgentControlPlane {
             .call(Method::GET, &path, None, Some(token))
             .await
             .map_err(|e| match e.status() {
-                Some(404) => Error::NotFound(format!("service instance {id:?}")),
+                Some(404) => ErrorKind::NotFound(format!("service instance {id:?}")).into(),
                 _ => agent_error(e),
             })?;
         resp.json().map_err(Error::invalid)
@@ -654,5 +654,5 @@ fn service_id_guess(service: &ServiceName) -> SpiffeId {
 }
 
 fn agent_error(e: ClientError) -> Error {
-    Error::Agent(Box::new(e))
+    ErrorKind::Agent(Box::new(e)).into()
 }

@@ -225,7 +225,7 @@ impl Mesh {
         init_tracing();
         let mgmt = secret();
         let mut pc = config("primary", "primary");
-        pc.acl.tokens.initial_management = Some(mgmt.clone());
+        pc.acl.tokens.initial_management = Some((&mgmt).into());
         let primary = Datacenter::start_primary(pc).await.expect("primary starts");
         primary
             .acl()
@@ -252,7 +252,7 @@ impl Mesh {
             .secret_id;
         let link = Arc::new(InProcessTransport::new(primary.replication_server()));
         let mut sc = config("secondary", "primary");
-        sc.acl.tokens.replication = Some(replication.clone());
+        sc.acl.tokens.replication = Some((&replication).into());
         let transport: Arc<dyn Transport> = link.clone();
         let secondary = match tokio::time::timeout(
             WAIT * 2,

@@ -306,12 +306,17 @@ pub(crate) async fn service_register(State(s): State<ApiState>, ctx: Ctx, body: 
     if let Some(name) = &def.name {
         require_service_write(&s, &authz, name.as_str())?;
     }
-    match s.dc().catalog().register(token, &def).await {
+    match s
+        .dc()
+        .catalog()
+        .register(token, &def)
+        .await
+        .map_err(mesh::Error::into_kind)
+    {
         Ok(_) => Ok(reply::empty()),
-        Err(mesh::Error::Invalid(src)) => match src.downcast_ref::<RegistrationError>() {
-            Some(e) => Err(registration_error(e)),
-            None => Err(ApiError::bad_request(chain(src.as_ref()))),
-        },
+        Err(mesh::ErrorKind::Invalid(mesh::InvalidInput::Registration(e))) => {
+            Err(registration_error(&e))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -331,9 +336,15 @@ pub(crate) async fn service_deregister(
     };
     // The datacenter removes the sidecar registered with the service in the same
     // transaction, after checking every permission.
-    match s.dc().catalog().deregister(&ctx.token, &id).await {
+    match s
+        .dc()
+        .catalog()
+        .deregister(&ctx.token, &id)
+        .await
+        .map_err(mesh::Error::into_kind)
+    {
         Ok(()) => Ok(reply::empty()),
-        Err(mesh::Error::NotFound(_)) => Err(unknown()),
+        Err(mesh::ErrorKind::NotFound(_)) => Err(unknown()),
         Err(e) => Err(e.into()),
     }
 }

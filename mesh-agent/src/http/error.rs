@@ -142,11 +142,18 @@ fn permission_text(reason: &str) -> String {
 
 impl From<mesh::Error> for ApiError {
     fn from(e: mesh::Error) -> Self {
-        use mesh::Error as E;
+        // The operation is the caller's own request: the answer names only what went wrong.
+        e.into_kind().into()
+    }
+}
+
+impl From<mesh::ErrorKind> for ApiError {
+    fn from(e: mesh::ErrorKind) -> Self {
+        use mesh::ErrorKind as E;
         match &e {
             E::AclNotFound => Self::acl_not_found(),
             E::PermissionDenied(pd) => Self::denied(pd),
-            E::Invalid(src) => Self::bad_request(chain(src.as_ref())),
+            E::Invalid(src) => Self::bad_request(chain(src)),
             E::NotFound(what) => Self::not_found(format!("{what} not found")),
             E::Conflict(what) => Self::new(StatusCode::CONFLICT, format!("{what} already exists")),
             E::ConnectDisabled => {

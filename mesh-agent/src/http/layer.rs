@@ -31,9 +31,12 @@ pub(crate) async fn common(State(state): State<ApiState>, req: Request, next: Ne
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    let policy = match state.dc().config().acl.default_policy {
-        DefaultPolicy::Allow => "allow",
-        DefaultPolicy::Deny => "deny",
+    // What an unmatched check answers: with ACLs off, everything is allowed whatever
+    // default_policy says.
+    let acl = &state.dc().config().acl;
+    let policy = match acl.default_policy {
+        DefaultPolicy::Deny if acl.enabled => "deny",
+        _ => "allow",
     };
     resp.headers_mut().insert(
         "x-consul-default-acl-policy",

@@ -117,8 +117,8 @@ impl LeafCache {
 }
 
 pub(crate) fn sign_error(e: mesh::Error) -> ApiError {
-    match &e {
-        mesh::Error::Sign(se) => match se.as_ref() {
+    match e.kind() {
+        mesh::ErrorKind::Sign(se) => match se.as_ref() {
             se if se.is_invalid_request() => ApiError::bad_request(chain(se)),
             mesh::ca::SignError::PermissionDenied { .. } => ApiError::forbidden(chain(se.as_ref())),
             mesh::ca::SignError::RateLimited => ApiError::new(

@@ -193,7 +193,7 @@ impl<'de> Deserialize<'de> for ServiceInstanceId {
 /// `mesh::Secret`), also carried by a registration. It serialises as the plain string (a
 /// registration must round-trip) but never shows in `Debug` output. The empty secret is the
 /// anonymous token.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct TokenSecret(String);
 
 impl TokenSecret {
@@ -629,6 +629,21 @@ pub struct NodeAddresses {
 }
 
 impl ServiceDefinition {
+    /// A Connect-native service: `name` at `addr`, speaking mesh mTLS itself (what
+    /// `{"name": .., "address": .., "port": .., "connect": {"native": true}}` registers).
+    pub fn connect_native(name: ServiceName, addr: std::net::SocketAddr) -> Self {
+        Self {
+            name: Some(name),
+            address: Some(Host::Ip(addr.ip())),
+            port: addr.port(),
+            connect: Some(ServiceConnect {
+                native: true,
+                ..ServiceConnect::default()
+            }),
+            ..Self::default()
+        }
+    }
+
     /// Parses a registration from JSON: the bare object, or the configuration-file form
     /// `{"service": {...}}`. Parsing does not run [`ServiceDefinition::validate`].
     pub fn from_json(s: &str) -> Result<Self, RegistrationError> {

@@ -85,14 +85,19 @@ pub(crate) async fn bootstrap(
             "ACL bootstrap is made in the primary datacenter {primary}, and this agent has no address for it"
         )));
     }
-    let rec = match dc.acl().bootstrap(secret.as_ref()).await {
+    let rec = match dc
+        .acl()
+        .bootstrap(secret.as_ref())
+        .await
+        .map_err(mesh::Error::into_kind)
+    {
         Ok(rec) => rec,
-        Err(mesh::Error::BootstrapNotAllowed { reset_index }) => {
+        Err(mesh::ErrorKind::BootstrapNotAllowed { reset_index }) => {
             return Err(ApiError::forbidden(format!(
                 "Permission denied: ACL bootstrap no longer allowed (reset index: {reset_index})"
             )));
         }
-        Err(mesh::Error::Conflict(_)) => {
+        Err(mesh::ErrorKind::Conflict(_)) => {
             return Err(ApiError::server(
                 "Provided token cannot be used because a token with that secret already exists.",
             ));

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use mesh::acl::PolicyRecord;
 use mesh::intentions::acl::GLOBAL_MANAGEMENT_POLICY_ID;
 use mesh::tables;
-use mesh::{Error, PolicySpec};
+use mesh::{Error, ErrorKind, PolicySpec};
 
 use super::checks::{check_policy_name, check_rules, unwrap_rules};
 use super::shapes::{PolicyIn, policy_json};
@@ -97,12 +97,12 @@ pub(crate) async fn policy_read_by_name(
 }
 
 fn policy_write_error(e: Error, name: &str, create: bool) -> ApiError {
-    match e {
-        Error::Conflict(_) if create => ApiError::server(format!(
+    match e.into_kind() {
+        ErrorKind::Conflict(_) if create => ApiError::server(format!(
             "Invalid Policy: A Policy with Name {} already exists",
             go_quote(name)
         )),
-        Error::Conflict(_) => ApiError::server(format!(
+        ErrorKind::Conflict(_) => ApiError::server(format!(
             "Invalid Policy: A policy with name {} already exists",
             go_quote(name)
         )),
@@ -230,9 +230,15 @@ pub(crate) async fn policy_delete(
     if raw::record(&s, tables::ACL_POLICIES, &id).await?.is_none() {
         return Err(ApiError::not_found("Cannot find policy to delete"));
     }
-    match s.dc().acl().policy_delete(&ctx.token, &id).await {
+    match s
+        .dc()
+        .acl()
+        .policy_delete(&ctx.token, &id)
+        .await
+        .map_err(mesh::Error::into_kind)
+    {
         Ok(()) => Ok(reply::json(&ctx, &true)),
-        Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find policy to delete")),
+        Err(ErrorKind::NotFound(_)) => Err(ApiError::not_found("Cannot find policy to delete")),
         Err(e) => Err(e.into()),
     }
 }

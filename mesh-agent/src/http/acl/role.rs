@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use mesh::acl::RoleRecord;
 use mesh::tables;
-use mesh::{Error, RoleSpec};
+use mesh::{Error, ErrorKind, RoleSpec};
 
 use super::checks::{check_role_name, node_identities, refuse_templated, service_identities};
 use super::shapes::{Names, RoleIn, role_json};
@@ -91,8 +91,8 @@ pub(crate) async fn role_read_by_name(
 }
 
 fn role_write_error(e: Error, name: &str) -> ApiError {
-    match e {
-        Error::Conflict(_) => ApiError::server(format!(
+    match e.into_kind() {
+        ErrorKind::Conflict(_) => ApiError::server(format!(
             "Invalid Role: A Role with Name {} already exists",
             go_quote(name)
         )),
@@ -184,9 +184,15 @@ pub(crate) async fn role_delete(
     if raw::record(&s, tables::ACL_ROLES, &id).await?.is_none() {
         return Err(ApiError::not_found("Cannot find role to delete"));
     }
-    match s.dc().acl().role_delete(&ctx.token, &id).await {
+    match s
+        .dc()
+        .acl()
+        .role_delete(&ctx.token, &id)
+        .await
+        .map_err(mesh::Error::into_kind)
+    {
         Ok(()) => Ok(reply::json(&ctx, &true)),
-        Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find role to delete")),
+        Err(ErrorKind::NotFound(_)) => Err(ApiError::not_found("Cannot find role to delete")),
         Err(e) => Err(e.into()),
     }
 }

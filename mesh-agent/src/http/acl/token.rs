@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use mesh::acl::{NodeIdentityRecord, ServiceIdentityRecord};
-use mesh::{Error, Secret, TokenSpec};
+use mesh::{ErrorKind, Secret, TokenSpec};
 
 use super::checks::{node_identities, refuse_templated, service_identities};
 use super::shapes::{Names, TokenIn, all_tokens, anonymous, stored_token, token_json};
@@ -334,14 +334,20 @@ async fn create_token(
     let mut spec = plan.spec(local);
     spec.accessor_id = (!accessor.is_empty()).then(|| accessor.to_owned());
     spec.secret_id = (!secret.is_empty()).then(|| Secret::new(secret));
-    let rec = match s.dc().acl().token_create(&ctx.token, spec).await {
+    let rec = match s
+        .dc()
+        .acl()
+        .token_create(&ctx.token, spec)
+        .await
+        .map_err(mesh::Error::into_kind)
+    {
         Ok(rec) => rec,
-        Err(Error::Conflict(what)) if what.contains("SecretID") => {
+        Err(ErrorKind::Conflict(what)) if what.contains("SecretID") => {
             return Err(ApiError::server(
                 "Invalid Token: SecretID is already in use",
             ));
         }
-        Err(Error::Conflict(_)) => {
+        Err(ErrorKind::Conflict(_)) => {
             return Err(ApiError::server(
                 "Invalid Token: AccessorID is already in use",
             ));
@@ -464,9 +470,15 @@ pub(crate) async fn token_delete(
     if stored_token(&s, &accessor).await?.is_none() {
         return Err(ApiError::not_found("Cannot find token to delete"));
     }
-    match s.dc().acl().token_delete(&ctx.token, &accessor).await {
+    match s
+        .dc()
+        .acl()
+        .token_delete(&ctx.token, &accessor)
+        .await
+        .map_err(mesh::Error::into_kind)
+    {
         Ok(()) => Ok(reply::json(&ctx, &true)),
-        Err(Error::NotFound(_)) => Err(ApiError::not_found("Cannot find token to delete")),
+        Err(ErrorKind::NotFound(_)) => Err(ApiError::not_found("Cannot find token to delete")),
         Err(e) => Err(e.into()),
     }
 }
