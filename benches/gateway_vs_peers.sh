@@ -2,7 +2,12 @@
 # Compares mesh's SNI gateway with HAProxy and nginx, and with a direct connection, under the
 # same TLS load on loopback. Prints one table (see benches/README.md).
 #
-#   bash benches/gateway_vs_peers.sh            # SECONDS_PER_FIGURE=2 ROUNDS=3 by default
+#   bash benches/gateway_vs_peers.sh            # SECONDS_PER_FIGURE=2 ROUNDS=3 CONCURRENCY=64
+#
+# A second table gives each proxy's CPU per connection and per GiB, read from /proc around each
+# figure, and as a ratio to the CPU of the two TLS ends (the echo server and the load driver):
+# the ratio is the figure that holds on a noisy machine. It also gives the proxy's resident
+# memory per idle routed connection (IDLE=1000 connections held open after their handshake).
 #
 # Every proxy gets the same resources: 2 worker threads/processes and 64 KiB relay buffers, one
 # exact route for the SNI `bench.example` to the same TLS echo server. The echo server and the
@@ -17,6 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${SECONDS_PER_FIGURE:-2}"
 ROUNDS="${ROUNDS:-3}"
+CONCURRENCY="${CONCURRENCY:-64}"
+IDLE="${IDLE:-1000}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 SNI=bench.example
 WORK="$(mktemp -d /tmp/gateway-vs-peers.XXXXXX)"
@@ -52,6 +59,8 @@ echo "building (release)..." >&2
 # As root, measure at a higher priority than other work on the machine (builds, editors): under
 # contention the scheduler would otherwise favour whichever set-up runs more threads.
 renice -n -10 -p $$ >/dev/null 2>&1 || true
+# 1,000 idle connections take 1,000 descriptors in the driver and the echo server, 2,000 in a proxy.
+ulimit -n 65536 2>/dev/null || true
 if [ -z "${SKIP_BUILD:-}" ]; then   # SKIP_BUILD=1 reuses the binaries of an earlier build
     cargo build --quiet --release -p mesh --example sni_gateway --example tls_echo_load
 fi
@@ -62,6 +71,7 @@ ECHO_PORT="$(free_port)"
 "$BIN/tls_echo_load" serve --listen "127.0.0.1:$ECHO_PORT" --name "$SNI" \
     --cert-out "$WORK/echo.der" --workers 1 >"$WORK/echo.log" 2>&1 &
 PIDS+=($!)
+ECHO_PID=$!
 wait_port "$ECHO_PORT" "$WORK/echo.log"
 TARGETS=(--target "direct=127.0.0.1:$ECHO_PORT")
 
@@ -72,7 +82,7 @@ RUST_LOG=warn "$BIN/sni_gateway" --listen "127.0.0.1:$MESH_PORT" \
     >"$WORK/mesh.log" 2>&1 &
 PIDS+=($!)
 wait_port "$MESH_PORT" "$WORK/mesh.log"
-TARGETS+=(--target "mesh=127.0.0.1:$MESH_PORT")
+TARGETS+=(--target "mesh=127.0.0.1:$MESH_PORT@${PIDS[-1]}")
 
 # HAProxy: tcp mode, SNI from req.ssl_sni after waiting for the hello.
 if command -v haproxy >/dev/null; then
@@ -98,7 +108,7 @@ EOF
     haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
     PIDS+=($!)
     wait_port "$HAPROXY_PORT" "$WORK/haproxy.log"
-    TARGETS+=(--target "haproxy=127.0.0.1:$HAPROXY_PORT")
+    TARGETS+=(--target "haproxy=127.0.0.1:$HAPROXY_PORT@${PIDS[-1]}")
 else
     echo "haproxy not installed: left out (apt-get install -y haproxy)" >&2
 fi
@@ -138,7 +148,7 @@ EOF
         nginx -c "$WORK/nginx.conf" -p "$WORK" >"$WORK/nginx.log" 2>&1 &
         PIDS+=($!)
         wait_port "$NGINX_PORT" "$WORK/nginx.log"
-        TARGETS+=(--target "nginx=127.0.0.1:$NGINX_PORT")
+        TARGETS+=(--target "nginx=127.0.0.1:$NGINX_PORT@${PIDS[-1]}")
     else
         echo "nginx has no stream module: left out (apt-get install -y nginx-full)" >&2
         cat "$WORK/nginx-t.log" >&2
@@ -149,5 +159,6 @@ fi
 
 echo "machine: $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BIN/tls_echo_load" bench --sni "$SNI" --cert "$WORK/echo.der" --seconds "$SECS" --rounds "$ROUNDS" \
-    --concurrency 8 --streams 4 --workers 1 "${TARGETS[@]}"
+    --concurrency "$CONCURRENCY" --streams 4 --workers 1 --server-pid "$ECHO_PID" --idle "$IDLE" \
+    "${TARGETS[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

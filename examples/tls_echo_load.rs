@@ -16,7 +16,10 @@
 //! The bench measures, per target: new connections per second (TCP connect, full TLS 1.3
 //! handshake, a 64-byte echo, close; `--concurrency` at once), bulk echo throughput over
 //! `--streams` long connections (64 KiB writes), and the p50/p99 round trip of 64-byte echoes on
-//! one connection.
+//! one connection. Given the proxy's process ID (`--target LABEL=ADDR@PID`) and the echo
+//! server's (`--server-pid`), it also reads their CPU time from `/proc` around each figure: the
+//! proxy's CPU per connection and per GiB, each as a ratio to the CPU of the two TLS ends (the
+//! echo server and this driver), and the proxy's resident memory per idle routed connection.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -37,15 +40,18 @@ tls_echo_load: a TLS echo server and a load driver for SNI proxies
 
 USAGE:
     tls_echo_load serve --listen ADDR --name NAME [--name NAME...] --cert-out PATH [--workers N]
-    tls_echo_load bench --sni NAME --cert PATH --target LABEL=ADDR [--target ...]
-                        [--seconds S] [--rounds R] [--concurrency C] [--streams N] [--workers N]
+    tls_echo_load bench --sni NAME --cert PATH --target LABEL=ADDR[@PID] [--target ...]
+                        [--server-pid PID] [--idle N] [--seconds S] [--rounds R]
+                        [--concurrency C] [--streams N] [--workers N]
 
 serve: answers TLS on ADDR with a fresh self-signed certificate for the names (written as DER
        to PATH) and echoes every byte back; prints `listening ADDR`.
 bench: the first target is the reference (a direct connection to the server); prints one table
        with every figure (the median over R rounds that visit every target in turn) and its
-       ratio to the reference. Defaults: --seconds 3, --rounds 3, --concurrency 8,
-       --streams 4, --workers 1.
+       ratio to the reference. With @PID and --server-pid, a second table gives the proxy's
+       CPU per connection and per GiB (and as a ratio to the TLS ends' CPU) and its memory per
+       idle routed connection (N of them, default 1000). Defaults: --seconds 3, --rounds 3,
+       --concurrency 8, --streams 4, --workers 1.
 ";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -163,6 +169,8 @@ async fn serve(args: &[String]) -> Result<(), Error> {
 struct Target {
     label: String,
     addr: SocketAddr,
+    /// The proxy's process, for its CPU and memory figures.
+    pid: Option<u32>,
 }
 
 struct Figures {
@@ -171,6 +179,14 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+    /// The proxy's CPU per connection (µs) and as a ratio to the TLS ends' CPU.
+    cpu_us_per_conn: f64,
+    cpu_ratio_conn: f64,
+    /// The proxy's CPU per GiB echoed back (s) and as a ratio to the TLS ends' CPU.
+    cpu_s_per_gib: f64,
+    cpu_ratio_bulk: f64,
+    /// The proxy's resident memory per idle routed connection (KiB).
+    idle_kib_per_conn: f64,
 }
 
 async fn bench(args: &[String]) -> Result<(), Error> {
@@ -187,15 +203,22 @@ async fn bench(args: &[String]) -> Result<(), Error> {
         .into_iter()
         .map(|t| {
             let (label, addr) = t.split_once('=').ok_or("--target is LABEL=ADDR")?;
+            let (addr, pid) = match addr.split_once('@') {
+                Some((a, p)) => (a, Some(p.parse::<u32>()?)),
+                None => (addr, None),
+            };
             Ok(Target {
                 label: label.to_owned(),
                 addr: addr.parse()?,
+                pid,
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
     if targets.is_empty() {
         return Err("give at least one --target".into());
     }
+    let server_pid: Option<u32> = flag(args, "--server-pid").map(str::parse).transpose()?;
+    let idle_n: usize = flag(args, "--idle").unwrap_or("1000").parse()?;
     let mut roots = RootCertStore::empty();
     roots.add(cert)?;
     let mut config = ClientConfig::builder_with_provider(provider())
@@ -213,9 +236,21 @@ async fn bench(args: &[String]) -> Result<(), Error> {
         for (t, per_target) in targets.iter().zip(rounds.iter_mut()) {
             // Warm-up: a few connections so that no figure pays for lazy set-up.
             let _ = handshakes(t.addr, &connector, &sni, 2, Duration::from_millis(100)).await;
-            let (hs, e1) = handshakes(t.addr, &connector, &sni, concurrency, period).await;
+            let before = CpuSample::take(t.pid, server_pid);
+            let (hs, e1, conns) = handshakes(t.addr, &connector, &sni, concurrency, period).await;
+            let (proxy_s, ends_s) = before.elapsed(t.pid, server_pid);
+            let cpu_us_per_conn = proxy_s * 1e6 / conns as f64;
+            let cpu_ratio_conn = proxy_s / ends_s;
+            let before = CpuSample::take(t.pid, server_pid);
             let (bulk, e2) = bulk(t.addr, &connector, &sni, streams, period).await;
+            let (proxy_s, ends_s) = before.elapsed(t.pid, server_pid);
+            let gib = bulk * period.as_secs_f64() / 1024.0;
+            let (cpu_s_per_gib, cpu_ratio_bulk) = (proxy_s / gib, proxy_s / ends_s);
             let (p50, p99, e3) = latency(t.addr, &connector, &sni, period).await;
+            let idle_kib_per_conn = match t.pid {
+                Some(pid) => idle_memory(t.addr, &connector, &sni, pid, idle_n).await,
+                None => f64::NAN,
+            };
             eprintln!(
                 "round {round} {}: {hs:.0} handshakes/s, {bulk:.0} MiB/s, p50 {p50:.1} us, \
                  p99 {p99:.1} us, errors {e1}/{e2}/{e3}",
@@ -227,6 +262,11 @@ async fn bench(args: &[String]) -> Result<(), Error> {
                 p50_us: p50,
                 p99_us: p99,
                 errors: e1 + e2 + e3,
+                cpu_us_per_conn,
+                cpu_ratio_conn,
+                cpu_s_per_gib,
+                cpu_ratio_bulk,
+                idle_kib_per_conn,
             });
         }
     }
@@ -247,6 +287,11 @@ fn median(r: &[Figures]) -> Figures {
         p50_us: med(|f| f.p50_us),
         p99_us: med(|f| f.p99_us),
         errors: r.iter().map(|f| f.errors).sum(),
+        cpu_us_per_conn: med(|f| f.cpu_us_per_conn),
+        cpu_ratio_conn: med(|f| f.cpu_ratio_conn),
+        cpu_s_per_gib: med(|f| f.cpu_s_per_gib),
+        cpu_ratio_bulk: med(|f| f.cpu_ratio_bulk),
+        idle_kib_per_conn: med(|f| f.idle_kib_per_conn),
     }
 }
 
@@ -292,6 +337,155 @@ fn print_table(
         "(x) = ratio to {}: above 1 is better for handshakes/s and MiB/s, worse for latency",
         targets[0].label
     );
+    if targets.iter().all(|t| t.pid.is_none()) {
+        return;
+    }
+    println!();
+    println!(
+        "proxy CPU (user + system, its processes and their children) during the handshake and \
+         bulk figures; ends = the echo server + this driver; idle = resident memory added per \
+         routed connection held open after its handshake"
+    );
+    println!(
+        "| {:<10} | {:>12} | {:>15} | {:>11} | {:>14} | {:>14} |",
+        "target", "us per conn", "per conn / ends", "s per GiB", "per GiB / ends", "idle KiB/conn"
+    );
+    println!(
+        "|{:-<12}|{:->14}|{:->17}|{:->13}|{:->16}|{:->16}|",
+        "", "", "", "", "", ""
+    );
+    for (t, f) in targets.iter().zip(r).filter(|(t, _)| t.pid.is_some()) {
+        println!(
+            "| {:<10} | {:>12.1} | {:>15.3} | {:>11.3} | {:>14.3} | {:>14.1} |",
+            t.label,
+            f.cpu_us_per_conn,
+            f.cpu_ratio_conn,
+            f.cpu_s_per_gib,
+            f.cpu_ratio_bulk,
+            f.idle_kib_per_conn,
+        );
+    }
+    println!("(a GiB echoed back crosses the proxy twice: once each way)");
+}
+
+/// CPU seconds used so far by a proxy (with its children), the echo server and this driver.
+struct CpuSample {
+    proxy: f64,
+    ends: f64,
+}
+
+impl CpuSample {
+    fn take(proxy: Option<u32>, server: Option<u32>) -> Self {
+        let tree = |pid: Option<u32>| {
+            pid.map(|p| tree_pids(p).iter().map(|&p| cpu_s(p)).sum())
+                .unwrap_or(0.0)
+        };
+        CpuSample {
+            proxy: tree(proxy),
+            ends: tree(server) + cpu_s(std::process::id()),
+        }
+    }
+
+    /// (proxy CPU s, ends CPU s) since this sample.
+    fn elapsed(&self, proxy: Option<u32>, server: Option<u32>) -> (f64, f64) {
+        let now = Self::take(proxy, server);
+        (now.proxy - self.proxy, now.ends - self.ends)
+    }
+}
+
+/// `pid` and its direct children (nginx's workers are children of its master).
+fn tree_pids(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if stat_fields(child).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
+                == Some(pid)
+            {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// The fields of `/proc/PID/stat` after the command name: state, ppid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// User + system CPU seconds of one process (all its threads).
+fn cpu_s(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the command name.
+    stat_fields(pid)
+        .and_then(|f| {
+            let u: f64 = f.get(11)?.parse().ok()?;
+            let s: f64 = f.get(12)?.parse().ok()?;
+            Some((u + s) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Resident memory of a process and its children, KiB.
+fn rss_kib(pid: u32) -> f64 {
+    tree_pids(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .sum()
+}
+
+/// Opens `n` connections through the proxy, each with a full handshake and one echo (so it is
+/// routed), holds them open, and returns the proxy's resident memory added per connection.
+async fn idle_memory(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    sni: &ServerName<'static>,
+    pid: u32,
+    n: usize,
+) -> f64 {
+    let before = rss_kib(pid);
+    let mut held = Vec::with_capacity(n);
+    let msg = [9u8; 64];
+    let mut back = [0u8; 64];
+    for _ in 0..n {
+        let Ok(mut tls) = open(addr, connector, sni).await else {
+            continue;
+        };
+        if tls.write_all(&msg).await.is_ok() && tls.read_exact(&mut back).await.is_ok() {
+            held.push(tls);
+        }
+    }
+    // Let the proxy settle its buffers after the last echo.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let added = rss_kib(pid) - before;
+    let count = held.len();
+    for mut tls in held {
+        let _ = tls.shutdown().await;
+    }
+    if count == 0 {
+        f64::NAN
+    } else {
+        added / count as f64
+    }
 }
 
 async fn open(
@@ -304,14 +498,15 @@ async fn open(
     Ok(connector.connect(sni.clone(), tcp).await?)
 }
 
-/// Full handshake + 64-byte echo + close, `concurrency` loops at once; returns (rate, errors).
+/// Full handshake + 64-byte echo + close, `concurrency` loops at once; returns (rate, errors,
+/// connections completed).
 async fn handshakes(
     addr: SocketAddr,
     connector: &TlsConnector,
     sni: &ServerName<'static>,
     concurrency: usize,
     period: Duration,
-) -> (f64, u64) {
+) -> (f64, u64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -341,8 +536,9 @@ async fn handshakes(
     for t in tasks {
         let _ = t.await;
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-    (rate, errors.load(Ordering::Relaxed))
+    let done = done.load(Ordering::Relaxed);
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    (rate, errors.load(Ordering::Relaxed), done)
 }
 
 /// `streams` long connections, each writing 64 KiB chunks while reading the echo; returns
