@@ -4,7 +4,8 @@
 //! * State: a [`Store`] holds named tables of [`Record`]s; every write takes the next value of one
 //!   monotonic [`Index`], transactions are atomic, writes can check-and-set, and
 //!   [`Store::wait_table`] is the blocking query. [`MemoryStore`] and [`DurableStore`] (on disk,
-//!   crash-safe) implement it.
+//!   crash-safe) implement it, and with the `etcd` feature `EtcdStore` (an etcd v3 cluster
+//!   shared by several servers of one datacenter; needs `protoc` to build).
 //! * Replication: a [`TableRegistry`] marks tables [`Scope::Global`] or [`Scope::Local`]; in a
 //!   secondary, [`Replicas`] runs one replicator per global table that long-polls the primary,
 //!   [`diff()`]s the complete listing against the local copy and applies it in batches, with a
@@ -18,8 +19,8 @@
 //!
 //! This crate knows records, tables and indexes, not what they mean: ACL objects, intentions and
 //! config entries are stored as values by the layers above, which also provide the real
-//! authorizer and the certificates. There is no leader election or consensus here: one store
-//! per datacenter.
+//! authorizer and the certificates. There is no consensus here: several servers of a
+//! datacenter share one state only through a store that provides it (etcd).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -86,6 +87,8 @@ pub use server::{
     DEFAULT_MAX_WAIT, Enroller, ReplicationServer, ServeConfig, ServerHandle, SideProtocol,
 };
 pub use store::{DurableStore, Inconsistency, Listing, MemoryStore, Store, StoreError};
+#[cfg(feature = "etcd")]
+pub use store::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore};
 pub use table::{
     DuplicateTable, MAX_TABLE_NAME_LEN, Scope, TableName, TableNameError, TableRegistry,
 };

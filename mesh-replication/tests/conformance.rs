@@ -289,6 +289,22 @@ macro_rules! conformance {
     };
 }
 
+#[cfg(feature = "etcd")]
+mod etcd_cluster;
+
+/// A fresh one-member etcd cluster per case (so that its indexes start at 1, as the other
+/// stores' do); the guard keeps it running.
+#[cfg(feature = "etcd")]
+async fn etcd() -> Result<(Arc<dyn Store>, etcd_cluster::EtcdCluster), Box<dyn Error>> {
+    let cluster = etcd_cluster::EtcdCluster::start(1).await?;
+    let opts = mesh_replication::EtcdOptions::new(cluster.endpoints(), "mesh/conformance");
+    let s = mesh_replication::EtcdStore::open(opts).await?;
+    Ok((Arc::new(s), cluster))
+}
+
+#[cfg(feature = "etcd")]
+conformance!(on_etcd, etcd());
+
 async fn memory() -> Result<(Arc<dyn Store>, ()), Box<dyn Error>> {
     Ok((Arc::new(MemoryStore::new()), ()))
 }

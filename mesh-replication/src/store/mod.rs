@@ -1,4 +1,4 @@
-//! The [`Store`] trait a datacenter's state lives behind, and its two implementations.
+//! The [`Store`] trait a datacenter's state lives behind, and its implementations.
 //!
 //! A store holds named tables of [`Record`]s. Every write, whatever it touches, takes the next
 //! value of ONE monotonic [`Index`] of the datacenter; each table remembers the index of the last
@@ -14,10 +14,14 @@ use crate::record::{InvalidId, Record, TxnOp, Value};
 use crate::table::TableName;
 
 mod durable;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod memory;
 mod txn;
 
 pub use durable::{DurableStore, Inconsistency};
+#[cfg(feature = "etcd")]
+pub use etcd::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore};
 pub use memory::MemoryStore;
 
 /// The records of one table and the table index they reflect.
@@ -68,6 +72,20 @@ pub enum StoreError {
     /// The blocking task running the I/O did not finish.
     #[error("store worker task failed")]
     Worker(#[source] tokio::task::JoinError),
+    /// A transaction holds more operations than the store takes in one atomic write (etcd's
+    /// `--max-txn-ops`); nothing was applied. It is refused, never split.
+    #[error("a transaction of {operations} operations exceeds the store's limit of {limit}")]
+    TooManyOperations {
+        /// The operations the transaction needs (records touched plus table indexes).
+        operations: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The etcd cluster could not be reached or refused the request (no quorum, time-out,
+    /// permission); nothing of a write is known to be applied unless it was acknowledged.
+    #[cfg(feature = "etcd")]
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
 
 /// A datacenter's versioned tables.
