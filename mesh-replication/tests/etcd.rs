@@ -207,3 +207,59 @@ async fn losing_quorum_refuses_writes_clearly_and_regaining_it_converges() -> R 
     assert!(la.records.iter().any(|r| r.id == "after"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_leads_a_standby_takes_over_and_the_old_leader_is_fenced() -> R {
+    let cluster = EtcdCluster::start(1).await?;
+    let a = open(&cluster, "mesh/dc1").await?;
+    let b = open(&cluster, "mesh/dc1").await?;
+    let ttl = Duration::from_secs(2);
+    let lead_a = a.lead("server-a", ttl).await?;
+    assert_eq!(a.leader().await?.as_deref(), Some("server-a"));
+    let standby = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lead("server-b", ttl).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!standby.is_finished(), "b stands by while a leads");
+    let acked = a.upsert(&t("config"), "by-a", v(1), None).await?;
+
+    // a "crashes": its lease is no longer kept alive. b leads within the lease's time to live.
+    let crashed = std::time::Instant::now();
+    drop(lead_a);
+    let lead_b = tokio::time::timeout(Duration::from_secs(10), standby).await???;
+    eprintln!(
+        "standby took over {:?} after the leader stopped renewing (ttl {ttl:?})",
+        crashed.elapsed()
+    );
+    assert_eq!(b.leader().await?.as_deref(), Some("server-b"));
+    // Nothing acknowledged is lost, and the old leader cannot write any more.
+    assert_eq!(
+        b.get(&t("config"), "by-a").await?.unwrap().modify_index,
+        acked
+    );
+    let err = a
+        .upsert(&t("config"), "late", v(2), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotLeader), "{err:?}");
+    assert_eq!(b.get(&t("config"), "late").await?, None);
+    b.upsert(&t("config"), "by-b", v(3), None).await?;
+
+    // A graceful hand-over is immediate.
+    let c = open(&cluster, "mesh/dc1").await?;
+    let standby = {
+        let c = c.clone();
+        tokio::spawn(async move { c.lead("server-c", ttl).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resigned = std::time::Instant::now();
+    lead_b.resign().await?;
+    let _lead_c = tokio::time::timeout(Duration::from_secs(5), standby).await???;
+    eprintln!("hand-over after resigning took {:?}", resigned.elapsed());
+    assert!(matches!(
+        b.upsert(&t("config"), "late", v(4), None).await,
+        Err(StoreError::NotLeader)
+    ));
+    Ok(())
+}

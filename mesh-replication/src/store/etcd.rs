@@ -27,7 +27,7 @@
 //! quorum, writes fail with [`StoreError::Etcd`] once `retry_for` has passed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -102,6 +102,8 @@ struct Inner {
     max_txn_ops: usize,
     retry_for: Duration,
     rng: ring::rand::SystemRandom,
+    /// The lease this server leads with (0: no fence): every write is guarded by it.
+    fence: AtomicI64,
     index: AtomicU64,
     tables: Mutex<HashMap<TableName, watch::Sender<Index>>>,
 }
@@ -159,6 +161,7 @@ impl EtcdStore {
             max_txn_ops: options.max_txn_ops.max(2),
             retry_for: options.retry_for,
             rng: ring::rand::SystemRandom::new(),
+            fence: AtomicI64::new(0),
             index: AtomicU64::new(0),
             tables: Mutex::new(HashMap::new()),
         });
@@ -183,6 +186,10 @@ impl Inner {
 
     fn indexes_prefix(&self) -> String {
         format!("{}/i/", self.prefix)
+    }
+
+    fn leader_key(&self) -> String {
+        format!("{}/meta/leader", self.prefix)
     }
 
     fn to_index(&self, revision: i64) -> Index {
@@ -308,7 +315,7 @@ impl Inner {
                 Ok(by_key.get(&(table, id)).copied().flatten())
             })?;
             // Guard: every touched record is as read (modify revision 0 = absent).
-            let compares: Vec<Compare> = etcd_keys
+            let mut compares: Vec<Compare> = etcd_keys
                 .iter()
                 .zip(&found)
                 .map(|(k, f)| {
@@ -316,6 +323,11 @@ impl Inner {
                     Compare::mod_revision(k.clone(), CompareOp::Equal, rev)
                 })
                 .collect();
+            let fence = self.fence.load(Ordering::Acquire);
+            if fence != 0 {
+                // A deposed leader's writes fail: the leader key must still hold our lease.
+                compares.push(Compare::lease(self.leader_key(), CompareOp::Equal, fence));
+            }
             let mut writes = Vec::with_capacity(size);
             for ((table, id), effect) in effects {
                 let key = self.record_key(&table, &id);
@@ -366,6 +378,9 @@ impl Inner {
                 Err(e) => return Err(etcd_error(e)),
             };
             if !resp.succeeded() {
+                if fence != 0 && !self.holds(fence).await? {
+                    return Err(StoreError::NotLeader);
+                }
                 // Another server wrote one of the records since the read: evaluate again.
                 continue;
             }
@@ -449,6 +464,185 @@ async fn watch_indexes(inner: std::sync::Weak<Inner>, mut from: i64) {
                 from = from.max(next);
             }
         }
+    }
+}
+
+impl EtcdStore {
+    /// Waits until this server leads the datacenter, then returns its [`Leadership`].
+    ///
+    /// Leadership is the key `P/meta/leader`, holding `holder` (how this server names itself,
+    /// its address say) and attached to an etcd lease of `ttl` that this server keeps alive.
+    /// Whoever creates the key leads; the others wait (a watch on the key, no polling) until it
+    /// is deleted: by [`Leadership::resign`], or by etcd when the leader stops keeping its
+    /// lease alive (a crash: at most `ttl` later). From the moment this returns, every write
+    /// through this store is fenced on the lease: once it is lost, writes fail with
+    /// [`StoreError::NotLeader`] instead of racing the new leader.
+    pub async fn lead(&self, holder: &str, ttl: Duration) -> Result<Leadership, StoreError> {
+        let inner = &self.inner;
+        let ttl_s = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
+        let mut leases = inner.client.lease_client();
+        let lease = leases.grant(ttl_s, None).await.map_err(etcd_error)?.id();
+        let (lost_tx, lost) = watch::channel(false);
+        let keeper = tokio::spawn(keep_alive(
+            inner.client.clone(),
+            lease,
+            Duration::from_secs(ttl_s as u64),
+            lost_tx,
+        ));
+        let key = inner.leader_key();
+        loop {
+            if *lost.borrow() {
+                keeper.abort();
+                return Err(StoreError::NotLeader);
+            }
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([EtcdOp::put(
+                    key.clone(),
+                    holder,
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([EtcdOp::get(key.clone(), None)]);
+            let resp = inner
+                .client
+                .kv_client()
+                .txn(txn)
+                .await
+                .map_err(etcd_error)?;
+            if resp.succeeded() {
+                inner.fence.store(lease, Ordering::Release);
+                tracing::info!(holder, lease, "etcd: this server leads the datacenter");
+                return Ok(Leadership {
+                    inner: self.inner.clone(),
+                    lease,
+                    lost,
+                    keeper,
+                });
+            }
+            // Someone leads: wait for the key to go, from the revision just read.
+            let from = resp.header().map_or(0, |h| h.revision()) + 1;
+            let current = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.value_str().unwrap_or("").to_owned()),
+                _ => None,
+            });
+            tracing::info!(
+                leader = current.as_deref().unwrap_or("?"),
+                "etcd: standing by"
+            );
+            let mut watcher = inner.client.watch_client();
+            let opts = WatchOptions::new().with_start_revision(from);
+            if let Ok(mut stream) = watcher.watch(key.clone(), Some(opts)).await {
+                while let Ok(Some(msg)) = stream.message().await {
+                    if msg.canceled()
+                        || msg
+                            .events()
+                            .iter()
+                            .any(|e| e.event_type() == EventType::Delete)
+                    {
+                        break;
+                    }
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// The current leader as it named itself, `None` when nobody leads.
+    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
+        let key = self.inner.leader_key();
+        let got = self
+            .inner
+            .read(|mut kv| {
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        Ok(got
+            .kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap_or("").to_owned()))
+    }
+}
+
+/// This server's leadership of its datacenter (see [`EtcdStore::lead`]).
+#[derive(Debug)]
+pub struct Leadership {
+    inner: Arc<Inner>,
+    lease: i64,
+    lost: watch::Receiver<bool>,
+    keeper: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leadership {
+    /// Becomes `true` when the lease is lost (etcd unreachable for longer than its time to
+    /// live, or revoked): this server must stop acting as leader.
+    pub fn lost(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
+    }
+
+    /// Gives leadership up at once (revokes the lease, which deletes the key and wakes the
+    /// servers standing by).
+    pub async fn resign(self) -> Result<(), StoreError> {
+        self.keeper.abort();
+        // The fence stays on the revoked lease: this store's writes now fail as NotLeader.
+        self.inner
+            .client
+            .lease_client()
+            .revoke(self.lease)
+            .await
+            .map_err(etcd_error)?;
+        Ok(())
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        // Not revoked: the lease runs out on its own, as after a crash.
+        self.keeper.abort();
+    }
+}
+
+/// Keeps `lease` alive, a third of its life apart; sets `lost` once it has lapsed.
+async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: watch::Sender<bool>) {
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        let mut leases = client.lease_client();
+        match leases.keep_alive(lease).await {
+            Ok((mut keeper, mut answers)) => loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match tokio::time::timeout(ttl / 3, answers.message()).await {
+                    Ok(Ok(Some(a))) if a.ttl() > 0 => last_ok = tokio::time::Instant::now(),
+                    Ok(Ok(Some(_))) => {
+                        // Expired or revoked at etcd.
+                        let _ = lost.send(true);
+                        return;
+                    }
+                    _ => break,
+                }
+                tokio::time::sleep(ttl / 3).await;
+            },
+            Err(e) => tracing::warn!(error = %e, "etcd: keeping the leader lease alive failed"),
+        }
+        if last_ok.elapsed() >= ttl {
+            tracing::error!("etcd: the leader lease lapsed; this server no longer leads");
+            let _ = lost.send(true);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -542,6 +736,18 @@ impl Store for EtcdStore {
 }
 
 impl Inner {
+    /// Whether the leader key is still attached to `lease`.
+    async fn holds(&self, lease: i64) -> Result<bool, StoreError> {
+        let key = self.leader_key();
+        let got = self
+            .read(|mut kv| {
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        Ok(got.kvs().first().is_some_and(|kv| kv.lease() == lease))
+    }
+
     /// A fresh value for the index keys a transaction writes.
     fn nonce(&self) -> Result<String, StoreError> {
         let mut b = [0u8; 16];

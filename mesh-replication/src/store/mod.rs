@@ -21,7 +21,7 @@ mod txn;
 
 pub use durable::{DurableStore, Inconsistency};
 #[cfg(feature = "etcd")]
-pub use etcd::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore};
+pub use etcd::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore, Leadership};
 pub use memory::MemoryStore;
 
 /// The records of one table and the table index they reflect.
@@ -86,6 +86,11 @@ pub enum StoreError {
     #[cfg(feature = "etcd")]
     #[error("etcd: {0}")]
     Etcd(String),
+    /// This server's leadership of its datacenter lapsed (see `EtcdStore::lead`): the write
+    /// was not applied, and another server leads now.
+    #[cfg(feature = "etcd")]
+    #[error("this server no longer leads its datacenter")]
+    NotLeader,
 }
 
 /// A datacenter's versioned tables.
