@@ -22,6 +22,11 @@ pub struct DatacenterConfig {
     pub enable_central_service_config: bool,
     /// Where the datacenter keeps its state.
     pub storage: Storage,
+    /// The key that encrypts the CA's private keys in the state store (AES-256-GCM). Required
+    /// with [`Storage::Etcd`], where the state leaves this machine; optional elsewhere. Without
+    /// it the CA state is stored as the store keeps it (a private `Storage::Dir` on this
+    /// server's disk).
+    pub state_key: Option<StateKey>,
     /// Where this datacenter's servers accept the other datacenters' servers (mTLS, the
     /// server port), as they reach it: announced in this datacenter's record, so that the
     /// others can forward requests here. `None` announces no address.
@@ -44,6 +49,7 @@ impl DatacenterConfig {
             connect: ConnectConfig::default(),
             enable_central_service_config: true,
             storage: Storage::Memory,
+            state_key: None,
             server_address: None,
         }
     }
@@ -107,10 +113,87 @@ impl Default for ConnectConfig {
 
 /// Where a datacenter keeps its state.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub enum Storage {
     /// In memory: gone when the process ends (examples, tests).
     #[default]
     Memory,
     /// On disk under this directory: survives restarts and crashes.
     Dir(PathBuf),
+    /// On an etcd cluster (feature `etcd`), shared by every server of the datacenter: one
+    /// leads (CA, replication from the primary, every write), the others stand by and take
+    /// over within the lease's time to live when it stops.
+    #[cfg(feature = "etcd")]
+    Etcd(EtcdStorage),
+}
+
+/// A datacenter's state on etcd, and this server's part in leading it.
+#[cfg(feature = "etcd")]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EtcdStorage {
+    /// The cluster and the key prefix of this datacenter.
+    pub options: mesh_replication::EtcdOptions,
+    /// How this server names itself to the others (its address): what `status/leader`
+    /// answers while it leads.
+    pub server_name: String,
+    /// The lease a leader keeps alive: a standby takes over at most this long after the
+    /// leader stops.
+    pub lease_ttl: std::time::Duration,
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdStorage {
+    /// State under `options`, this server named `server_name`, with a 5-second lease.
+    pub fn new(options: mesh_replication::EtcdOptions, server_name: impl Into<String>) -> Self {
+        Self {
+            options,
+            server_name: server_name.into(),
+            lease_ttl: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// A 256-bit key that encrypts the CA's private keys where the state store keeps them. `Debug`
+/// never shows it.
+#[derive(Clone)]
+pub struct StateKey([u8; 32]);
+
+impl StateKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A key from 64 hexadecimal digits (surrounding white space ignored), as a key file holds
+    /// it (`openssl rand -hex 32`).
+    pub fn from_hex(text: &str) -> Result<Self, StateKeyError> {
+        let text = text.trim();
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(StateKeyError { len: text.len() });
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(|_| StateKeyError { len: text.len() })?;
+        }
+        Ok(Self(out))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateKey(<redacted>)")
+    }
+}
+
+/// A state key that is not 64 hexadecimal digits.
+#[derive(Debug, thiserror::Error)]
+#[error("a state key is 64 hexadecimal digits (32 bytes); found {len} characters or a non-hex one")]
+pub struct StateKeyError {
+    len: usize,
 }

@@ -76,8 +76,12 @@ mod sidecar;
 pub mod tables;
 
 pub use authorization::Authorization;
+#[cfg(feature = "etcd")]
+pub use config::EtcdStorage;
 #[cfg(feature = "server")]
-pub use config::{AclConfig, AclTokens, ConnectConfig, DatacenterConfig, Storage};
+pub use config::{
+    AclConfig, AclTokens, ConnectConfig, DatacenterConfig, StateKey, StateKeyError, Storage,
+};
 #[cfg(feature = "server")]
 pub use datacenter::{
     Acl, Catalog, ConfigEntries, ConnectCa, Datacenter, IntentionTarget, Intentions, PolicySpec,

@@ -137,9 +137,8 @@ impl Datacenter {
         let inner = &self.inner;
         let opts =
             CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
-        let existing = inner.store.get(&table(tables::CA_STATE), "state").await?;
-        let ca = match existing.as_ref().and_then(|r| r.value.as_json()) {
-            Some(v) => Ca::load(opts, CaState::from_json(&v.to_string())?)?,
+        let ca = match self.load_ca_state().await? {
+            Some(state) => Ca::load(opts, state)?,
             None => Ca::bootstrap_primary(opts).await?,
         };
         self.save_ca_state(&ca).await?;
@@ -152,13 +151,13 @@ impl Datacenter {
         let inner = &self.inner;
         let opts =
             CaOptions::new(inner.config.name.clone()).with_config(inner.config.connect.ca.clone());
-        let existing = inner.store.get(&table(tables::CA_STATE), "state").await?;
+        let existing = self.load_ca_state().await?;
         // A weak handle: the renewal task must not keep the datacenter alive.
         let signer = Arc::new(ReplicatedSigner {
             dc: Arc::downgrade(&self.inner),
         });
-        let ca = match existing.as_ref().and_then(|r| r.value.as_json()) {
-            Some(v) => Ca::load(opts, CaState::from_json(&v.to_string())?)?,
+        let ca = match existing {
+            Some(state) => Ca::load(opts, state)?,
             None => Ca::init_secondary(opts, signer.as_ref()).await?,
         };
         self.save_ca_state(&ca).await?;
@@ -196,13 +195,39 @@ impl Datacenter {
         Ok(ca)
     }
 
+    /// Saves the CA state (its private keys among it): sealed with the state key when one is
+    /// configured, as JSON otherwise.
     pub(super) async fn save_ca_state(&self, ca: &Ca) -> Result<(), Error> {
         let state = ca.export_state().to_json()?;
-        let value = serde_json::from_str(&state)
-            .map_err(|e| ErrorKind::Corrupt(format!("the CA state does not encode: {e}")))?;
-        self.write_local(tables::CA_STATE, "state", Value::json(value), None)
+        let value =
+            match &self.inner.config.state_key {
+                Some(key) => Value::bytes(seal(key, self.inner.config.name.as_str(), &state)?),
+                None => Value::json(serde_json::from_str(&state).map_err(|e| {
+                    ErrorKind::Corrupt(format!("the CA state does not encode: {e}"))
+                })?),
+            };
+        self.write_local(tables::CA_STATE, "state", value, None)
             .await?;
         Ok(())
+    }
+
+    /// The saved CA state, opened with the state key if it was sealed. A state saved in the
+    /// clear is read as it is (and sealed by the next save when a key is configured now).
+    async fn load_ca_state(&self) -> Result<Option<CaState>, Error> {
+        let inner = &self.inner;
+        let Some(rec) = inner.store.get(&table(tables::CA_STATE), "state").await? else {
+            return Ok(None);
+        };
+        let json = match (&rec.value, &inner.config.state_key) {
+            (Value::Json(v), _) => v.to_string(),
+            (Value::Bytes(b), Some(key)) => open(key, inner.config.name.as_str(), b)?,
+            (Value::Bytes(_), None) => {
+                return Err(Error::from(ErrorKind::Config(
+                    "the stored CA state is sealed with a state key, and none is configured".into(),
+                )));
+            }
+        };
+        Ok(Some(CaState::from_json(&json)?))
     }
 
     /// Primary: publishes every roots list to the global table secondaries replicate.
@@ -437,5 +462,101 @@ impl mesh_replication::Enroller for PeerServerEnroller {
                 })
             }
         }
+    }
+}
+
+/// The prefix of a sealed CA state: format, then a 12-byte nonce, then AES-256-GCM output.
+const SEALED_MAGIC: &[u8; 4] = b"MCS1";
+
+/// Seals `plain` with `key` (AES-256-GCM, a fresh random nonce; the datacenter's name is the
+/// associated data, so a state cannot be moved to another datacenter unnoticed).
+fn seal(key: &crate::config::StateKey, datacenter: &str, plain: &str) -> Result<Vec<u8>, Error> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    use ring::rand::SecureRandom;
+    let unbound = UnboundKey::new(&AES_256_GCM, key.bytes())
+        .map_err(|_| ErrorKind::Config("the state key is unusable".into()))?;
+    let key = LessSafeKey::new(unbound);
+    let mut nonce = [0u8; NONCE_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| ErrorKind::Config("the system has no secure random source".into()))?;
+    let mut buf = plain.as_bytes().to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(datacenter.as_bytes()),
+        &mut buf,
+    )
+    .map_err(|_| ErrorKind::Config("sealing the CA state failed".into()))?;
+    let mut out = Vec::with_capacity(SEALED_MAGIC.len() + NONCE_LEN + buf.len());
+    out.extend_from_slice(SEALED_MAGIC);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&buf);
+    Ok(out)
+}
+
+/// Opens what [`seal`] made; a wrong key, another datacenter's state or altered bytes fail.
+fn open(key: &crate::config::StateKey, datacenter: &str, sealed: &[u8]) -> Result<String, Error> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    let corrupt = |why: &str| Error::from(ErrorKind::Corrupt(format!("the sealed CA state {why}")));
+    let rest = sealed
+        .strip_prefix(SEALED_MAGIC.as_slice())
+        .ok_or_else(|| corrupt("has an unknown format"))?;
+    if rest.len() < NONCE_LEN {
+        return Err(corrupt("is cut short"));
+    }
+    let (nonce, ct) = rest.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| corrupt("is cut short"))?;
+    let unbound = UnboundKey::new(&AES_256_GCM, key.bytes())
+        .map_err(|_| ErrorKind::Config("the state key is unusable".into()))?;
+    let mut buf = ct.to_vec();
+    let plain = LessSafeKey::new(unbound)
+        .open_in_place(nonce, Aad::from(datacenter.as_bytes()), &mut buf)
+        .map_err(|_| {
+            Error::from(ErrorKind::Config(
+                "the stored CA state does not open with the configured state key (another \
+                 key, another datacenter's state, or altered bytes)"
+                    .into(),
+            ))
+        })?;
+    String::from_utf8(plain.to_vec()).map_err(|_| corrupt("is not UTF-8 inside"))
+}
+
+#[cfg(test)]
+mod sealed_state_tests {
+    use super::*;
+    use crate::config::StateKey;
+
+    #[test]
+    fn sealed_state_opens_only_with_its_key_and_datacenter() {
+        let key = StateKey::from_bytes([7; 32]);
+        let sealed = seal(&key, "dc1", "{\"private\":\"secret\"}").expect("seals");
+        assert!(!sealed.windows(6).any(|w| w == b"secret"), "no plaintext");
+        assert_eq!(
+            open(&key, "dc1", &sealed).expect("opens"),
+            "{\"private\":\"secret\"}"
+        );
+        assert!(open(&StateKey::from_bytes([8; 32]), "dc1", &sealed).is_err());
+        assert!(open(&key, "dc2", &sealed).is_err());
+        let mut altered = sealed.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(open(&key, "dc1", &altered).is_err());
+        assert!(open(&key, "dc1", b"MCS1short").is_err());
+        assert!(open(&key, "dc1", b"").is_err());
+    }
+
+    #[test]
+    fn state_keys_parse_from_hex_only() {
+        assert!(StateKey::from_hex(&"ab".repeat(32)).is_ok());
+        assert!(StateKey::from_hex(&format!(" {}\n", "0f".repeat(32))).is_ok());
+        assert!(StateKey::from_hex(&"ab".repeat(31)).is_err());
+        assert!(StateKey::from_hex(&"zz".repeat(32)).is_err());
+        assert!(StateKey::from_hex(&"é".repeat(32)).is_err());
+        // Byte length 64, but a two-byte character straddles a digit pair: an error, no panic.
+        assert!(StateKey::from_hex(&format!("a{}a", "é".repeat(31))).is_err());
+        assert_eq!(
+            format!("{:?}", StateKey::from_bytes([1; 32])),
+            "StateKey(<redacted>)"
+        );
     }
 }

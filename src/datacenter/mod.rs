@@ -170,6 +170,11 @@ struct Inner {
     routing: tokio::sync::OnceCell<watch::Receiver<Arc<crate::dataplane::Routing>>>,
     routing_tx: std::sync::OnceLock<watch::Sender<Arc<crate::dataplane::Routing>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// With state on etcd: this server's leadership (given up on shutdown).
+    #[cfg(feature = "etcd")]
+    leadership: Mutex<Option<mesh_replication::Leadership>>,
+    /// `true` once leadership is lost; `None` when the storage has no leader (one server).
+    lost: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for Datacenter {
@@ -355,13 +360,35 @@ impl Datacenter {
         config: DatacenterConfig,
         primary: Option<Arc<dyn Transport>>,
     ) -> Result<Self, Error> {
+        #[cfg(feature = "etcd")]
+        let mut leadership = None;
         let store: Arc<dyn Store> = match &config.storage {
             Storage::Memory => Arc::new(MemoryStore::new()),
             Storage::Dir(dir) => {
                 create_private_dir(dir)?;
                 Arc::new(DurableStore::open(dir.join("state.redb")).await?)
             }
+            #[cfg(feature = "etcd")]
+            Storage::Etcd(etcd) => {
+                if config.state_key.is_none() && config.connect.enabled {
+                    return Err(Error::from(ErrorKind::Config(
+                        "state on etcd needs a state_key: the CA's private keys are never \
+                         stored there in the clear"
+                            .into(),
+                    )));
+                }
+                let store = mesh_replication::EtcdStore::open(etcd.options.clone()).await?;
+                // Blocks while another server leads: this one stands by.
+                tracing::info!(server = %etcd.server_name, "waiting to lead the datacenter");
+                let lead = store.lead(&etcd.server_name, etcd.lease_ttl).await?;
+                leadership = Some(lead);
+                Arc::new(store)
+            }
         };
+        #[cfg(feature = "etcd")]
+        let lost = leadership.as_ref().map(|l| l.lost());
+        #[cfg(not(feature = "etcd"))]
+        let lost = None;
         let registry = tables::registry();
         let acl = Arc::new(ArcSwap::from_pointee(AclSnapshot::default()));
         let repl_authz = Arc::new(AclReplicationAuthorizer::new(
@@ -412,6 +439,9 @@ impl Datacenter {
             routing: tokio::sync::OnceCell::new(),
             routing_tx: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
+            #[cfg(feature = "etcd")]
+            leadership: Mutex::new(leadership),
+            lost,
         };
         inner.rebuild_acl().await?;
         inner.rebuild_intentions().await?;
@@ -512,6 +542,14 @@ impl Datacenter {
         &self.inner.config.name
     }
 
+    /// With state on etcd: becomes `true` when this server's leadership is lost (etcd
+    /// unreachable for longer than the lease, or another server took over). Its writes then
+    /// fail; a program should stop serving and start again, to stand by. `None` when the
+    /// storage has no leader (one server).
+    pub fn leadership_lost(&self) -> Option<watch::Receiver<bool>> {
+        self.inner.lost.clone()
+    }
+
     /// The configuration it runs with.
     pub fn config(&self) -> &DatacenterConfig {
         &self.inner.config
@@ -582,6 +620,15 @@ impl Datacenter {
             let rest = until.saturating_duration_since(tokio::time::Instant::now());
             if tokio::time::timeout(rest, t).await.is_err() {
                 left += 1;
+            }
+        }
+        #[cfg(feature = "etcd")]
+        {
+            let lead = lock(&self.inner.leadership).take();
+            if let Some(lead) = lead
+                && let Err(e) = lead.resign().await
+            {
+                tracing::warn!(error = %e, "giving up leadership failed; it lapses with its lease");
             }
         }
         let others = Arc::strong_count(&self.inner) - 1;

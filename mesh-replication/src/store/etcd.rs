@@ -135,7 +135,7 @@ impl EtcdStore {
             .with_timeout(options.request_timeout)
             .with_connect_timeout(options.request_timeout)
             .with_keep_alive(Duration::from_secs(10), options.request_timeout);
-        let mut client = Client::connect(&options.endpoints, Some(connect))
+        let client = Client::connect(&options.endpoints, Some(connect))
             .await
             .map_err(etcd_error)?;
         // The base: created once, by whichever server comes first.
@@ -147,8 +147,16 @@ impl EtcdStore {
                 0,
             )])
             .and_then([EtcdOp::put(base_key.clone(), "", None)]);
-        client.txn(txn).await.map_err(etcd_error)?;
-        let got = client.get(base_key, None).await.map_err(etcd_error)?;
+        retry(options.retry_for, || {
+            let (mut kv, txn) = (client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await?;
+        let got = retry(options.retry_for, || {
+            let (mut kv, key) = (client.kv_client(), base_key.clone());
+            async move { kv.get(key, None).await }
+        })
+        .await?;
         let base = got
             .kvs()
             .first()
@@ -215,6 +223,15 @@ impl Inner {
         self.index.fetch_max(index.0, Ordering::AcqRel);
     }
 
+    /// Runs a call that is safe to repeat, retrying transient failures for `retry_for`.
+    async fn retry<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        retry(self.retry_for, call).await
+    }
+
     /// Runs a read, retrying transient failures for `retry_for`.
     async fn read<T, F, Fut>(&self, mut call: F) -> Result<T, StoreError>
     where
@@ -222,14 +239,16 @@ impl Inner {
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut delay = Duration::from_millis(50);
+        // The first retry goes at once: the client balances over the members, so it usually
+        // reaches another one.
+        let mut delay = Duration::ZERO;
         loop {
             match call(self.client.kv_client()).await {
                 Ok(v) => return Ok(v),
                 Err(e) if transient(&e) && tokio::time::Instant::now() + delay < deadline => {
                     tracing::debug!(error = %e, "etcd: retrying a read");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    delay = (delay * 2).clamp(Duration::from_millis(25), Duration::from_secs(1));
                 }
                 Err(e) => return Err(etcd_error(e)),
             }
@@ -302,7 +321,9 @@ impl Inner {
         }
         let etcd_keys: Vec<String> = keys.iter().map(|(t, i)| self.record_key(t, i)).collect();
         let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut delay = Duration::from_millis(50);
+        // The first retry goes at once: the client balances over the members, so it usually
+        // reaches another one.
+        let mut delay = Duration::ZERO;
         for _ in 0..MAX_ATTEMPTS {
             let nonce = self.nonce()?;
             let found = self.current(&etcd_keys).await?;
@@ -352,7 +373,7 @@ impl Inner {
                     // The answer is lost, not necessarily the write: look for its nonce.
                     tracing::debug!(error = %e, "etcd: a write's answer was lost; checking it");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    delay = (delay * 2).clamp(Duration::from_millis(25), Duration::from_secs(1));
                     if let Some(table) = tables.first() {
                         let key = self.index_key(table);
                         let got = self
@@ -480,8 +501,13 @@ impl EtcdStore {
     pub async fn lead(&self, holder: &str, ttl: Duration) -> Result<Leadership, StoreError> {
         let inner = &self.inner;
         let ttl_s = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
-        let mut leases = inner.client.lease_client();
-        let lease = leases.grant(ttl_s, None).await.map_err(etcd_error)?.id();
+        let lease = inner
+            .retry(|| {
+                let mut leases = inner.client.lease_client();
+                async move { leases.grant(ttl_s, None).await }
+            })
+            .await?
+            .id();
         let (lost_tx, lost) = watch::channel(false);
         let keeper = tokio::spawn(keep_alive(
             inner.client.clone(),
@@ -503,12 +529,19 @@ impl EtcdStore {
                     Some(etcd_client::PutOptions::new().with_lease(lease)),
                 )])
                 .or_else([EtcdOp::get(key.clone(), None)]);
-            let resp = inner
-                .client
-                .kv_client()
-                .txn(txn)
-                .await
-                .map_err(etcd_error)?;
+            let resp = match inner.client.kv_client().txn(txn).await {
+                Ok(resp) => resp,
+                Err(e) if transient(&e) => {
+                    // A member gone or an election: try again (the lease is kept alive).
+                    tracing::debug!(error = %e, "etcd: campaigning again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => {
+                    keeper.abort();
+                    return Err(etcd_error(e));
+                }
+            };
             if resp.succeeded() {
                 inner.fence.store(lease, Ordering::Release);
                 tracing::info!(holder, lease, "etcd: this server leads the datacenter");
@@ -754,6 +787,28 @@ impl Inner {
         ring::rand::SecureRandom::fill(&self.rng, &mut b)
             .map_err(|_| StoreError::Etcd("the system has no secure random source".into()))?;
         Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+}
+
+/// Runs a call that is safe to repeat, retrying transient failures for `retry_for`.
+async fn retry<T, F, Fut>(retry_for: Duration, mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + retry_for;
+    // The first retry goes at once: the client balances over the members, so it usually
+    // reaches another one.
+    let mut delay = Duration::ZERO;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && tokio::time::Instant::now() + delay < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).clamp(Duration::from_millis(25), Duration::from_secs(1));
+            }
+            Err(e) => return Err(etcd_error(e)),
+        }
     }
 }
 

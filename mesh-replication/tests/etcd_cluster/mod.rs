@@ -11,9 +11,12 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
+use mesh_replication::{EtcdOptions, EtcdStore, Store, TableName, Value};
 
-/// One etcd cluster of `n` members on 127.0.0.1.
+/// A key and its value, as read back from etcd.
+pub type KeyValue = (String, Vec<u8>);
+
+/// One etcd cluster of `n` members on a loopback address.
 pub struct EtcdCluster {
     members: Vec<Member>,
     _dir: tempfile::TempDir,
@@ -23,6 +26,7 @@ struct Member {
     name: String,
     client_url: String,
     args: Vec<String>,
+    log: std::path::PathBuf,
     child: Option<Child>,
 }
 
@@ -34,8 +38,21 @@ pub fn require_etcd() -> Result<(), Box<dyn Error>> {
     }
 }
 
-fn free_port() -> Result<u16, Box<dyn Error>> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A loopback address of its own for each cluster (127.x.y.z), so that clusters started at
+/// once by parallel tests cannot take each other's ports.
+fn own_loopback() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(n.wrapping_mul(40_503));
+    let (a, b, c) = ((seed >> 16) as u8, (seed >> 8) as u8, (seed as u8).max(2));
+    format!("127.{a}.{b}.{c}")
+}
+
+fn free_port(ip: &str) -> Result<u16, Box<dyn Error>> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 impl EtcdCluster {
@@ -43,20 +60,21 @@ impl EtcdCluster {
     pub async fn start(n: usize) -> Result<Self, Box<dyn Error>> {
         require_etcd()?;
         let dir = tempfile::tempdir()?;
+        let ip = own_loopback();
         let mut peers = Vec::new();
         let mut clients = Vec::new();
         for _ in 0..n {
-            peers.push(free_port()?);
-            clients.push(free_port()?);
+            peers.push(free_port(&ip)?);
+            clients.push(free_port(&ip)?);
         }
         let initial: Vec<String> = (0..n)
-            .map(|i| format!("m{i}=http://127.0.0.1:{}", peers[i]))
+            .map(|i| format!("m{i}=http://{ip}:{}", peers[i]))
             .collect();
         let token = format!("mesh-test-{}", std::process::id());
         let mut members = Vec::new();
         for i in 0..n {
-            let client_url = format!("http://127.0.0.1:{}", clients[i]);
-            let peer_url = format!("http://127.0.0.1:{}", peers[i]);
+            let client_url = format!("http://{ip}:{}", clients[i]);
+            let peer_url = format!("http://{ip}:{}", peers[i]);
             let data = dir.path().join(format!("m{i}"));
             let args = vec![
                 "--name".into(),
@@ -86,6 +104,7 @@ impl EtcdCluster {
                 name: format!("m{i}"),
                 client_url,
                 args,
+                log: dir.path().join(format!("m{i}.log")),
                 child: None,
             });
         }
@@ -99,10 +118,14 @@ impl EtcdCluster {
 
     fn start_member(&mut self, i: usize) -> Result<(), Box<dyn Error>> {
         let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)?;
         let child = Command::new("etcd")
             .args(&m.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("starting etcd member {}: {e}", m.name))?;
         m.child = Some(child);
@@ -132,24 +155,68 @@ impl EtcdCluster {
         self.start_member(i)
     }
 
+    /// Every key under `prefix` with its value, read with `etcdctl` (Debian: etcd-client).
+    pub fn dump(&self, prefix: &str) -> Result<Vec<KeyValue>, Box<dyn Error>> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints().join(",")))
+            .args(["get", "--prefix", prefix, "--write-out=fields"])
+            .output()
+            .map_err(|e| format!("running etcdctl (apt-get install etcd-client): {e}"))?;
+        if !out.status.success() {
+            return Err(format!("etcdctl: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        // `fields` output: one `"Key" : "..."` and one `"Value" : "..."` line per key, the
+        // strings quoted as Go does (printable bytes as they are, others escaped).
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut pairs = Vec::new();
+        let mut key = None;
+        for line in text.lines() {
+            if let Some(k) = line.strip_prefix("\"Key\" : ") {
+                key = Some(k.trim_matches('"').to_owned());
+            } else if let Some(v) = line.strip_prefix("\"Value\" : ")
+                && let Some(k) = key.take()
+            {
+                pairs.push((k, v.trim_matches('"').as_bytes().to_vec()));
+            }
+        }
+        Ok(pairs)
+    }
+
     /// Waits until a write through the cluster succeeds.
     pub async fn wait_ready(&self, within: Duration) -> Result<(), Box<dyn Error>> {
         let deadline = Instant::now() + within;
         let mut last = String::new();
         while Instant::now() < deadline {
-            let opts = etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(Duration::from_secs(1));
-            match Client::connect(self.endpoints(), Some(opts)).await {
-                Ok(mut c) => match c.put("mesh-test/ready", "", None).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                },
+            let mut opts = EtcdOptions::new(self.endpoints(), "mesh-test/ready");
+            opts.request_timeout = Duration::from_secs(1);
+            opts.retry_for = Duration::ZERO;
+            match EtcdStore::open(opts).await {
+                Ok(s) => {
+                    let t = TableName::new("ready")?;
+                    match s.upsert(&t, "probe", Value::bytes(&b""[..]), None).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(format!("the etcd cluster did not answer within {within:?}: {last}").into())
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                format!("{}: {}", m.name, tail.join(" | "))
+            })
+            .collect();
+        Err(format!(
+            "the etcd cluster did not answer within {within:?}: {last}; logs: {}",
+            logs.join("; ")
+        )
+        .into())
     }
 }
 
