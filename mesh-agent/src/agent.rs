@@ -41,6 +41,10 @@ pub enum AgentError {
     /// The configuration is unusable.
     #[error("configuration")]
     Config(#[from] ConfigError),
+    /// With state on etcd: this server stopped leading its datacenter (etcd unreachable for
+    /// longer than the lease, or another server took over); started again, it stands by.
+    #[error("this server no longer leads its datacenter")]
+    LeadershipLost,
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what})")]
     Bind {
@@ -171,10 +175,30 @@ async fn run_with(config: AgentConfig, sources: Option<ConfigSources>) -> Result
         server = %running.server_addr,
         "agent running"
     );
-    wait_for_signal(running.clone()).await;
+    // With state on etcd, leadership can be lost (etcd unreachable past the lease, another
+    // server took over): this server's writes then fail, so it stops, and its supervisor
+    // starts it again to stand by.
+    let lost = async {
+        match running.dc.leadership_lost() {
+            Some(mut lost) => {
+                let _ = lost.wait_for(|l| *l).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let deposed = tokio::select! {
+        () = wait_for_signal(running.clone()) => false,
+        () = lost => true,
+    };
+    if deposed {
+        tracing::error!("this server no longer leads its datacenter: stopping");
+    }
     tracing::info!("agent stopping");
     stop_tx.send_replace(true);
     running.stopped().await;
+    if deposed {
+        return Err(AgentError::LeadershipLost);
+    }
     Ok(())
 }
 

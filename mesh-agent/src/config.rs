@@ -166,8 +166,11 @@ pub struct AgentConfig {
     /// The primary datacenter (`primary_datacenter`, or the deprecated `acl_datacenter`;
     /// default: `datacenter`).
     pub primary_datacenter: Datacenter,
-    /// Where state is kept (`data_dir`); `None`: in memory.
+    /// Where state is kept (`data_dir`); `None`: in memory (unless `etcd` is set).
     pub data_dir: Option<PathBuf>,
+    /// `storage.etcd` (mesh's own block): the datacenter's state on an etcd cluster, shared
+    /// by several servers of which one leads and the others stand by.
+    pub etcd: Option<AgentEtcd>,
     /// This node's name (`node_name`, default: the host name).
     pub node_name: String,
     /// `server` (every mesh agent is a server; kept for the record).
@@ -222,6 +225,21 @@ pub struct AgentConfig {
     pub services: Vec<ServiceSource>,
     /// What was read but has no effect (also logged by [`AgentConfig::load`]).
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// `storage { etcd { endpoints, prefix, state_key_file, lease_ttl } }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEtcd {
+    /// Client URLs of the cluster's members (`http://10.0.0.1:2379`).
+    pub endpoints: Vec<String>,
+    /// The key prefix of this datacenter's state (default `mesh/<datacenter>`).
+    pub prefix: String,
+    /// The file holding the state key (64 hex digits) that seals the CA's private keys;
+    /// required with Connect on.
+    pub state_key_file: Option<PathBuf>,
+    /// The leader's lease: a standby takes over at most this long after the leader stops
+    /// (default 5s).
+    pub lease_ttl: std::time::Duration,
 }
 
 /// The `acl` block.
@@ -400,7 +418,49 @@ impl AgentConfig {
             Some(dir) => mesh::Storage::Dir(dir.clone()),
             None => mesh::Storage::Memory,
         };
+        if let Some(etcd) = &self.etcd {
+            self.etcd_storage(&mut c, etcd)?;
+        }
         Ok(c)
+    }
+
+    /// State on etcd: the store, this server's name (its server address) and the state key.
+    #[cfg(feature = "etcd")]
+    fn etcd_storage(
+        &self,
+        c: &mut mesh::DatacenterConfig,
+        etcd: &AgentEtcd,
+    ) -> Result<(), ConfigError> {
+        let opts =
+            mesh::replication_engine::EtcdOptions::new(etcd.endpoints.clone(), etcd.prefix.clone());
+        let mut storage = mesh::EtcdStorage::new(opts, self.server_addr.to_string());
+        storage.lease_ttl = etcd.lease_ttl;
+        c.storage = mesh::Storage::Etcd(storage);
+        if let Some(path) = &etcd.state_key_file {
+            let text = read_file(path)?;
+            let key = mesh::StateKey::from_hex(&text).map_err(|e| ConfigError::InvalidValue {
+                path: path.clone(),
+                key: "storage.etcd.state_key_file".to_owned(),
+                message: e.to_string(),
+                position: None,
+            })?;
+            c.state_key = Some(key);
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn etcd_storage(
+        &self,
+        _c: &mut mesh::DatacenterConfig,
+        _etcd: &AgentEtcd,
+    ) -> Result<(), ConfigError> {
+        Err(ConfigError::Missing {
+            key: "storage.etcd".to_owned(),
+            reason: "this mesh was built without etcd support (build mesh-agent with \
+                     --features etcd)"
+                .to_owned(),
+        })
     }
 
     /// Whether this is the primary datacenter (`datacenter` equals `primary_datacenter`).

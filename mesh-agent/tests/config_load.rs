@@ -1123,3 +1123,49 @@ fn ignored_consul_settings_warn_once_per_file() {
         })
     );
 }
+
+#[test]
+fn storage_etcd_block_is_read_checked_and_defaulted() {
+    let c = hcl(r#"datacenter = "dc1"
+storage {
+  etcd {
+    endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+    state_key_file = "/etc/mesh/state.key"
+  }
+}"#)
+    .unwrap();
+    let etcd = c.etcd.clone().unwrap();
+    assert_eq!(etcd.endpoints.len(), 2);
+    assert_eq!(etcd.prefix, "mesh/dc1");
+    assert_eq!(etcd.lease_ttl, std::time::Duration::from_secs(5));
+    assert_eq!(
+        etcd.state_key_file.as_deref(),
+        Some(Path::new("/etc/mesh/state.key"))
+    );
+    // A misspelled key is refused with a suggestion; a lease under 2s, an empty member list
+    // and a missing state key (with Connect on) are refused.
+    let e = hcl(r#"storage { etcd { endpoint = ["http://a:2379"] } }"#).unwrap_err();
+    assert!(e.to_string().contains("endpoints"), "{e}");
+    let e = hcl(r#"storage { etcd {
+  endpoints = ["http://a:2379"]
+  state_key_file = "/k"
+  lease_ttl = "500ms"
+} }"#)
+    .unwrap_err();
+    assert!(e.to_string().contains("at least 2s"), "{e}");
+    let e = hcl(r#"storage { etcd { endpoints = [] state_key_file = "/k" } }"#).unwrap_err();
+    assert!(e.to_string().contains("at least one member"), "{e}");
+    let e = hcl(r#"storage { etcd { endpoints = ["http://a:2379"] } }"#).unwrap_err();
+    assert!(e.to_string().contains("storage.etcd.state_key_file"), "{e}");
+    let e = hcl(r#"storage { disk { path = "/x" } }"#).unwrap_err();
+    assert!(e.to_string().contains("storage"), "{e}");
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn storage_etcd_in_a_build_without_etcd_is_refused_when_the_datacenter_is_configured() {
+    let c =
+        hcl(r#"storage { etcd { endpoints = ["http://a:2379"] state_key_file = "/k" } }"#).unwrap();
+    let e = c.datacenter_config().unwrap_err();
+    assert!(e.to_string().contains("without etcd support"), "{e}");
+}

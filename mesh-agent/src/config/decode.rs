@@ -13,9 +13,9 @@ use std::path::Path;
 use super::ServiceSource;
 use super::error::{ConfigError, ConfigWarning, position_at, positions_at};
 use super::keys::{
-    ACL_KEYS, ADDRESS_KEYS, CA_KEYS, CA_OTHER_PROVIDER_KEYS, CONNECT_KEYS, HTTP_CONFIG_KEYS,
-    PORT_KEYS, TLS_KEYS, TLS_SECTION_KEYS, TOKEN_KEYS, TOP_DEPRECATED_IGNORED, TOP_IGNORED,
-    TOP_USED, did_you_mean,
+    ACL_KEYS, ADDRESS_KEYS, CA_KEYS, CA_OTHER_PROVIDER_KEYS, CONNECT_KEYS, ETCD_KEYS,
+    HTTP_CONFIG_KEYS, PORT_KEYS, STORAGE_KEYS, TLS_KEYS, TLS_SECTION_KEYS, TOKEN_KEYS,
+    TOP_DEPRECATED_IGNORED, TOP_IGNORED, TOP_USED, did_you_mean,
 };
 use super::settings::{Partial, TlsPartial};
 use super::syntax::{Entry, Node, Value};
@@ -224,6 +224,11 @@ impl<'a> Doc<'a> {
                 "tls" => {
                     for b in self.blocks("tls", v)? {
                         self.tls(p, b)?;
+                    }
+                }
+                "storage" => {
+                    for b in self.blocks("storage", v)? {
+                        self.storage(p, b)?;
                     }
                 }
                 "service" | "services" => self.services(p, &k, v)?,
@@ -604,6 +609,49 @@ impl<'a> Doc<'a> {
                 let known: Vec<&str> = CA_KEYS.iter().map(|(s, _)| *s).collect();
                 return Err(self.unknown("connect.ca_config", e, &known));
             }
+        }
+        Ok(())
+    }
+
+    fn storage(&mut self, p: &mut Partial, entries: &[Entry]) -> R<()> {
+        for e in entries {
+            if e.value.value == Value::Null {
+                continue;
+            }
+            match e.key.to_ascii_lowercase().as_str() {
+                "etcd" => {
+                    for b in self.blocks("storage.etcd", &e.value)? {
+                        self.etcd(p, b)?;
+                    }
+                }
+                _ => return Err(self.unknown("storage", e, STORAGE_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn etcd(&mut self, p: &mut Partial, entries: &[Entry]) -> R<()> {
+        for e in entries {
+            if e.value.value == Value::Null {
+                continue;
+            }
+            let k = e.key.to_ascii_lowercase();
+            let key = format!("storage.etcd.{k}");
+            let v = &e.value;
+            match k.as_str() {
+                "endpoints" => p.etcd.endpoints = Some(self.string_list(&key, v)?),
+                "prefix" => p.etcd.prefix = Some(self.nonempty_string(&key, v)?),
+                "state_key_file" => p.etcd.state_key_file = Some(self.path(&key, v)?),
+                "lease_ttl" => {
+                    let ttl = self.weak_duration(&key, v)?;
+                    if ttl < std::time::Duration::from_secs(2) {
+                        return Err(self.invalid(&key, v.start, "a lease lasts at least 2s"));
+                    }
+                    p.etcd.lease_ttl = Some(ttl);
+                }
+                _ => return Err(self.unknown("storage.etcd", e, ETCD_KEYS)),
+            }
+            p.etcd.origin = Some(self.path.to_path_buf());
         }
         Ok(())
     }

@@ -27,6 +27,8 @@ pub(super) const TOP_USED: &[&str] = &[
     "services",
     "http_config",
     "limits",
+    // mesh's own: where the datacenter's state lives.
+    "storage",
     // Deprecated spellings of settings mesh reads.
     "acl_datacenter",
     "acl_default_policy",
@@ -337,3 +339,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev.last().copied().unwrap_or(0)
 }
+
+/// `storage` (mesh's own block).
+pub(super) const STORAGE_KEYS: &[&str] = &["etcd"];
+
+/// `storage.etcd`.
+pub(super) const ETCD_KEYS: &[&str] = &["endpoints", "prefix", "state_key_file", "lease_ttl"];

@@ -52,12 +52,25 @@ pub(super) struct Partial {
     pub(super) tls_https: TlsPartial,
     pub(super) tls_internal_rpc: TlsPartial,
     pub(super) services: Vec<ServiceSource>,
+    /// `storage.etcd`.
+    pub(super) etcd: EtcdPartial,
     /// Deprecated spellings: resolved per file, after the file is read, as Consul does.
     pub(super) dep: Deprecated,
     /// The last file that set a key a rule across settings may refuse.
     pub(super) origin_ca: Option<PathBuf>,
     pub(super) origin_primary_gateways: Option<PathBuf>,
     pub(super) origin_wan_federation: Option<PathBuf>,
+}
+
+/// `storage.etcd`.
+#[derive(Debug, Default)]
+pub(super) struct EtcdPartial {
+    pub(super) endpoints: Option<Vec<String>>,
+    pub(super) prefix: Option<String>,
+    pub(super) state_key_file: Option<PathBuf>,
+    pub(super) lease_ttl: Option<Duration>,
+    /// The last file that set any of them.
+    pub(super) origin: Option<PathBuf>,
 }
 
 /// `connect.ca_config`.
@@ -118,6 +131,11 @@ impl Partial {
         later_wins!(self, later; datacenter);
         later_wins!(self, later; primary_datacenter);
         later_wins!(self, later; data_dir);
+        later_wins!(self, later; etcd.endpoints);
+        later_wins!(self, later; etcd.prefix);
+        later_wins!(self, later; etcd.state_key_file);
+        later_wins!(self, later; etcd.lease_ttl);
+        later_wins!(self, later; etcd.origin);
         later_wins!(self, later; node_name);
         later_wins!(self, later; server);
         later_wins!(self, later; bootstrap_expect);
@@ -370,10 +388,47 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
         });
     }
 
+    let etcd = match p.etcd.endpoints {
+        None => None,
+        Some(endpoints) => {
+            let origin = p.etcd.origin.clone().unwrap_or_default();
+            let invalid = |key: &str, message: &str| ConfigError::InvalidValue {
+                path: origin.clone(),
+                key: key.to_owned(),
+                message: message.to_owned(),
+                position: None,
+            };
+            if endpoints.is_empty() {
+                return Err(invalid(
+                    "storage.etcd.endpoints",
+                    "name at least one member of the etcd cluster",
+                ));
+            }
+            if p.etcd.state_key_file.is_none() && connect_enabled {
+                return Err(ConfigError::Missing {
+                    key: "storage.etcd.state_key_file".to_owned(),
+                    reason: "the CA's private keys are sealed with this key before they are \
+                             stored in etcd (64 hex digits: openssl rand -hex 32)"
+                        .to_owned(),
+                });
+            }
+            Some(super::AgentEtcd {
+                endpoints,
+                prefix: p
+                    .etcd
+                    .prefix
+                    .unwrap_or_else(|| format!("mesh/{datacenter}")),
+                state_key_file: p.etcd.state_key_file,
+                lease_ttl: p.etcd.lease_ttl.unwrap_or(Duration::from_secs(5)),
+            })
+        }
+    };
+
     Ok(AgentConfig {
         datacenter,
         primary_datacenter,
         data_dir: p.data_dir,
+        etcd,
         node_name,
         server: p.server.unwrap_or(false),
         bootstrap_expect: p.bootstrap_expect.unwrap_or(0),
