@@ -23,9 +23,9 @@ pub struct DatacenterConfig {
     /// Where the datacenter keeps its state.
     pub storage: Storage,
     /// The key that encrypts the CA's private keys in the state store (AES-256-GCM). Required
-    /// with [`Storage::Etcd`], where the state leaves this machine; optional elsewhere. Without
-    /// it the CA state is stored as the store keeps it (a private `Storage::Dir` on this
-    /// server's disk).
+    /// with `Storage::Etcd` (feature `etcd`), where the state leaves this machine; optional
+    /// elsewhere. Without it the CA state is stored as the store keeps it (a private
+    /// `Storage::Dir` on this server's disk).
     pub state_key: Option<StateKey>,
     /// Where this datacenter's servers accept the other datacenters' servers (mTLS, the
     /// server port), as they reach it: announced in this datacenter's record, so that the

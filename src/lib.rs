@@ -11,15 +11,18 @@
 //! Cargo features: `server` (default) builds the control plane ([`Datacenter`] and what it
 //! needs: the store, replication, the CA's signing side); `client` (default) builds the HTTP
 //! client of an agent ([`client`], [`dataplane::AgentControlPlane`]). An application that
-//! connects through an agent needs only `client`.
+//! connects through an agent needs only `client`. `etcd` keeps a datacenter's state on an
+//! etcd cluster shared by several servers, one leading and the others standing by
+//! (`Storage::Etcd`; it compiles gRPC code and needs `protoc`).
 //!
 //! Errors: every call returns [`Error`], whose `Display` names the operation and what went
 //! wrong (`intention create web -> api: ACL not found`); match on [`Error::kind`]
 //! ([`ErrorKind`], with [`InvalidInput`] carrying the validator's own typed error), and print
 //! the whole chain of causes with [`core::error_chain`].
 //!
-//! What it does not do: consensus between several servers of one datacenter (one store per
-//! datacenter), DNS, health checking of services by probing, L7 routing.
+//! What it does not do: consensus of its own (several servers of a datacenter share state
+//! only through etcd, and only the leader serves), DNS, health checking of services by
+//! probing, L7 routing.
 //!
 //! ```
 //! use mesh::core::{ServiceName, SpiffeId};
