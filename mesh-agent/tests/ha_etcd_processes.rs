@@ -1,7 +1,9 @@
 //! Two `mesh agent` servers of one datacenter on a 3-member etcd cluster, as processes: one
 //! leads and serves, the other stands by without serving; the leader is killed (SIGKILL) and
 //! the standby takes over from the state in etcd (the same CA root, the intention written
-//! through the first server), answering `status/leader` with its own address.
+//! through the first server), answering `status/leader` with its own address. Two sidecar
+//! processes given both servers keep relaying through the failover and then follow the new
+//! leader: an intention removed there is enforced by them.
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
@@ -9,8 +11,10 @@
 mod etcd_cluster;
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -33,6 +37,41 @@ fn cli(agent: &Agent, args: &[&str]) -> std::process::Output {
         .env("CONSUL_HTTP_TOKEN", MGMT)
         .output()
         .unwrap()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// "hello" through web's upstream listener: what came back (empty when refused).
+fn echo_through(port: u16) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(b"hello\n");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    got
+}
+
+/// Waits (bounded) until `echo_through(port)` gives `want`.
+fn wait_echo(port: u16, want: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if echo_through(port) == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: never {want:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn active_root(agent: &Agent) -> String {
@@ -94,6 +133,67 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
     let out = cli(&a, &["intention", "create", "web", "db"]);
     assert!(out.status.success(), "{out:?}");
     let root = active_root(&a);
+
+    // socat echoing behind its sidecar, web's sidecar with socat as its upstream; both
+    // sidecars are given both servers.
+    let (echo, socat_sidecar, web_sidecar, upstream) =
+        (free_port(), free_port(), free_port(), free_port());
+    let _socat = Proc(
+        Command::new("socat")
+            .arg(format!("TCP-LISTEN:{echo},bind=127.0.0.1,fork,reuseaddr"))
+            .arg("EXEC:cat")
+            .spawn()
+            .expect("socat (apt-get install socat)"),
+    );
+    let socat_json = dir.path().join("socat.json");
+    std::fs::write(
+        &socat_json,
+        format!(
+            r#"{{"service": {{"name": "socat", "port": {echo},
+                "connect": {{"sidecar_service": {{"port": {socat_sidecar}}}}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let web_json = dir.path().join("web.json");
+    std::fs::write(
+        &web_json,
+        format!(
+            r#"{{"service": {{"name": "web", "port": 8080, "connect": {{"sidecar_service": {{
+                "port": {web_sidecar}, "proxy": {{"upstreams": [{{"destination_name": "socat",
+                "local_bind_port": {upstream}}}]}}}}}}}}}}"#
+        ),
+    )
+    .unwrap();
+    for f in [&socat_json, &web_json] {
+        let out = cli(&a, &["services", "register", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let servers = format!("{},{}", a.http, b.http);
+    let sidecar = |name: &str| {
+        let log = std::fs::File::create(dir.path().join(format!("sidecar-{name}.log"))).unwrap();
+        Proc(
+            Command::new(env!("CARGO_BIN_EXE_mesh"))
+                .args([
+                    "connect",
+                    "proxy",
+                    "-sidecar-for",
+                    name,
+                    "-http-addr",
+                    &servers,
+                ])
+                .env("CONSUL_HTTP_TOKEN", MGMT)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _socat_proxy = sidecar("socat");
+    let _web_proxy = sidecar("web");
+    let out = cli(&a, &["intention", "create", "web", "socat"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_echo(upstream, "hello\n", "web -> socat through both sidecars");
     std::thread::sleep(Duration::from_millis(500));
     assert!(b.child.try_wait().unwrap().is_none(), "b keeps standing by");
     assert!(
@@ -140,6 +240,17 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
     assert!(out.status.success(), "{out:?}");
     let standby_log = log_lines(&b.log).join("\n");
     assert!(standby_log.contains("standing by"), "{standby_log}");
+
+    // The sidecars kept relaying, and follow the new leader: without the intention, default
+    // deny refuses web again.
+    assert_eq!(echo_through(upstream), "hello\n");
+    let out = cli(&b, &["intention", "delete", "web", "socat"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_echo(
+        upstream,
+        "",
+        "web -> socat once the new leader removed the intention",
+    );
     drop(b);
 }
 
