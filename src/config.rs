@@ -8,6 +8,7 @@ use mesh_intentions::acl::DefaultPolicy;
 /// How a datacenter is configured (Consul's `datacenter`, `primary_datacenter`, `acl`,
 /// `connect`, `enable_central_service_config` and `data_dir` options).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DatacenterConfig {
     /// This datacenter's name.
     pub name: Datacenter,
@@ -63,6 +64,7 @@ impl DatacenterConfig {
 /// ACL settings (`acl { enabled, default_policy, tokens { ... } }`). The default is on, with
 /// default deny (see [`DatacenterConfig::new`] for why this differs from Consul).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AclConfig {
     /// Whether ACLs are enforced. Off: every call is allowed and intentions default to allow.
     pub enabled: bool,
@@ -85,6 +87,7 @@ impl Default for AclConfig {
 
 /// Tokens from configuration (`acl.tokens`). Secrets: `Debug` never shows them.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct AclTokens {
     /// The management token created in the primary at first start
     /// (`initial_management`); ignored in secondaries.
@@ -95,6 +98,7 @@ pub struct AclTokens {
 
 /// Connect settings (`connect { enabled, ca_config }`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectConfig {
     /// Whether the CA runs and leaves can be signed.
     pub enabled: bool,

@@ -401,18 +401,13 @@ impl AgentConfig {
     pub fn datacenter_config(&self) -> Result<mesh::DatacenterConfig, ConfigError> {
         let mut c =
             mesh::DatacenterConfig::new(self.datacenter.clone(), self.primary_datacenter.clone());
-        c.acl = mesh::AclConfig {
-            enabled: self.acl.enabled,
-            default_policy: self.acl.default_policy,
-            tokens: mesh::AclTokens {
-                initial_management: self.acl.tokens.initial_management.as_ref().map(Into::into),
-                replication: self.acl.tokens.replication.as_ref().map(Into::into),
-            },
-        };
-        c.connect = mesh::ConnectConfig {
-            enabled: self.connect_enabled,
-            ca: self.ca_config.clone(),
-        };
+        c.acl.enabled = self.acl.enabled;
+        c.acl.default_policy = self.acl.default_policy;
+        c.acl.tokens.initial_management =
+            self.acl.tokens.initial_management.as_ref().map(Into::into);
+        c.acl.tokens.replication = self.acl.tokens.replication.as_ref().map(Into::into);
+        c.connect.enabled = self.connect_enabled;
+        c.connect.ca = self.ca_config.clone();
         c.enable_central_service_config = self.central_service_config;
         c.storage = match &self.data_dir {
             Some(dir) => mesh::Storage::Dir(dir.clone()),
