@@ -80,7 +80,7 @@ async fn both() -> [Datacenter; 2] {
     [p, s]
 }
 
-fn dc(name: &str) -> mesh::core::Datacenter {
+fn dc(name: &str) -> mesh::core::DatacenterName {
     name.parse().unwrap()
 }
 

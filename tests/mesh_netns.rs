@@ -486,7 +486,7 @@ async fn run_secondary() {
     .await
     .expect("web's sidecar");
     let (sni, upstream) = web.upstreams()[0].clone();
-    let primary_dc: mesh::core::Datacenter = "primary".parse().expect("name");
+    let primary_dc: mesh::core::DatacenterName = "primary".parse().expect("name");
     let socat: mesh::core::ServiceName = "socat".parse().expect("name");
     wait_until("routes to the primary and socat's endpoint", || {
         let routes = routed_to(&gw, &sni);

@@ -259,7 +259,7 @@ async fn local_registrations_do_not_need_the_primary() {
 
         // Once the primary is back, the other datacenters learn both (published in the
         // background): the gateway's WAN address and api's sidecar at its bound address.
-        let (secondary_dc, api): (mesh::core::Datacenter, mesh::core::ServiceName) = (
+        let (secondary_dc, api): (mesh::core::DatacenterName, mesh::core::ServiceName) = (
             "secondary".parse().expect("name"),
             "api".parse().expect("name"),
         );
@@ -321,7 +321,7 @@ async fn gateway_shut_down_during_the_outage_is_not_announced_afterwards() {
         let public = sidecar.public_addr();
         m.link.link().restore();
 
-        let (secondary_dc, api): (mesh::core::Datacenter, mesh::core::ServiceName) = (
+        let (secondary_dc, api): (mesh::core::DatacenterName, mesh::core::ServiceName) = (
             "secondary".parse().expect("name"),
             "api".parse().expect("name"),
         );

@@ -96,7 +96,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use mesh::core::Datacenter;
+use mesh::core::DatacenterName as Datacenter;
 use mesh::intentions::acl::DefaultPolicy;
 
 mod decode;

@@ -418,7 +418,7 @@ fn certless_transport(
         .parse()
         .unwrap();
     let identity = TlsIdentity::new(TrustBundle::from_certs(td.clone(), certs).unwrap());
-    let primary: mesh::core::Datacenter = "primary".parse().unwrap();
+    let primary: mesh::core::DatacenterName = "primary".parse().unwrap();
     let cfg = identity
         .client_config(ExpectedServer::id(SpiffeId::Server(ServerId::new(
             td,
@@ -500,7 +500,7 @@ fn the_server_port_serves_replication_only_to_servers_presenting_their_certifica
     let served = {
         use mesh::ca::tls::ExpectedServer;
         use mesh::core::{ServerId, Sni, SpiffeId};
-        let primary_dc: mesh::core::Datacenter = "primary".parse().unwrap();
+        let primary_dc: mesh::core::DatacenterName = "primary".parse().unwrap();
         let cfg = identity
             .client_config(ExpectedServer::id(SpiffeId::Server(ServerId::new(
                 td.clone(),

@@ -490,7 +490,7 @@ impl Mesh {
                 .map(MeshGateway::lan_addr)
                 .collect(),
         );
-        let primary_dc: mesh::core::Datacenter = "primary".parse().expect("datacenter");
+        let primary_dc: mesh::core::DatacenterName = "primary".parse().expect("datacenter");
         let socat_name: mesh::core::ServiceName = "socat".parse().expect("service name");
         wait_until("the routes to socat", || {
             let (socat, wans, lans) = (socat.clone(), wans.clone(), lans.clone());

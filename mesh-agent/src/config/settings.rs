@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use mesh::core::Datacenter;
+use mesh::core::DatacenterName as Datacenter;
 use mesh::intentions::acl::DefaultPolicy;
 
 use super::{

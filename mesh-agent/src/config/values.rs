@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh::core::Datacenter;
+use mesh::core::DatacenterName as Datacenter;
 use mesh::intentions::acl::DefaultPolicy;
 
 use super::decode::{Doc, R};

@@ -22,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use mesh::Secret;
-use mesh::core::{Datacenter as DatacenterName, ServiceName};
+use mesh::core::{DatacenterName, ServiceName};
 use mesh::dataplane::{ControlPlane, Routing};
 use mesh::tables;
 use serde::Deserialize;

@@ -37,7 +37,7 @@ const EXTRA: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Federation {
     identity: TlsIdentity,
-    primary: Option<(mesh::core::Datacenter, Vec<SocketAddr>)>,
+    primary: Option<(mesh::core::DatacenterName, Vec<SocketAddr>)>,
     via_gateways: bool,
 }
 
@@ -55,7 +55,7 @@ impl Federation {
     /// secondary, is its primary and the addresses its server port is reached at.
     pub fn new(
         identity: TlsIdentity,
-        primary: Option<(mesh::core::Datacenter, Vec<SocketAddr>)>,
+        primary: Option<(mesh::core::DatacenterName, Vec<SocketAddr>)>,
     ) -> Self {
         Self {
             identity,
@@ -71,7 +71,11 @@ impl Federation {
         self
     }
 
-    async fn addresses(&self, state: &ApiState, dc: &mesh::core::Datacenter) -> Vec<SocketAddr> {
+    async fn addresses(
+        &self,
+        state: &ApiState,
+        dc: &mesh::core::DatacenterName,
+    ) -> Vec<SocketAddr> {
         if let Some((name, addrs)) = &self.primary
             && name == dc
         {
@@ -99,7 +103,7 @@ impl Federation {
     async fn connect(
         &self,
         state: &ApiState,
-        dc: &mesh::core::Datacenter,
+        dc: &mesh::core::DatacenterName,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ApiError> {
         let addrs = self.addresses(state, dc).await;
         if addrs.is_empty() {
@@ -190,7 +194,7 @@ pub(crate) async fn forward(
     body: Bytes,
     dc: &str,
 ) -> Result<axum::response::Response, ApiError> {
-    let name: mesh::core::Datacenter = dc.parse().map_err(|_| no_path())?;
+    let name: mesh::core::DatacenterName = dc.parse().map_err(|_| no_path())?;
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let (mut sender, authority, uri): (_, String, Uri) = if let Some(base) =
         state.peers().get(&name)

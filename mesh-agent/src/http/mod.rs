@@ -157,7 +157,7 @@ pub struct ApiState {
     dc: mesh::Datacenter,
     cfg: Arc<HttpConfig>,
     metrics: Arc<Metrics>,
-    peers: Arc<BTreeMap<mesh::core::Datacenter, String>>,
+    peers: Arc<BTreeMap<mesh::core::DatacenterName, String>>,
     federation: Option<forward::Federation>,
     agent: Arc<AgentInfo>,
     reload: Option<ReloadHook>,
@@ -202,7 +202,7 @@ impl ApiState {
 
     /// Adds a datacenter that `?dc=<name>` requests are forwarded to: the base URL of its
     /// HTTP API (`http://10.0.0.2:8500`).
-    pub fn with_peer(mut self, dc_name: mesh::core::Datacenter, base_url: String) -> Self {
+    pub fn with_peer(mut self, dc_name: mesh::core::DatacenterName, base_url: String) -> Self {
         Arc::make_mut(&mut self.peers).insert(dc_name, base_url);
         self
     }
@@ -259,7 +259,7 @@ impl ApiState {
         &self.agent
     }
 
-    pub(crate) fn peers(&self) -> &BTreeMap<mesh::core::Datacenter, String> {
+    pub(crate) fn peers(&self) -> &BTreeMap<mesh::core::DatacenterName, String> {
         &self.peers
     }
 

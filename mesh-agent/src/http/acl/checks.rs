@@ -89,7 +89,7 @@ pub(super) fn check_identity_name(what: &str, name: &str) -> Result<(), ApiError
     }
 }
 
-pub(super) fn parse_dcs(dcs: &[String]) -> Result<Vec<mesh::core::Datacenter>, ApiError> {
+pub(super) fn parse_dcs(dcs: &[String]) -> Result<Vec<mesh::core::DatacenterName>, ApiError> {
     dcs.iter()
         .map(|d| {
             d.parse()

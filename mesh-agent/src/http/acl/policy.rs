@@ -120,7 +120,7 @@ async fn stored_policy(s: &ApiState, ctx: &Ctx, id: &str) -> Res {
 }
 
 /// A policy's `Datacenters`, each a valid datacenter name.
-fn datacenters(names: &[String]) -> Result<Vec<mesh::core::Datacenter>, ApiError> {
+fn datacenters(names: &[String]) -> Result<Vec<mesh::core::DatacenterName>, ApiError> {
     names
         .iter()
         .map(|n| {
