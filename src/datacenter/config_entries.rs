@@ -21,6 +21,27 @@ impl ConfigEntries<'_> {
         during(op, async { self.write_json(token, &entry.to_json()).await }).await
     }
 
+    /// A config entry given as JSON, validated, authorized for `token` (`proxy-defaults`
+    /// needs `mesh:write`, the others `service:write` on their name), with its record id and
+    /// the value to store.
+    fn checked_entry(
+        &self,
+        token: &Secret,
+        entry_json: &str,
+    ) -> Result<(ConfigEntry, String, serde_json::Value), Error> {
+        let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
+        match &entry {
+            ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
+            _ => self
+                .dc
+                .require(token, service_write(), Some(entry.name()))?,
+        }
+        let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
+        let value = serde_json::from_str(&entry.to_json())
+            .map_err(|e| ErrorKind::Corrupt(format!("a config entry does not encode: {e}")))?;
+        Ok((entry, id, value))
+    }
+
     /// Writes a config entry from Consul's JSON (`proxy-defaults.json` as the guide writes
     /// it, `config write file.json`), with the permissions of [`ConfigEntries::write`].
     ///
@@ -55,15 +76,7 @@ impl ConfigEntries<'_> {
     pub async fn write_json(&self, token: &Secret, entry_json: &str) -> Result<ConfigEntry, Error> {
         let op = Operation::named("config entry write");
         during(op, async {
-            let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
-            match &entry {
-                ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
-                _ => self
-                    .dc
-                    .require(token, service_write(), Some(entry.name()))?,
-            }
-            let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
-            let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
+            let (entry, id, value) = self.checked_entry(token, entry_json)?;
             self.dc
                 .write_global(token, tables::CONFIG_ENTRIES, &id, Value::json(value), None)
                 .await?;
@@ -90,15 +103,7 @@ impl ConfigEntries<'_> {
     ) -> Result<bool, Error> {
         let op = Operation::named("config entry write");
         during(op, async {
-            let entry = ConfigEntry::from_json_validated(entry_json).map_err(Error::invalid)?;
-            match &entry {
-                ConfigEntry::ProxyDefaults(_) => self.dc.require(token, mesh_write(), None)?,
-                _ => self
-                    .dc
-                    .require(token, service_write(), Some(entry.name()))?,
-            }
-            let id = authz::config_entry_id(entry.kind().as_str(), entry.name());
-            let value = serde_json::from_str(&entry.to_json()).map_err(Error::invalid)?;
+            let (_, id, value) = self.checked_entry(token, entry_json)?;
             let Some(cas) = self.primary_cas(&id, cas).await? else {
                 return Ok(false);
             };

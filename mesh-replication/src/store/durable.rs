@@ -7,7 +7,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use mesh_core::Index;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
@@ -372,17 +371,7 @@ fn encode_record(create: Index, modify: Index, hash: &ContentHash, value: &Value
     out.extend_from_slice(&create.0.to_be_bytes());
     out.extend_from_slice(&modify.0.to_be_bytes());
     out.extend_from_slice(hash.as_bytes());
-    match value {
-        Value::Bytes(b) => {
-            out.push(0);
-            out.extend_from_slice(b);
-        }
-        Value::Json(j) => {
-            out.push(1);
-            // Writing JSON into a Vec cannot fail for a `serde_json::Value`.
-            let _ = serde_json::to_writer(&mut out, &**j);
-        }
-    }
+    super::push_value(&mut out, value);
     out
 }
 
@@ -403,15 +392,7 @@ fn decode_record(id: &str, b: &[u8]) -> Result<Record, StoreError> {
     let (create_index, modify_index) = decode_indexes(b)?;
     let mut hash = [0u8; 32];
     hash.copy_from_slice(&b[17..49]);
-    let payload = &b[HEADER_LEN..];
-    let value = match b[49] {
-        0 => Value::Bytes(Bytes::copy_from_slice(payload)),
-        1 => Value::json(
-            serde_json::from_slice(payload)
-                .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?,
-        ),
-        t => return Err(StoreError::Corrupt(format!("record {id}: value tag {t}"))),
-    };
+    let value = super::read_value(id, &b[HEADER_LEN - 1..])?;
     Ok(Record {
         id: id.to_owned(),
         value,

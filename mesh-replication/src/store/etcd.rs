@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp as EtcdOp,
     TxnOpResponse, WatchOptions,
@@ -836,17 +835,7 @@ fn encode_value(create: Option<Index>, value: &Value) -> Vec<u8> {
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&create.map_or(0, |c| c.0).to_be_bytes());
     out.extend_from_slice(value.content_hash().as_bytes());
-    match value {
-        Value::Bytes(b) => {
-            out.push(0);
-            out.extend_from_slice(b);
-        }
-        Value::Json(j) => {
-            out.push(1);
-            // Writing JSON into a Vec cannot fail for a `serde_json::Value`.
-            let _ = serde_json::to_writer(&mut out, &**j);
-        }
-    }
+    super::push_value(&mut out, value);
     out
 }
 
@@ -865,15 +854,7 @@ fn decode_record(id: &str, modify: Index, b: &[u8]) -> Result<Record, StoreError
     let create = decode_create(b)?.unwrap_or(modify);
     let mut hash = [0u8; 32];
     hash.copy_from_slice(&b[9..41]);
-    let payload = &b[HEADER_LEN..];
-    let value = match b[41] {
-        0 => Value::Bytes(Bytes::copy_from_slice(payload)),
-        1 => Value::json(
-            serde_json::from_slice(payload)
-                .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?,
-        ),
-        t => return Err(StoreError::Corrupt(format!("record {id}: value tag {t}"))),
-    };
+    let value = super::read_value(id, &b[HEADER_LEN - 1..])?;
     Ok(Record {
         id: id.to_owned(),
         value,

@@ -170,3 +170,32 @@ pub(crate) fn check_ids(ops: &[TxnOp]) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Appends `value` as `[tag][payload]` (tag 0: the bytes; tag 1: JSON text): how both the
+/// durable and the etcd store end a stored record.
+pub(crate) fn push_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Bytes(b) => {
+            out.push(0);
+            out.extend_from_slice(b);
+        }
+        Value::Json(j) => {
+            out.push(1);
+            // Writing JSON into a Vec cannot fail for a `serde_json::Value`.
+            let _ = serde_json::to_writer(out, &**j);
+        }
+    }
+}
+
+/// Reads back what [`push_value`] wrote; `id` names the record in errors.
+pub(crate) fn read_value(id: &str, tagged: &[u8]) -> Result<Value, StoreError> {
+    match tagged.split_first() {
+        Some((0, payload)) => Ok(Value::Bytes(bytes::Bytes::copy_from_slice(payload))),
+        Some((1, payload)) => Ok(Value::json(
+            serde_json::from_slice(payload)
+                .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?,
+        )),
+        Some((t, _)) => Err(StoreError::Corrupt(format!("record {id}: value tag {t}"))),
+        None => Err(StoreError::Corrupt(format!("record {id}: no value"))),
+    }
+}
