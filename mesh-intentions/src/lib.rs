@@ -63,3 +63,12 @@
 
 pub mod acl;
 pub mod intention;
+
+/// Consul's own shapes, kept to check mesh against Consul's test vectors and its legacy
+/// intention writes: the decision summary Consul's tests compare, and the rules of the legacy
+/// by-ID intention API. Applications use [`intention::IntentionSet`] and
+/// [`intention::Intention`].
+pub mod consul_compat {
+    pub use crate::intention::model::{LegacyApplyError, LegacyOp, validate_legacy_apply};
+    pub use crate::intention::set::{DecisionSummary, decision_summary};
+}

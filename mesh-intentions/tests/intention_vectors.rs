@@ -6,9 +6,10 @@
 #![allow(clippy::unwrap_used)]
 
 use mesh_intentions::acl::{Authorizer, DefaultPolicy, PolicyAuthorizer, RootAuthorizer, Rules};
+use mesh_intentions::consul_compat::decision_summary;
 use mesh_intentions::intention::{
     Action, Intention, IntentionDefault, IntentionSet, MatchType, ServiceIntentionsEntry,
-    SourceIntention, authorize_connect, authorize_intention_target, decision_summary, precedence,
+    SourceIntention, authorize_connect, authorize_intention_target, precedence,
 };
 use serde_json::Value;
 

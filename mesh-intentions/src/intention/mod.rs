@@ -3,8 +3,8 @@
 
 mod authz;
 mod entry;
-mod model;
-mod set;
+pub(crate) mod model;
+pub(crate) mod set;
 
 use std::sync::Arc;
 
@@ -20,13 +20,13 @@ pub use entry::{
 };
 pub use model::{
     Action, DEFAULT_NAMESPACE, HeaderPermission, HttpPermission, Intention, IntentionError,
-    IntentionErrors, LegacyApplyError, LegacyOp, MAX_DESCRIPTION_LEN, MAX_META_KEY_LEN,
-    MAX_META_PAIRS, MAX_META_VALUE_LEN, META_EXTERNAL_SOURCE, MatchType, Permission, PrecedenceKey,
-    SOURCE_TYPE_CONSUL, WILDCARD, authorize_intention_target, precedence, validate_legacy_apply,
+    IntentionErrors, MAX_DESCRIPTION_LEN, MAX_META_KEY_LEN, MAX_META_PAIRS, MAX_META_VALUE_LEN,
+    META_EXTERNAL_SOURCE, MatchType, Permission, PrecedenceKey, SOURCE_TYPE_CONSUL, WILDCARD,
+    authorize_intention_target, precedence,
 };
 pub use set::{
-    DecisionSummary, DefaultSource, IntentionDecision, IntentionDefault, IntentionReason,
-    IntentionSet, IntentionSetError, UnsupportedDefaultIntentionPolicy, decision_summary,
+    DefaultSource, IntentionDecision, IntentionDefault, IntentionReason, IntentionSet,
+    IntentionSetError, UnsupportedDefaultIntentionPolicy,
 };
 
 /// The current [`IntentionSet`] of a datacenter, swapped atomically when intentions change.
