@@ -61,11 +61,10 @@ impl Error {
         ErrorKind::Invalid(InvalidInput::Rule(msg.into())).into()
     }
 
-    /// Names the operation that failed; the innermost name wins (it is the most precise).
+    /// Names the operation that failed. The outermost name wins: it is the call the caller
+    /// made (a delete that reads first fails as the delete, not as the read).
     fn during(mut self, op: Operation) -> Self {
-        if self.0.operation.is_none() {
-            self.0.operation = Some(op);
-        }
+        self.0.operation = Some(op);
         self
     }
 }

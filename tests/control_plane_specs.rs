@@ -710,4 +710,16 @@ async fn an_error_names_the_operation_and_carries_a_typed_cause() {
             .starts_with("config entry write: invalid input: "),
         "{err}"
     );
+    // A delete that reads first fails as the delete the caller asked for.
+    let err = p
+        .acl()
+        .policy_delete(&mgmt, "00000000-0000-4000-8000-00000000beef")
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::NotFound(_)), "{err:?}");
+    assert_eq!(
+        err.operation().map(|o| o.name()),
+        Some("acl policy delete"),
+        "{err}"
+    );
 }
