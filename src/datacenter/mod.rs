@@ -205,7 +205,9 @@ impl Drop for Inner {
 /// token, or a server that is not the primary `config.primary_datacenter` names, fails
 /// start-up here, naming the cause. A primary that does not answer does not: the secondary starts from what it
 /// holds and catches up when the primary is back.
-async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Result<(), Error> {
+/// Checks the primary a secondary reaches; `Ok(false)` when it did not answer (the secondary
+/// then starts from its local state).
+async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Result<bool, Error> {
     let req = mesh_replication::ListRequest {
         token: SecretToken::new(replication_secret(config)),
         table: table(tables::DATACENTERS),
@@ -219,11 +221,11 @@ async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Re
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %mesh_core::error_chain(&e), "the primary did not answer the start-up probe; starting from local state");
-            return Ok(());
+            return Ok(false);
         }
         Err(_) => {
             tracing::warn!(timeout = ?PROBE_TIMEOUT, "the primary did not answer the start-up probe in time; starting from local state");
-            return Ok(());
+            return Ok(false);
         }
     };
     let primaries: Vec<String> = listing
@@ -243,7 +245,7 @@ async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Re
             found: primaries.first().cloned(),
         }));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// How long the start-up probe of the primary may take.
@@ -338,10 +340,41 @@ impl Datacenter {
                     config.name
                 ))));
             }
-            probe_primary(&config, &*primary).await?;
-            Self::start(config, Some(primary)).await
+            let reached = probe_primary(&config, &*primary).await?;
+            let dc = Self::start(config, Some(primary)).await?;
+            if reached {
+                dc.first_acl_round().await;
+            }
+            Ok(dc)
         })
         .await
+    }
+
+    /// Waits (bounded) until the ACL tables have replicated once, so that a secondary knows
+    /// the global tokens when `start_secondary` returns; on time-out it goes on with what it
+    /// has (the replicators keep trying).
+    async fn first_acl_round(&self) {
+        let Some(replicas) = &self.inner.replicas else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_TIMEOUT;
+        for t in [tables::ACL_POLICIES, tables::ACL_ROLES, tables::ACL_TOKENS] {
+            let Some(handle) = replicas.get(&table(t)) else {
+                continue;
+            };
+            let mut status = handle.subscribe();
+            let first = tokio::time::timeout_at(deadline, status.wait_for(|s| s.rounds > 0));
+            if first.await.is_err() {
+                tracing::warn!(
+                    table = t,
+                    "the first replication round did not finish in time; starting with the local copy"
+                );
+                return;
+            }
+        }
+        if let Err(e) = self.inner.rebuild_acl().await {
+            tracing::warn!(error = %e, "rebuilding the ACL view after the first round failed");
+        }
     }
 
     /// An in-process link to this datacenter's replication server, for a secondary in the
