@@ -61,7 +61,9 @@
 //!   `acl { enabled (false), default_policy, enable_token_replication, tokens { ... } }`,
 //!   `connect { enabled, ca_provider, ca_config { ... }, enable_mesh_gateway_wan_federation }`,
 //!   `enable_central_service_config` (true), `retry_join_wan`, `primary_gateways`,
-//!   `tls { defaults { ... }, https { ... } }`, `service`, `services`;
+//!   `tls { defaults { ... }, https { ... } }`, `service`, `services`; and mesh's own
+//!   `storage { etcd { endpoints, prefix (mesh/<datacenter>), state_key_file, lease_ttl (5s) } }`
+//!   (state on etcd, several servers: feature `etcd`);
 //! - known Consul settings mesh has no use for (`ui_config`, `encrypt`, `telemetry`,
 //!   `ports.grpc`, `tls.internal_rpc`, `acl.down_policy`, ...): accepted, ignored, and
 //!   reported as a [`ConfigWarning`] (once per key and file; the inside of an ignored block is
@@ -74,7 +76,10 @@
 //!   `acl { enabled = true }` is. Write `default_policy = "deny"` for a secure mesh (intentions
 //!   then default to deny as well).
 //! - `connect.enabled` defaults to `true`, as [`mesh::DatacenterConfig::new`] does (older
-//!   Consul versions defaulted to false; the guide sets it explicitly either way).
+//!   Consul versions defaulted to false; the guide sets it explicitly either way). ACLs, on
+//!   the other hand, keep Consul's file defaults here (off, then `allow`), although the
+//!   library's `DatacenterConfig::new` turns them on with deny: existing files keep their
+//!   meaning.
 //! - A port of `0` asks the system for a free port (Consul reads 0 as off); a negative port
 //!   turns the listener off (`ports.server` cannot be off).
 //!
