@@ -372,14 +372,7 @@ impl IntermediateSigner for ReplicatedSigner {
 
     async fn sign_intermediate(&self, csr_pem: &str) -> Result<String, SignerError> {
         let dc = &self.dc()?;
-        let token = dc
-            .inner
-            .config
-            .acl
-            .tokens
-            .replication
-            .clone()
-            .unwrap_or_default();
+        let token = dc.inner.replication_token();
         let req = IntermediateRecord {
             csr: csr_pem.to_owned(),
             cert: None,

@@ -528,14 +528,7 @@ impl Datacenter {
                 .await?;
             return Ok(());
         }
-        let token = self
-            .inner
-            .config
-            .acl
-            .tokens
-            .replication
-            .clone()
-            .unwrap_or_default();
+        let token = self.inner.replication_token();
         self.publish_global(
             &token,
             tables::DATACENTERS,
@@ -961,6 +954,17 @@ impl mesh_replication::RecordCheck for ReplicatedRecordCheck {
 }
 
 impl Inner {
+    /// The token this datacenter replicates and publishes with (anonymous when none is
+    /// configured).
+    fn replication_token(&self) -> Secret {
+        self.config
+            .acl
+            .tokens
+            .replication
+            .clone()
+            .unwrap_or_default()
+    }
+
     fn push_task(&self, task: JoinHandle<()>) {
         // The list stays consistent even if a holder panicked: never drop a handle (its task
         // would outlive the datacenter).
