@@ -133,6 +133,22 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
     let out = cli(&a, &["intention", "create", "web", "db"]);
     assert!(out.status.success(), "{out:?}");
     let root = active_root(&a);
+    // Both servers are peers: the leader and the one standing by (once it registered).
+    let mut want = vec![a.server.to_string(), b.server.to_string()];
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, peers) = http_get(a.http, "/v1/status/peers").unwrap();
+        let peers: Vec<String> = serde_json::from_str(&peers).unwrap();
+        if peers == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peers {peers:?}, wanted {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // socat echoing behind its sidecar, web's sidecar with socat as its upstream; both
     // sidecars are given both servers.
@@ -225,6 +241,13 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
     );
     let (_, leader) = http_get(b.http, "/v1/status/leader").unwrap();
     assert_eq!(leader.trim(), format!("\"{}\"", b.server));
+    let (_, peers) = http_get(b.http, "/v1/status/peers").unwrap();
+    let peers: Vec<String> = serde_json::from_str(&peers).unwrap();
+    assert_eq!(
+        peers,
+        [b.server.to_string()],
+        "a's presence went with its lease"
+    );
     assert_eq!(
         active_root(&b),
         root,

@@ -216,12 +216,14 @@ async fn one_server_leads_a_standby_takes_over_and_the_old_leader_is_fenced() ->
     let ttl = Duration::from_secs(2);
     let lead_a = a.lead("server-a", ttl).await?;
     assert_eq!(a.leader().await?.as_deref(), Some("server-a"));
+    assert_eq!(a.servers().await?, ["server-a"]);
     let standby = {
         let b = b.clone();
         tokio::spawn(async move { b.lead("server-b", ttl).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!standby.is_finished(), "b stands by while a leads");
+    assert_eq!(a.servers().await?, ["server-a", "server-b"]);
     let acked = a.upsert(&t("config"), "by-a", v(1), None).await?;
 
     // a "crashes": its lease is no longer kept alive. b leads within the lease's time to live.
@@ -233,6 +235,8 @@ async fn one_server_leads_a_standby_takes_over_and_the_old_leader_is_fenced() ->
         crashed.elapsed()
     );
     assert_eq!(b.leader().await?.as_deref(), Some("server-b"));
+    // a's presence went with its lease.
+    assert_eq!(b.servers().await?, ["server-b"]);
     // Nothing acknowledged is lost, and the old leader cannot write any more.
     assert_eq!(
         b.get(&t("config"), "by-a").await?.unwrap().modify_index,

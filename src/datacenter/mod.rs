@@ -173,6 +173,9 @@ struct Inner {
     /// With state on etcd: this server's leadership (given up on shutdown).
     #[cfg(feature = "etcd")]
     leadership: Mutex<Option<mesh_replication::Leadership>>,
+    /// With state on etcd: the store, for what only etcd knows (the servers present).
+    #[cfg(feature = "etcd")]
+    etcd: Option<Arc<mesh_replication::EtcdStore>>,
     /// `true` once leadership is lost; `None` when the storage has no leader (one server).
     lost: Option<watch::Receiver<bool>>,
 }
@@ -395,6 +398,8 @@ impl Datacenter {
     ) -> Result<Self, Error> {
         #[cfg(feature = "etcd")]
         let mut leadership = None;
+        #[cfg(feature = "etcd")]
+        let mut etcd_store = None;
         let store: Arc<dyn Store> = match &config.storage {
             Storage::Memory => Arc::new(MemoryStore::new()),
             Storage::Dir(dir) => {
@@ -415,7 +420,9 @@ impl Datacenter {
                 tracing::info!(server = %etcd.server_name, "waiting to lead the datacenter");
                 let lead = store.lead(&etcd.server_name, etcd.lease_ttl).await?;
                 leadership = Some(lead);
-                Arc::new(store)
+                let store = Arc::new(store);
+                etcd_store = Some(store.clone());
+                store
             }
         };
         #[cfg(feature = "etcd")]
@@ -474,6 +481,8 @@ impl Datacenter {
             tasks: Mutex::new(Vec::new()),
             #[cfg(feature = "etcd")]
             leadership: Mutex::new(leadership),
+            #[cfg(feature = "etcd")]
+            etcd: etcd_store,
             lost,
         };
         inner.rebuild_acl().await?;
@@ -574,6 +583,16 @@ impl Datacenter {
     /// storage has no leader (one server).
     pub fn leadership_lost(&self) -> Option<watch::Receiver<bool>> {
         self.inner.lost.clone()
+    }
+
+    /// With state on etcd: every server of this datacenter that is alive, leading or standing
+    /// by, as each names itself (`EtcdStorage::server_name`). `None` with one server's storage.
+    pub async fn servers(&self) -> Result<Option<Vec<String>>, Error> {
+        #[cfg(feature = "etcd")]
+        if let Some(etcd) = &self.inner.etcd {
+            return Ok(Some(etcd.servers().await?));
+        }
+        Ok(None)
     }
 
     /// The configuration it runs with.

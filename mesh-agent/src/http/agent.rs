@@ -356,7 +356,11 @@ pub(crate) async fn status_leader(State(s): State<ApiState>, ctx: Ctx) -> Res {
     Ok(reply::json(&ctx, &s.agent().server_addr.to_string()))
 }
 
-/// `GET /v1/status/peers`: the servers of this datacenter (this one).
+/// `GET /v1/status/peers`: the servers of this datacenter: with state on etcd, every server
+/// alive (leading or standing by); otherwise this one.
 pub(crate) async fn status_peers(State(s): State<ApiState>, ctx: Ctx) -> Res {
-    Ok(reply::json(&ctx, &[s.agent().server_addr.to_string()]))
+    match s.dc().servers().await? {
+        Some(servers) => Ok(reply::json(&ctx, &servers)),
+        None => Ok(reply::json(&ctx, &[s.agent().server_addr.to_string()])),
+    }
 }

@@ -199,6 +199,10 @@ impl Inner {
         format!("{}/meta/leader", self.prefix)
     }
 
+    fn servers_prefix(&self) -> String {
+        format!("{}/meta/servers/", self.prefix)
+    }
+
     fn to_index(&self, revision: i64) -> Index {
         Index(u64::try_from(revision - self.base).unwrap_or(0))
     }
@@ -514,6 +518,16 @@ impl EtcdStore {
             Duration::from_secs(ttl_s as u64),
             lost_tx,
         ));
+        // Present as a server of the datacenter for as long as the lease lives, leading or not.
+        let presence = format!("{}{holder}", inner.servers_prefix());
+        inner
+            .retry(|| {
+                let mut kv = inner.client.kv_client();
+                let (key, value) = (presence.clone(), holder.to_owned());
+                let opts = etcd_client::PutOptions::new().with_lease(lease);
+                async move { kv.put(key, value, Some(opts)).await }
+            })
+            .await?;
         let key = inner.leader_key();
         loop {
             if *lost.borrow() {
@@ -581,6 +595,26 @@ impl EtcdStore {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+
+    /// Every server of the datacenter that is alive (leading or standing by), as each named
+    /// itself, sorted.
+    pub async fn servers(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = self.inner.servers_prefix();
+        let got = self
+            .inner
+            .read(|mut kv| {
+                let prefix = prefix.clone();
+                async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let mut out: Vec<String> = got
+            .kvs()
+            .iter()
+            .map(|kv| kv.value_str().unwrap_or("").to_owned())
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// The current leader as it named itself, `None` when nobody leads.
