@@ -3,7 +3,8 @@
 //! the standby takes over from the state in etcd (the same CA root, the intention written
 //! through the first server), answering `status/leader` with its own address. Two sidecar
 //! processes given both servers keep relaying through the failover and then follow the new
-//! leader: an intention removed there is enforced by them.
+//! leader: an intention removed there is enforced by them. A secondary datacenter given both
+//! primary servers keeps replicating across the failover.
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
@@ -287,4 +288,103 @@ fn state_on_etcd_without_a_state_key_does_not_start() {
         + &storage_hcl(&cluster.endpoints(), None);
     let text = failed_start(dir.path(), "a", &hcl);
     assert!(text.contains("storage.etcd.state_key_file"), "{text}");
+}
+
+/// Waits (bounded) until `path` on `agent` answers 200 with a body that satisfies `ok`.
+fn wait_for(agent: &Agent, path: &str, what: &str, ok: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, body)) = http_get(agent.http, path)
+            && ok(&body)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:?}",
+            http_get(agent.http, path)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_secondary_keeps_replicating_across_a_failover_of_the_primary() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(etcd_cluster::EtcdCluster::start(3)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("state.key");
+    std::fs::write(&key, "5a".repeat(32)).unwrap();
+    let storage = storage_hcl(&cluster.endpoints(), Some(&key));
+    let (http_a, server_a) = (free_port(), free_port());
+    let hcl_a = agent_hcl(
+        "primary",
+        &dir.path().join("a"),
+        http_a,
+        server_a,
+        None,
+        None,
+    ) + &storage;
+    let mut a = start_agent(dir.path(), "a", &hcl_a, http_a, server_a);
+    let (http_b, server_b) = (free_port(), free_port());
+    let hcl_b = agent_hcl(
+        "primary",
+        &dir.path().join("b"),
+        http_b,
+        server_b,
+        None,
+        None,
+    ) + &storage;
+    let file_b = dir.path().join("b.hcl");
+    std::fs::write(&file_b, &hcl_b).unwrap();
+    let b = spawn_agent(
+        dir.path(),
+        "b",
+        &["-config-file".as_ref(), file_b.as_os_str()],
+        http_b,
+        server_b,
+    );
+
+    // The secondary knows both primary servers; it replicates with the management token.
+    let (http_s, server_s) = (free_port(), free_port());
+    let hcl_s = agent_hcl(
+        "secondary",
+        &dir.path().join("s"),
+        http_s,
+        server_s,
+        Some(a.server),
+        Some(MGMT),
+    )
+    .replace(
+        &format!("retry_join_wan = [\"{}\"]", a.server),
+        &format!("retry_join_wan = [\"{}\", \"{}\"]", a.server, b.server),
+    );
+    let s = start_agent(dir.path(), "s", &hcl_s, http_s, server_s);
+    let intentions = format!("/v1/connect/intentions?token={MGMT}");
+    let out = cli(&a, &["intention", "create", "web", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(&s, &intentions, "the first intention replicated", |b| {
+        b.contains("\"web\"")
+    });
+
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    wait_for(&b, "/v1/status/leader", "b leads", |_| true);
+    let out = cli(&b, &["intention", "create", "api", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        &s,
+        &intentions,
+        "replication resumed from the new leader",
+        |b| b.contains("\"api\""),
+    );
+    // A write made in the secondary is forwarded to the new leader too.
+    let out = cli(&s, &["intention", "create", "ops", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        &b,
+        &intentions,
+        "the secondary's write reached the new leader",
+        |b| b.contains("\"ops\""),
+    );
 }
