@@ -584,21 +584,21 @@ async fn start_secondary(
     .await
     {
         Ok(Ok(dc)) => Ok((dc, enrolled)),
-        Ok(Err(source)) => match source.into_kind() {
+        Ok(Err(source)) => match source.kind() {
             mesh::ErrorKind::WrongPrimary { configured, found } => Err(AgentError::WrongPrimary {
                 addr: addr_text,
-                configured,
-                found,
+                configured: configured.clone(),
+                found: found.clone(),
             }),
             mesh::ErrorKind::ReplicationTokenRefused(message) => {
                 Err(AgentError::ReplicationToken {
                     addr: addr_text,
-                    message,
+                    message: message.clone(),
                 })
             }
-            kind => Err(AgentError::Start {
+            _ => Err(AgentError::Start {
                 datacenter: name,
-                source: kind.into(),
+                source,
             }),
         },
         Err(_) => Err(AgentError::Timeout(format!(
