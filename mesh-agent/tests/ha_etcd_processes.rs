@@ -75,6 +75,65 @@ fn wait_echo(port: u16, want: &str, what: &str) {
     }
 }
 
+/// socat echoing behind its sidecar, and web's sidecar with socat as its upstream, both
+/// sidecar processes given `servers`; the services registered through `agent`. Returns the
+/// processes (stopped on drop) and the port of web's upstream listener.
+fn data_plane(dir: &Path, agent: &Agent, servers: &str) -> (Vec<Proc>, u16) {
+    let (echo, socat_sidecar, web_sidecar, upstream) =
+        (free_port(), free_port(), free_port(), free_port());
+    let mut procs = vec![Proc(
+        Command::new("socat")
+            .arg(format!("TCP-LISTEN:{echo},bind=127.0.0.1,fork,reuseaddr"))
+            .arg("EXEC:cat")
+            .spawn()
+            .expect("socat (apt-get install socat)"),
+    )];
+    let socat_json = dir.join("socat.json");
+    std::fs::write(
+        &socat_json,
+        format!(
+            r#"{{"service": {{"name": "socat", "port": {echo},
+                "connect": {{"sidecar_service": {{"port": {socat_sidecar}}}}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let web_json = dir.join("web.json");
+    std::fs::write(
+        &web_json,
+        format!(
+            r#"{{"service": {{"name": "web", "port": 8080, "connect": {{"sidecar_service": {{
+                "port": {web_sidecar}, "proxy": {{"upstreams": [{{"destination_name": "socat",
+                "local_bind_port": {upstream}}}]}}}}}}}}}}"#
+        ),
+    )
+    .unwrap();
+    for f in [&socat_json, &web_json] {
+        let out = cli(agent, &["services", "register", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    for name in ["socat", "web"] {
+        let log = std::fs::File::create(dir.join(format!("sidecar-{name}.log"))).unwrap();
+        procs.push(Proc(
+            Command::new(env!("CARGO_BIN_EXE_mesh"))
+                .args([
+                    "connect",
+                    "proxy",
+                    "-sidecar-for",
+                    name,
+                    "-http-addr",
+                    servers,
+                ])
+                .env("CONSUL_HTTP_TOKEN", MGMT)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    (procs, upstream)
+}
+
 fn active_root(agent: &Agent) -> String {
     let (code, body) = http_get(agent.http, "/v1/connect/ca/roots").unwrap();
     assert_eq!(code, 200, "{body}");
@@ -153,61 +212,8 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
 
     // socat echoing behind its sidecar, web's sidecar with socat as its upstream; both
     // sidecars are given both servers.
-    let (echo, socat_sidecar, web_sidecar, upstream) =
-        (free_port(), free_port(), free_port(), free_port());
-    let _socat = Proc(
-        Command::new("socat")
-            .arg(format!("TCP-LISTEN:{echo},bind=127.0.0.1,fork,reuseaddr"))
-            .arg("EXEC:cat")
-            .spawn()
-            .expect("socat (apt-get install socat)"),
-    );
-    let socat_json = dir.path().join("socat.json");
-    std::fs::write(
-        &socat_json,
-        format!(
-            r#"{{"service": {{"name": "socat", "port": {echo},
-                "connect": {{"sidecar_service": {{"port": {socat_sidecar}}}}}}}}}"#
-        ),
-    )
-    .unwrap();
-    let web_json = dir.path().join("web.json");
-    std::fs::write(
-        &web_json,
-        format!(
-            r#"{{"service": {{"name": "web", "port": 8080, "connect": {{"sidecar_service": {{
-                "port": {web_sidecar}, "proxy": {{"upstreams": [{{"destination_name": "socat",
-                "local_bind_port": {upstream}}}]}}}}}}}}}}"#
-        ),
-    )
-    .unwrap();
-    for f in [&socat_json, &web_json] {
-        let out = cli(&a, &["services", "register", f.to_str().unwrap()]);
-        assert!(out.status.success(), "{out:?}");
-    }
     let servers = format!("{},{}", a.http, b.http);
-    let sidecar = |name: &str| {
-        let log = std::fs::File::create(dir.path().join(format!("sidecar-{name}.log"))).unwrap();
-        Proc(
-            Command::new(env!("CARGO_BIN_EXE_mesh"))
-                .args([
-                    "connect",
-                    "proxy",
-                    "-sidecar-for",
-                    name,
-                    "-http-addr",
-                    &servers,
-                ])
-                .env("CONSUL_HTTP_TOKEN", MGMT)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let _socat_proxy = sidecar("socat");
-    let _web_proxy = sidecar("web");
+    let (_data_plane, upstream) = data_plane(dir.path(), &a, &servers);
     let out = cli(&a, &["intention", "create", "web", "socat"]);
     assert!(out.status.success(), "{out:?}");
     wait_echo(upstream, "hello\n", "web -> socat through both sidecars");
@@ -387,4 +393,50 @@ fn a_secondary_keeps_replicating_across_a_failover_of_the_primary() {
         "the secondary's write reached the new leader",
         |b| b.contains("\"ops\""),
     );
+}
+
+#[test]
+fn without_an_etcd_quorum_writes_fail_the_leader_steps_down_and_the_data_plane_goes_on() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = rt.block_on(etcd_cluster::EtcdCluster::start(3)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("state.key");
+    std::fs::write(&key, "a5".repeat(32)).unwrap();
+    let storage = storage_hcl(&cluster.endpoints(), Some(&key));
+    let (http, server) = (free_port(), free_port());
+    let hcl = agent_hcl("primary", &dir.path().join("a"), http, server, None, None) + &storage;
+    let mut a = start_agent(dir.path(), "a", &hcl, http, server);
+    let (_data_plane, upstream) = data_plane(dir.path(), &a, &a.http.to_string());
+    let out = cli(&a, &["intention", "create", "web", "socat"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_echo(upstream, "hello\n", "web -> socat");
+
+    // Two of three members down: no quorum. A write is refused, saying why; the leader cannot
+    // renew its lease and stops; the sidecars keep relaying from what they hold.
+    cluster.kill(0);
+    cluster.kill(1);
+    let out = cli(&a, &["intention", "create", "api", "socat"]);
+    assert!(!out.status.success(), "a write without quorum: {out:?}");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("etcd") || said.contains("lead"), "{said}");
+    eprintln!("a write without quorum: {}", said.trim());
+    let status = wait_exit(&mut a, Duration::from_secs(60)).expect("the deposed leader stops");
+    assert!(!status.success());
+    let log = log_lines(&a.log).join("\n");
+    assert!(log.contains("no longer leads"), "{log}");
+    assert_eq!(echo_through(upstream), "hello\n", "the data plane goes on");
+
+    // Quorum back, the agent started again (as a supervisor would): it leads from the state
+    // in etcd, and nothing was lost.
+    cluster.restart(0).unwrap();
+    cluster.restart(1).unwrap();
+    rt.block_on(cluster.wait_ready(Duration::from_secs(60)))
+        .unwrap();
+    drop(a);
+    let a = start_agent(dir.path(), "a-again", &hcl, http, server);
+    let out = cli(&a, &["intention", "get", "web", "socat"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&a, &["intention", "create", "api", "socat"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(echo_through(upstream), "hello\n");
 }
