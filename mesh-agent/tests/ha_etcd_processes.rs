@@ -134,6 +134,29 @@ fn data_plane(dir: &Path, agent: &Agent, servers: &str) -> (Vec<Proc>, u16) {
     (procs, upstream)
 }
 
+/// Two servers of the primary datacenter on `storage`: `a` started and serving (it leads),
+/// `b` started without waiting (it stands by).
+fn leader_and_standby(dir: &Path, storage: &str) -> (Agent, Agent) {
+    let config = |name: &str| {
+        let (http, server) = (free_port(), free_port());
+        let hcl = agent_hcl("primary", &dir.join(name), http, server, None, None) + storage;
+        (hcl, http, server)
+    };
+    let (hcl_a, http_a, server_a) = config("a");
+    let a = start_agent(dir, "a", &hcl_a, http_a, server_a);
+    let (hcl_b, http_b, server_b) = config("b");
+    let file_b = dir.join("b.hcl");
+    std::fs::write(&file_b, &hcl_b).unwrap();
+    let b = spawn_agent(
+        dir,
+        "b",
+        &["-config-file".as_ref(), file_b.as_os_str()],
+        http_b,
+        server_b,
+    );
+    (a, b)
+}
+
 fn active_root(agent: &Agent) -> String {
     let (code, body) = http_get(agent.http, "/v1/connect/ca/roots").unwrap();
     assert_eq!(code, 200, "{body}");
@@ -155,34 +178,7 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
     std::fs::write(&key, &out.stdout).unwrap();
     let storage = storage_hcl(&cluster.endpoints(), Some(&key));
 
-    let (http_a, server_a) = (free_port(), free_port());
-    let hcl_a = agent_hcl(
-        "primary",
-        &dir.path().join("a"),
-        http_a,
-        server_a,
-        None,
-        None,
-    ) + &storage;
-    let mut a = start_agent(dir.path(), "a", &hcl_a, http_a, server_a);
-    let (http_b, server_b) = (free_port(), free_port());
-    let hcl_b = agent_hcl(
-        "primary",
-        &dir.path().join("b"),
-        http_b,
-        server_b,
-        None,
-        None,
-    ) + &storage;
-    std::fs::write(dir.path().join("b.hcl"), &hcl_b).unwrap();
-    let file_b = dir.path().join("b.hcl");
-    let mut b = spawn_agent(
-        dir.path(),
-        "b",
-        &["-config-file".as_ref(), file_b.as_os_str()],
-        http_b,
-        server_b,
-    );
+    let (mut a, mut b) = leader_and_standby(dir.path(), &storage);
 
     // a leads and serves; b stands by and does not serve.
     let (code, leader) = http_get(a.http, "/v1/status/leader").unwrap();
@@ -322,34 +318,7 @@ fn a_secondary_keeps_replicating_across_a_failover_of_the_primary() {
     let key = dir.path().join("state.key");
     std::fs::write(&key, "5a".repeat(32)).unwrap();
     let storage = storage_hcl(&cluster.endpoints(), Some(&key));
-    let (http_a, server_a) = (free_port(), free_port());
-    let hcl_a = agent_hcl(
-        "primary",
-        &dir.path().join("a"),
-        http_a,
-        server_a,
-        None,
-        None,
-    ) + &storage;
-    let mut a = start_agent(dir.path(), "a", &hcl_a, http_a, server_a);
-    let (http_b, server_b) = (free_port(), free_port());
-    let hcl_b = agent_hcl(
-        "primary",
-        &dir.path().join("b"),
-        http_b,
-        server_b,
-        None,
-        None,
-    ) + &storage;
-    let file_b = dir.path().join("b.hcl");
-    std::fs::write(&file_b, &hcl_b).unwrap();
-    let b = spawn_agent(
-        dir.path(),
-        "b",
-        &["-config-file".as_ref(), file_b.as_os_str()],
-        http_b,
-        server_b,
-    );
+    let (mut a, b) = leader_and_standby(dir.path(), &storage);
 
     // The secondary knows both primary servers; it replicates with the management token.
     let (http_s, server_s) = (free_port(), free_port());
