@@ -128,7 +128,7 @@ pub enum Storage {
     /// leads (CA, replication from the primary, every write), the others stand by and take
     /// over within the lease's time to live when it stops.
     #[cfg(feature = "etcd")]
-    Etcd(EtcdStorage),
+    Etcd(Box<EtcdStorage>),
 }
 
 /// A datacenter's state on etcd, and this server's part in leading it.
@@ -144,6 +144,20 @@ pub struct EtcdStorage {
     /// The lease a leader keeps alive: a standby takes over at most this long after the
     /// leader stops.
     pub lease_ttl: std::time::Duration,
+    /// Where the other servers reach this one while it leads (its API address, say), as
+    /// [`EtcdStorage::leader_contact`] gives it to them; `None`: the server name.
+    pub contact: Option<String>,
+    /// The store, opened once, and the leadership won by [`EtcdStorage::wait_to_lead`] until
+    /// a datacenter takes it over. Shared by clones.
+    campaign: std::sync::Arc<Campaign>,
+}
+
+/// What [`EtcdStorage`]'s clones share.
+#[cfg(feature = "etcd")]
+#[derive(Debug, Default)]
+struct Campaign {
+    store: tokio::sync::OnceCell<std::sync::Arc<mesh_replication::EtcdStore>>,
+    won: std::sync::Mutex<Option<mesh_replication::Leadership>>,
 }
 
 #[cfg(feature = "etcd")]
@@ -154,7 +168,80 @@ impl EtcdStorage {
             options,
             server_name: server_name.into(),
             lease_ttl: std::time::Duration::from_secs(5),
+            contact: None,
+            campaign: std::sync::Arc::default(),
         }
+    }
+
+    /// The store, connected on first use.
+    pub(crate) async fn store(
+        &self,
+    ) -> Result<std::sync::Arc<mesh_replication::EtcdStore>, crate::Error> {
+        let store = self
+            .campaign
+            .store
+            .get_or_try_init(|| async {
+                mesh_replication::EtcdStore::open(self.options.clone())
+                    .await
+                    .map(std::sync::Arc::new)
+            })
+            .await?;
+        Ok(store.clone())
+    }
+
+    /// Waits until this server leads the datacenter (standing by while another one does), so
+    /// that a program can serve as a standby meanwhile, forwarding to the leader it finds with
+    /// [`EtcdStorage::leader_contact`]. The next `Datacenter::start_*` with this storage (or a
+    /// clone) starts with the leadership won here instead of campaigning itself.
+    pub async fn wait_to_lead(&self) -> Result<(), crate::Error> {
+        let store = self.store().await?;
+        let contact = self.contact.as_deref().unwrap_or(&self.server_name);
+        let won = store
+            .lead(&self.server_name, contact, self.lease_ttl)
+            .await?;
+        *self
+            .campaign
+            .won
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(won);
+        Ok(())
+    }
+
+    /// The leadership [`EtcdStorage::wait_to_lead`] won, or, when it was not called, the
+    /// leadership this call waits for.
+    pub(crate) async fn take_leadership(
+        &self,
+    ) -> Result<
+        (
+            std::sync::Arc<mesh_replication::EtcdStore>,
+            mesh_replication::Leadership,
+        ),
+        crate::Error,
+    > {
+        let store = self.store().await?;
+        let won = self
+            .campaign
+            .won
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let won = match won {
+            Some(w) => w,
+            None => {
+                tracing::info!(server = %self.server_name, "waiting to lead the datacenter");
+                let contact = self.contact.as_deref().unwrap_or(&self.server_name);
+                store
+                    .lead(&self.server_name, contact, self.lease_ttl)
+                    .await?
+            }
+        };
+        Ok((store, won))
+    }
+
+    /// The server that leads the datacenter now, as it named itself, and where it is reached
+    /// (its `contact`); `None` while no server leads.
+    pub async fn leader_contact(&self) -> Result<Option<(String, String)>, crate::Error> {
+        Ok(self.store().await?.leader_contact().await?)
     }
 }
 

@@ -28,7 +28,7 @@ fn config(cluster: &EtcdCluster, server: &str) -> DatacenterConfig {
     opts.retry_for = Duration::from_secs(5);
     let mut etcd = EtcdStorage::new(opts, server);
     etcd.lease_ttl = TTL;
-    c.storage = Storage::Etcd(etcd);
+    c.storage = Storage::Etcd(Box::new(etcd));
     c.state_key = Some(StateKey::from_bytes([42; 32]));
     c
 }

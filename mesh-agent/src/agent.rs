@@ -168,7 +168,17 @@ pub async fn run_from(sources: ConfigSources) -> Result<(), AgentError> {
 
 async fn run_with(config: AgentConfig, sources: Option<ConfigSources>) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let running = start(config, sources, stop_rx).await?;
+    let mut signals = Signals::new();
+    // A server standing by (state on etcd) may wait long before it starts: it still stops
+    // when told to.
+    let running = tokio::select! {
+        r = start(config, sources, stop_rx) => r?,
+        () = signals.stop() => {
+            tracing::info!("agent stopping before it started");
+            stop_tx.send_replace(true);
+            return Ok(());
+        }
+    };
     tracing::info!(
         datacenter = %running.dc.name(),
         http = ?running.http_addr,
@@ -176,8 +186,9 @@ async fn run_with(config: AgentConfig, sources: Option<ConfigSources>) -> Result
         "agent running"
     );
     // With state on etcd, leadership can be lost (etcd unreachable past the lease, another
-    // server took over): this server's writes then fail, so it stops, and its supervisor
-    // starts it again to stand by.
+    // server took over): this server's writes then fail. It goes on answering reads, flagged
+    // stale, for as long as etcd does not answer (no server can lead then), and stops once
+    // it does, so that its supervisor starts it again to stand by.
     let lost = async {
         match running.dc.leadership_lost() {
             Some(mut lost) => {
@@ -187,11 +198,20 @@ async fn run_with(config: AgentConfig, sources: Option<ConfigSources>) -> Result
         }
     };
     let deposed = tokio::select! {
-        () = wait_for_signal(running.clone()) => false,
+        () = signals.serve(running.clone()) => false,
         () = lost => true,
     };
     if deposed {
-        tracing::error!("this server no longer leads its datacenter: stopping");
+        tracing::error!(
+            "this server no longer leads its datacenter: reads are answered flagged stale and \
+             writes refused until etcd answers again"
+        );
+        tokio::select! {
+            () = signals.stop() => {}
+            () = etcd_answers(&running.dc) => {
+                tracing::error!("etcd answers again: stopping, to stand by");
+            }
+        }
     }
     tracing::info!("agent stopping");
     stop_tx.send_replace(true);
@@ -254,6 +274,17 @@ pub async fn start(
         tracing::warn!(warning = %w, "configuration");
     }
     let mut dc_config = config.datacenter_config()?;
+    let http_config = http_config(&config);
+    // With state on etcd, this server stands by until it leads: its HTTP API forwards to the
+    // leader meanwhile, and nothing else of it listens (its server port refuses, so that
+    // secondaries and sidecars move on to the leader at once).
+    #[cfg(feature = "etcd")]
+    let early_http = match &mut dc_config.storage {
+        mesh::Storage::Etcd(storage) => Some(stand_by(&config, storage, &http_config).await?),
+        _ => None,
+    };
+    #[cfg(not(feature = "etcd"))]
+    let early_http: Option<Option<TcpListener>> = None;
     let server_addr = config.server_addr;
     let server_listener =
         TcpListener::bind(server_addr)
@@ -397,13 +428,6 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let running_services = services.clone();
     let reload_dc = dc.clone();
-    let mut http_config = HttpConfig::default();
-    if let Some(n) = config.limits.http_max_conns {
-        http_config.max_connections = n;
-    }
-    if let Some(n) = config.limits.http_max_blocking_queries {
-        http_config.max_blocking_queries = n;
-    }
     let mut state =
         ApiState::new(dc.clone(), http_config, metrics).with_reload(Arc::new(move || {
             let services = running_services.clone();
@@ -413,11 +437,15 @@ pub async fn start(
     if let Some(t) = &config.acl.tokens.default {
         state = state.with_default_token(t.clone());
     }
+    if let Some(lost) = dc.leadership_lost() {
+        state = state.with_leadership(lost);
+    }
 
     // Bound before the agent describes itself, so that it reports the ports it really has.
-    let http_listener = match config.http_addr {
-        Some(addr) => Some(bind(addr, "HTTP API").await?),
-        None => None,
+    let http_listener = match (early_http, config.http_addr) {
+        (Some(bound), _) => bound,
+        (None, Some(addr)) => Some(bind(addr, "HTTP API").await?),
+        (None, None) => None,
     };
     let https_listener = match config.https_addr {
         Some(addr) => {
@@ -781,6 +809,72 @@ impl LeafSigner for EnrollSigner {
             }
         }
     }
+}
+
+/// The HTTP API's limits from the configuration.
+fn http_config(config: &AgentConfig) -> HttpConfig {
+    let mut http_config = HttpConfig::default();
+    if let Some(n) = config.limits.http_max_conns {
+        http_config.max_connections = n;
+    }
+    if let Some(n) = config.limits.http_max_blocking_queries {
+        http_config.max_blocking_queries = n;
+    }
+    http_config
+}
+
+/// State on etcd: binds the HTTP API, publishes its address as where the other servers reach
+/// this one while it leads, and serves it as a standby (every request forwarded to the
+/// leader) until this server leads. Returns the HTTP listener, for the full API.
+#[cfg(feature = "etcd")]
+async fn stand_by(
+    config: &AgentConfig,
+    storage: &mut mesh::EtcdStorage,
+    http_config: &HttpConfig,
+) -> Result<Option<TcpListener>, AgentError> {
+    let listener = match config.http_addr {
+        Some(addr) => Some(bind(addr, "HTTP API").await?),
+        None => None,
+    };
+    if let Some(l) = &listener {
+        let bound = l
+            .local_addr()
+            .map_err(|e| AgentError::Other(e.to_string()))?;
+        let ip = [
+            Some(bound.ip()),
+            config.advertise_addr,
+            Some(config.bind_addr),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|ip| !ip.is_unspecified())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        storage.contact = Some(format!("http://{}", SocketAddr::new(ip, bound.port())));
+    }
+    let started = |source| AgentError::Start {
+        datacenter: config.datacenter.to_string(),
+        source,
+    };
+    match &listener {
+        None => storage.wait_to_lead().await.map_err(started)?,
+        Some(l) => {
+            tracing::info!(
+                http = ?l.local_addr().ok(),
+                "standing by: the HTTP API forwards to the leading server"
+            );
+            let serving = crate::http::serve_standby(l, storage.clone(), http_config.clone());
+            tokio::select! {
+                r = storage.wait_to_lead() => r.map_err(started)?,
+                r = serving => {
+                    return Err(AgentError::Other(format!(
+                        "the HTTP API stopped while standing by: {}",
+                        r.err().map_or_else(|| "closed".to_owned(), |e| e.to_string())
+                    )));
+                }
+            }
+        }
+    }
+    Ok(listener)
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListener, AgentError> {
@@ -1330,33 +1424,76 @@ impl Services {
     }
 }
 
-async fn wait_for_signal(running: Running) {
+/// Waits until the datacenter's etcd cluster answers a linearizable read (it has a quorum
+/// again), trying every second.
+async fn etcd_answers(dc: &Datacenter) {
+    loop {
+        match dc.servers().await {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(error = %e, "etcd does not answer yet"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The signals the agent heeds, installed once for its whole life (a signal between two
+/// waits is not lost): SIGTERM and SIGINT stop it, SIGHUP reloads its configuration.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => return,
-                _ = int.recv() => return,
-                _ = hup.recv() => {
-                    match running.reload().await {
-                        Ok(()) => tracing::info!("configuration reloaded (SIGHUP)"),
-                        Err(e) => tracing::error!(error = %e, "reload failed"),
+    unix: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let unix = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(int), Ok(hup)) => Some([term, int, hup]),
+                _ => None,
+            };
+            Self { unix }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Returns on SIGTERM or SIGINT; SIGHUP is ignored until the agent serves.
+    async fn stop(&mut self) {
+        #[cfg(unix)]
+        if let Some([term, int, hup]) = &mut self.unix {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = hup.recv() => tracing::info!("SIGHUP before the agent serves: ignored"),
+                }
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Returns on SIGTERM or SIGINT; reloads `running`'s configuration on each SIGHUP.
+    async fn serve(&mut self, running: Running) {
+        #[cfg(unix)]
+        if let Some([term, int, hup]) = &mut self.unix {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = hup.recv() => {
+                        match running.reload().await {
+                            Ok(()) => tracing::info!("configuration reloaded (SIGHUP)"),
+                            Err(e) => tracing::error!(error = %e, "reload failed"),
+                        }
                     }
                 }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = running;
         let _ = tokio::signal::ctrl_c().await;
     }

@@ -62,8 +62,9 @@
 //!   `connect { enabled, ca_provider, ca_config { ... }, enable_mesh_gateway_wan_federation }`,
 //!   `enable_central_service_config` (true), `retry_join_wan`, `primary_gateways`,
 //!   `tls { defaults { ... }, https { ... } }`, `service`, `services`; and mesh's own
-//!   `storage { etcd { endpoints, prefix (mesh/<datacenter>), state_key_file, lease_ttl (5s) } }`
-//!   (state on etcd, several servers: feature `etcd`);
+//!   `storage { etcd { endpoints, prefix (mesh/<datacenter>), state_key_file, lease_ttl (5s),
+//!   ca_file, cert_file, key_file } }` (state on etcd, several servers, TLS to etcd with
+//!   `https://` endpoints: feature `etcd`);
 //! - known Consul settings mesh has no use for (`ui_config`, `encrypt`, `telemetry`,
 //!   `ports.grpc`, `tls.internal_rpc`, `acl.down_policy`, ...): accepted, ignored, and
 //!   reported as a [`ConfigWarning`] (once per key and file; the inside of an ignored block is
@@ -232,7 +233,8 @@ pub struct AgentConfig {
     pub warnings: Vec<ConfigWarning>,
 }
 
-/// `storage { etcd { endpoints, prefix, state_key_file, lease_ttl } }`.
+/// `storage { etcd { endpoints, prefix, state_key_file, lease_ttl, ca_file, cert_file,
+/// key_file } }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentEtcd {
     /// Client URLs of the cluster's members (`http://10.0.0.1:2379`).
@@ -245,6 +247,12 @@ pub struct AgentEtcd {
     /// The leader's lease: a standby takes over at most this long after the leader stops
     /// (default 5s).
     pub lease_ttl: std::time::Duration,
+    /// TLS to etcd (`https://` endpoints): the CA that signed the members' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate presented to etcd (`--client-cert-auth`), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The `acl` block.
@@ -431,11 +439,21 @@ impl AgentConfig {
         c: &mut mesh::DatacenterConfig,
         etcd: &AgentEtcd,
     ) -> Result<(), ConfigError> {
-        let opts =
+        let mut opts =
             mesh::replication_engine::EtcdOptions::new(etcd.endpoints.clone(), etcd.prefix.clone());
+        if let Some(ca) = &etcd.ca_file {
+            let mut tls = mesh::replication_engine::EtcdTls::new(read_file(ca)?.into_bytes());
+            if let (Some(cert), Some(key)) = (&etcd.cert_file, &etcd.key_file) {
+                tls = tls.with_client_identity(
+                    read_file(cert)?.into_bytes(),
+                    read_file(key)?.into_bytes(),
+                );
+            }
+            opts.tls = Some(tls);
+        }
         let mut storage = mesh::EtcdStorage::new(opts, self.server_addr.to_string());
         storage.lease_ttl = etcd.lease_ttl;
-        c.storage = mesh::Storage::Etcd(storage);
+        c.storage = mesh::Storage::Etcd(Box::new(storage));
         if let Some(path) = &etcd.state_key_file {
             let text = read_file(path)?;
             let key = mesh::StateKey::from_hex(&text).map_err(|e| ConfigError::InvalidValue {

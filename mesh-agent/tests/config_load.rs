@@ -1159,6 +1159,66 @@ storage {
     assert!(e.to_string().contains("storage.etcd.state_key_file"), "{e}");
     let e = hcl(r#"storage { disk { path = "/x" } }"#).unwrap_err();
     assert!(e.to_string().contains("storage"), "{e}");
+
+    // TLS to etcd: https:// endpoints with the CA, a client certificate with its key.
+    let c = hcl(r#"storage { etcd {
+  endpoints = ["https://10.0.0.1:2379"]
+  state_key_file = "/k"
+  ca_file = "/etc/etcd/ca.pem"
+  cert_file = "/etc/etcd/client.pem"
+  key_file = "/etc/etcd/client.key"
+} }"#)
+    .unwrap();
+    let etcd = c.etcd.unwrap();
+    assert_eq!(etcd.ca_file.as_deref(), Some(Path::new("/etc/etcd/ca.pem")));
+    // The same settings read from files, merged as the agent merges them.
+    let dir = tempfile::tempdir().unwrap();
+    let first = write(dir.path(), "a.hcl", r#"datacenter = "dc1""#);
+    let second = write(
+        dir.path(),
+        "b.hcl",
+        r#"storage { etcd {
+  endpoints = ["https://10.0.0.1:2379"]
+  state_key_file = "/k"
+  ca_file = "/ca.pem"
+  cert_file = "/c.pem"
+  key_file = "/c.key"
+} }"#,
+    );
+    let merged = AgentConfig::load(&[first, second], &[])
+        .unwrap()
+        .etcd
+        .unwrap();
+    assert_eq!(
+        (merged.ca_file, merged.cert_file, merged.key_file),
+        (
+            Some("/ca.pem".into()),
+            Some("/c.pem".into()),
+            Some("/c.key".into())
+        )
+    );
+    assert_eq!(
+        etcd.key_file.as_deref(),
+        Some(Path::new("/etc/etcd/client.key"))
+    );
+    for (text, names) in [
+        // https without a CA, a CA without https: neither half of TLS alone.
+        (
+            r#"endpoints = ["https://a:2379"] state_key_file = "/k""#,
+            "storage.etcd.ca_file",
+        ),
+        (
+            r#"endpoints = ["http://a:2379"] state_key_file = "/k" ca_file = "/ca""#,
+            "storage.etcd.ca_file",
+        ),
+        (
+            r#"endpoints = ["https://a:2379"] state_key_file = "/k" ca_file = "/ca" cert_file = "/c""#,
+            "storage.etcd.cert_file",
+        ),
+    ] {
+        let e = hcl(&format!("storage {{ etcd {{ {text} }} }}")).unwrap_err();
+        assert!(e.to_string().contains(names), "{text}: {e}");
+    }
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -1,10 +1,12 @@
-//! Two `mesh agent` servers of one datacenter on a 3-member etcd cluster, as processes: one
-//! leads and serves, the other stands by without serving; the leader is killed (SIGKILL) and
-//! the standby takes over from the state in etcd (the same CA root, the intention written
-//! through the first server), answering `status/leader` with its own address. Two sidecar
-//! processes given both servers keep relaying through the failover and then follow the new
-//! leader: an intention removed there is enforced by them. A secondary datacenter given both
-//! primary servers keeps replicating across the failover.
+//! `mesh agent` servers of one datacenter on a 3-member etcd cluster, as processes. Three
+//! servers: one leads, the others stand by and serve every request by forwarding it to the
+//! leader; the leader is killed (SIGKILL) under a write load spread over all three, and a
+//! standby takes over from the state in etcd (the same single CA root, every acknowledged
+//! write), answering `status/leader` with its own address. Two sidecar processes given every
+//! server keep relaying through the failover and then follow the new leader. A secondary
+//! datacenter given both primary servers keeps replicating across the failover. Without an
+//! etcd quorum, writes are refused, reads are served flagged stale, and the data plane goes
+//! on; with the quorum back, everything converges.
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
@@ -135,37 +137,83 @@ fn data_plane(dir: &Path, agent: &Agent, servers: &str) -> (Vec<Proc>, u16) {
 }
 
 /// Two servers of the primary datacenter on `storage`: `a` started and serving (it leads),
-/// `b` started without waiting (it stands by).
+/// `b` started after it (it stands by, forwarding to `a`).
 fn leader_and_standby(dir: &Path, storage: &str) -> (Agent, Agent) {
-    let config = |name: &str| {
-        let (http, server) = (free_port(), free_port());
-        let hcl = agent_hcl("primary", &dir.join(name), http, server, None, None) + storage;
-        (hcl, http, server)
-    };
-    let (hcl_a, http_a, server_a) = config("a");
-    let a = start_agent(dir, "a", &hcl_a, http_a, server_a);
-    let (hcl_b, http_b, server_b) = config("b");
-    let file_b = dir.join("b.hcl");
-    std::fs::write(&file_b, &hcl_b).unwrap();
-    let b = spawn_agent(
-        dir,
-        "b",
-        &["-config-file".as_ref(), file_b.as_os_str()],
-        http_b,
-        server_b,
-    );
-    (a, b)
+    let mut servers = servers_of_one_datacenter(dir, storage, 2);
+    let b = servers.pop().unwrap();
+    (servers.pop().unwrap(), b)
+}
+
+/// `n` servers of the primary datacenter on `storage`, started one after the other: the
+/// first leads, the others stand by.
+fn servers_of_one_datacenter(dir: &Path, storage: &str, n: usize) -> Vec<Agent> {
+    (0..n)
+        .map(|i| {
+            let name = format!("server{i}");
+            let (http, server) = (free_port(), free_port());
+            let hcl = agent_hcl("primary", &dir.join(&name), http, server, None, None) + storage;
+            start_agent(dir, &name, &hcl, http, server)
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request with the management token: the status, the headers (lower-cased)
+/// and the body; `None` when nothing answers.
+fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Consul-Token: {MGMT}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+/// The server address `agent` says leads (`""` while none does), as it answers.
+fn leader_of(agent: &Agent) -> Option<String> {
+    match http_get(agent.http, "/v1/status/leader") {
+        Some((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
 }
 
 fn active_root(agent: &Agent) -> String {
     let (code, body) = http_get(agent.http, "/v1/connect/ca/roots").unwrap();
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["Roots"].as_array().map(Vec::len),
+        Some(1),
+        "one root, never a second one bootstrapped: {body}"
+    );
     v["ActiveRootID"].as_str().unwrap().to_owned()
 }
 
+/// The sources of every intention toward `db`, read through `agent`.
+fn sources_to_db(agent: &Agent) -> std::collections::BTreeSet<String> {
+    let (code, _, body) = request(agent.http, "GET", "/v1/connect/intentions", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    v.iter()
+        .filter(|i| i["DestinationName"] == "db")
+        .filter_map(|i| i["SourceName"].as_str().map(str::to_owned))
+        .collect()
+}
+
 #[test]
-fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
+fn every_server_serves_and_a_standby_takes_over_under_a_write_load_when_the_leader_is_killed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt.block_on(etcd_cluster::EtcdCluster::start(3)).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -178,23 +226,22 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
     std::fs::write(&key, &out.stdout).unwrap();
     let storage = storage_hcl(&cluster.endpoints(), Some(&key));
 
-    let (mut a, mut b) = leader_and_standby(dir.path(), &storage);
+    let mut servers = servers_of_one_datacenter(dir.path(), &storage, 3);
 
-    // a leads and serves; b stands by and does not serve.
-    let (code, leader) = http_get(a.http, "/v1/status/leader").unwrap();
-    assert_eq!(
-        (code, leader.trim()),
-        (200, format!("\"{}\"", a.server).as_str())
-    );
-    let out = cli(&a, &["intention", "create", "web", "db"]);
-    assert!(out.status.success(), "{out:?}");
-    let root = active_root(&a);
-    // Both servers are peers: the leader and the one standing by (once it registered).
-    let mut want = vec![a.server.to_string(), b.server.to_string()];
+    // The first leads; every server answers, the standbys by forwarding to it.
+    let leader = servers[0].server.to_string();
+    for s in &servers {
+        assert_eq!(leader_of(s).as_deref(), Some(leader.as_str()));
+    }
+    let out = cli(&servers[1], &["intention", "create", "web", "db"]);
+    assert!(out.status.success(), "a write through a standby: {out:?}");
+    let root = active_root(&servers[2]);
+    // Every server is a peer, leading or standing by.
+    let mut want: Vec<String> = servers.iter().map(|s| s.server.to_string()).collect();
     want.sort();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, peers) = http_get(a.http, "/v1/status/peers").unwrap();
+        let (_, peers) = http_get(servers[1].http, "/v1/status/peers").unwrap();
         let peers: Vec<String> = serde_json::from_str(&peers).unwrap();
         if peers == want {
             break;
@@ -207,77 +254,133 @@ fn a_standby_agent_takes_over_when_the_leading_agent_is_killed() {
     }
 
     // socat echoing behind its sidecar, web's sidecar with socat as its upstream; both
-    // sidecars are given both servers.
-    let servers = format!("{},{}", a.http, b.http);
-    let (_data_plane, upstream) = data_plane(dir.path(), &a, &servers);
-    let out = cli(&a, &["intention", "create", "web", "socat"]);
+    // sidecars are given every server.
+    let all: Vec<String> = servers.iter().map(|s| s.http.to_string()).collect();
+    let (_data_plane, upstream) = data_plane(dir.path(), &servers[0], &all.join(","));
+    let out = cli(&servers[2], &["intention", "create", "web", "socat"]);
     assert!(out.status.success(), "{out:?}");
     wait_echo(upstream, "hello\n", "web -> socat through both sidecars");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(b.child.try_wait().unwrap().is_none(), "b keeps standing by");
-    assert!(
-        http_get(b.http, "/v1/status/leader").is_none(),
-        "a standby serves nothing"
-    );
 
-    // a is killed; b takes over from the state in etcd.
-    a.child.kill().unwrap();
-    let _ = a.child.wait();
-    let killed = Instant::now();
-    let deadline = killed + Duration::from_secs(60);
-    while http_get(b.http, "/v1/status/leader").is_none() {
-        assert!(
-            b.child.try_wait().unwrap().is_none(),
-            "b exited: {:?}",
-            log_lines(&b.log)
-        );
+    // A write load spread over the three servers: each write goes to the next server, and a
+    // failed one is counted and moves on. What was acknowledged is kept.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Failed writes, by the server they went to.
+    let failed = std::sync::Arc::new(std::sync::Mutex::new([0u32; 3]));
+    let load = {
+        let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+        let addrs: Vec<_> = servers.iter().map(|s| s.http).collect();
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let source = format!("load-{i}");
+                let path = format!("/v1/connect/intentions/exact?source={source}&destination=db");
+                let addr = addrs[i % addrs.len()];
+                match request(addr, "PUT", &path, r#"{"Action":"allow"}"#) {
+                    Some((200, _, _)) => acked.lock().unwrap().push(source),
+                    _ => {
+                        failed.lock().unwrap()[i % addrs.len()] += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                i += 1;
+            }
+        })
+    };
+    let acked_len = || acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_len() < 30 {
         assert!(
             Instant::now() < deadline,
-            "b never served: {:?}",
-            log_lines(&b.log)
+            "the write load does not go through"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+
+    // The leader is killed under the load; a standby takes over from the state in etcd.
+    let mut first = servers.remove(0);
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+    let killed = Instant::now();
+    let before = acked_len();
+    let deadline = killed + Duration::from_secs(60);
+    let new_leader = loop {
+        let led: Vec<usize> = (0..servers.len())
+            .filter(|&i| leader_of(&servers[i]) == Some(servers[i].server.to_string()))
+            .collect();
+        if let [i] = led[..] {
+            break i;
+        }
+        for s in &mut servers {
+            assert!(
+                s.child.try_wait().unwrap().is_none(),
+                "a server exited: {:?}",
+                log_lines(&s.log)
+            );
+        }
+        assert!(Instant::now() < deadline, "no server leads");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    // The load goes on through both remaining servers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_len() < before + 30 {
+        assert!(Instant::now() < deadline, "the load did not resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    let failed = *failed.lock().unwrap();
     eprintln!(
-        "b serves {:?} after a was killed (lease 2s)",
-        killed.elapsed()
+        "a new leader serves {took:?} after the leader was killed (lease 2s); {} writes \
+         acknowledged; failed: {} sent to the killed server, {} to the others while no \
+         server led",
+        acked_len(),
+        failed[0],
+        failed[1] + failed[2]
     );
-    let (_, leader) = http_get(b.http, "/v1/status/leader").unwrap();
-    assert_eq!(leader.trim(), format!("\"{}\"", b.server));
-    let (_, peers) = http_get(b.http, "/v1/status/peers").unwrap();
-    let peers: Vec<String> = serde_json::from_str(&peers).unwrap();
+
+    // Nothing acknowledged is lost, whichever server is asked; the same CA, one root.
+    let acked: std::collections::BTreeSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    for s in &servers {
+        let have = sources_to_db(s);
+        let lost: Vec<&String> = acked.difference(&have).collect();
+        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+        assert!(have.contains("web"));
+        assert_eq!(
+            active_root(s),
+            root,
+            "the same CA: loaded, not bootstrapped again"
+        );
+        assert_eq!(
+            leader_of(s),
+            Some(servers[new_leader].server.to_string()),
+            "every server names the new leader"
+        );
+    }
+    let (_, peers) = http_get(servers[0].http, "/v1/status/peers").unwrap();
+    let mut peers: Vec<String> = serde_json::from_str(&peers).unwrap();
+    peers.sort();
+    let mut want: Vec<String> = servers.iter().map(|s| s.server.to_string()).collect();
+    want.sort();
     assert_eq!(
-        peers,
-        [b.server.to_string()],
-        "a's presence went with its lease"
+        peers, want,
+        "the killed server's presence went with its lease"
     );
-    assert_eq!(
-        active_root(&b),
-        root,
-        "the same CA: loaded, not bootstrapped again"
-    );
-    let out = cli(&b, &["intention", "get", "web", "db"]);
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("allow"),
-        "{out:?}"
-    );
-    let out = cli(&b, &["intention", "create", "api", "db"]);
-    assert!(out.status.success(), "{out:?}");
-    let standby_log = log_lines(&b.log).join("\n");
+    let standby_log = log_lines(&servers[new_leader].log).join("\n");
     assert!(standby_log.contains("standing by"), "{standby_log}");
 
     // The sidecars kept relaying, and follow the new leader: without the intention, default
     // deny refuses web again.
     assert_eq!(echo_through(upstream), "hello\n");
-    let out = cli(&b, &["intention", "delete", "web", "socat"]);
+    let other = 1 - new_leader;
+    let out = cli(&servers[other], &["intention", "delete", "web", "socat"]);
     assert!(out.status.success(), "{out:?}");
     wait_echo(
         upstream,
         "",
-        "web -> socat once the new leader removed the intention",
+        "web -> socat once the intention was removed through a standby",
     );
-    drop(b);
 }
 
 #[test]
@@ -290,6 +393,51 @@ fn state_on_etcd_without_a_state_key_does_not_start() {
         + &storage_hcl(&cluster.endpoints(), None);
     let text = failed_start(dir.path(), "a", &hcl);
     assert!(text.contains("storage.etcd.state_key_file"), "{text}");
+}
+
+#[test]
+fn over_tls_to_etcd_with_a_client_certificate_the_agent_serves_and_without_one_it_does_not_start() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt
+        .block_on(etcd_cluster::EtcdCluster::start_tls(1))
+        .unwrap();
+    let files = cluster.tls_files().unwrap().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("state.key");
+    std::fs::write(&key, "c3".repeat(32)).unwrap();
+    let tls = format!(
+        "    ca_file = \"{}\"\n    cert_file = \"{}\"\n    key_file = \"{}\"\n",
+        files.ca.display(),
+        files.client_cert.display(),
+        files.client_key.display()
+    );
+    let storage = storage_hcl(&cluster.endpoints(), Some(&key));
+    let with_tls = storage.replacen("    lease_ttl", &format!("{tls}    lease_ttl"), 1);
+    let (http, server) = (free_port(), free_port());
+    let hcl = agent_hcl("primary", &dir.path().join("a"), http, server, None, None) + &with_tls;
+    let a = start_agent(dir.path(), "a", &hcl, http, server);
+    let out = cli(&a, &["intention", "create", "web", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    // What etcd holds, read back over TLS: the intention, and no private key in the clear.
+    let keys = cluster.dump("mesh/primary/").unwrap();
+    assert!(keys.iter().any(|(k, _)| k.contains("/t/intentions/")));
+    assert!(
+        !keys
+            .iter()
+            .any(|(_, v)| String::from_utf8_lossy(v).contains("PRIVATE KEY"))
+    );
+    drop(a);
+
+    // Without the client certificate the cluster refuses the server, which says so.
+    let no_client = storage.replacen(
+        "    lease_ttl",
+        &format!("    ca_file = \"{}\"\n    lease_ttl", files.ca.display()),
+        1,
+    );
+    let (http, server) = (free_port(), free_port());
+    let hcl = agent_hcl("primary", &dir.path().join("b"), http, server, None, None) + &no_client;
+    let text = failed_start(dir.path(), "b", &hcl);
+    assert!(text.contains("etcd"), "{text}");
 }
 
 /// Waits (bounded) until `path` on `agent` answers 200 with a body that satisfies `ok`.
@@ -344,7 +492,10 @@ fn a_secondary_keeps_replicating_across_a_failover_of_the_primary() {
 
     a.child.kill().unwrap();
     let _ = a.child.wait();
-    wait_for(&b, "/v1/status/leader", "b leads", |_| true);
+    let b_addr = format!("\"{}\"", b.server);
+    wait_for(&b, "/v1/status/leader", "b leads", |body| {
+        body.trim() == b_addr
+    });
     let out = cli(&b, &["intention", "create", "api", "db"]);
     assert!(out.status.success(), "{out:?}");
     wait_for(
@@ -365,7 +516,7 @@ fn a_secondary_keeps_replicating_across_a_failover_of_the_primary() {
 }
 
 #[test]
-fn without_an_etcd_quorum_writes_fail_the_leader_steps_down_and_the_data_plane_goes_on() {
+fn without_an_etcd_quorum_writes_fail_reads_are_served_stale_and_the_data_plane_goes_on() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut cluster = rt.block_on(etcd_cluster::EtcdCluster::start(3)).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -381,30 +532,71 @@ fn without_an_etcd_quorum_writes_fail_the_leader_steps_down_and_the_data_plane_g
     wait_echo(upstream, "hello\n", "web -> socat");
 
     // Two of three members down: no quorum. A write is refused, saying why; the leader cannot
-    // renew its lease and stops; the sidecars keep relaying from what they hold.
+    // renew its lease and steps down, but goes on answering reads, flagged stale; the
+    // sidecars keep relaying from what they hold.
     cluster.kill(0);
     cluster.kill(1);
     let out = cli(&a, &["intention", "create", "api", "socat"]);
     assert!(!out.status.success(), "a write without quorum: {out:?}");
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(said.contains("etcd") || said.contains("lead"), "{said}");
+    assert!(said.contains("etcd") || said.contains("leader"), "{said}");
     eprintln!("a write without quorum: {}", said.trim());
-    let status = wait_exit(&mut a, Duration::from_secs(60)).expect("the deposed leader stops");
-    assert!(!status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (head, body) = loop {
+        match request(a.http, "GET", "/v1/connect/intentions", "") {
+            Some((200, head, body)) if head.contains("x-consul-knownleader: false") => {
+                break (head, body);
+            }
+            other => assert!(
+                Instant::now() < deadline,
+                "never a stale read: {other:?} {:?}",
+                log_lines(&a.log)
+            ),
+        }
+        assert!(
+            a.child.try_wait().unwrap().is_none(),
+            "{:?}",
+            log_lines(&a.log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        body.contains("\"socat\""),
+        "the stale read holds the state: {body}"
+    );
+    assert!(head.contains("x-consul-lastcontact:"), "{head}");
+    assert_eq!(leader_of(&a).as_deref(), Some(""), "no leader known");
+    let (code, _, said) = request(
+        a.http,
+        "PUT",
+        "/v1/connect/intentions/exact?source=ops&destination=socat",
+        r#"{"Action":"allow"}"#,
+    )
+    .unwrap();
+    assert_eq!((code, said.trim()), (500, "No cluster leader"));
     let log = log_lines(&a.log).join("\n");
     assert!(log.contains("no longer leads"), "{log}");
     assert_eq!(echo_through(upstream), "hello\n", "the data plane goes on");
 
-    // Quorum back, the agent started again (as a supervisor would): it leads from the state
-    // in etcd, and nothing was lost.
+    // Quorum back: the deposed server stops, to stand by; started again (as a supervisor
+    // would), it leads from the state in etcd, and nothing was lost.
     cluster.restart(0).unwrap();
     cluster.restart(1).unwrap();
     rt.block_on(cluster.wait_ready(Duration::from_secs(60)))
         .unwrap();
+    let status = wait_exit(&mut a, Duration::from_secs(60)).expect("the deposed server stops");
+    assert!(!status.success());
+    let log = log_lines(&a.log).join("\n");
+    assert!(log.contains("etcd answers again"), "{log}");
     drop(a);
     let a = start_agent(dir.path(), "a-again", &hcl, http, server);
     let out = cli(&a, &["intention", "get", "web", "socat"]);
     assert!(out.status.success(), "{out:?}");
+    let out = cli(&a, &["intention", "get", "ops", "socat"]);
+    assert!(
+        !out.status.success(),
+        "the refused write was not applied: {out:?}"
+    );
     let out = cli(&a, &["intention", "create", "api", "socat"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(echo_through(upstream), "hello\n");

@@ -88,7 +88,7 @@ pub use server::{
 };
 pub use store::{DurableStore, Inconsistency, Listing, MemoryStore, Store, StoreError};
 #[cfg(feature = "etcd")]
-pub use store::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore, Leadership};
+pub use store::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore, EtcdTls, Leadership};
 pub use table::{
     DuplicateTable, MAX_TABLE_NAME_LEN, Scope, TableName, TableNameError, TableRegistry,
 };

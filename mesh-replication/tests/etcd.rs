@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_cluster::EtcdCluster;
-use mesh_replication::{EtcdOptions, EtcdStore, Index, Store, StoreError, TableName, TxnOp, Value};
+use mesh_replication::{
+    EtcdOptions, EtcdStore, EtcdTls, Index, Store, StoreError, TableName, TxnOp, Value,
+};
 
 type R = Result<(), Box<dyn Error>>;
 
@@ -24,7 +26,9 @@ fn v(n: u64) -> Value {
 }
 
 async fn open(cluster: &EtcdCluster, prefix: &str) -> Result<Arc<EtcdStore>, StoreError> {
-    let mut opts = EtcdOptions::new(cluster.endpoints(), prefix);
+    let mut opts = cluster
+        .options(prefix)
+        .map_err(|e| StoreError::Etcd(e.to_string()))?;
     opts.request_timeout = Duration::from_secs(2);
     opts.retry_for = Duration::from_secs(4);
     Ok(Arc::new(EtcdStore::open(opts).await?))
@@ -214,12 +218,16 @@ async fn one_server_leads_a_standby_takes_over_and_the_old_leader_is_fenced() ->
     let a = open(&cluster, "mesh/dc1").await?;
     let b = open(&cluster, "mesh/dc1").await?;
     let ttl = Duration::from_secs(2);
-    let lead_a = a.lead("server-a", ttl).await?;
+    let lead_a = a.lead("server-a", "http://a", ttl).await?;
     assert_eq!(a.leader().await?.as_deref(), Some("server-a"));
+    assert_eq!(
+        b.leader_contact().await?,
+        Some(("server-a".to_owned(), "http://a".to_owned()))
+    );
     assert_eq!(a.servers().await?, ["server-a"]);
     let standby = {
         let b = b.clone();
-        tokio::spawn(async move { b.lead("server-b", ttl).await })
+        tokio::spawn(async move { b.lead("server-b", "http://b", ttl).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!standby.is_finished(), "b stands by while a leads");
@@ -235,6 +243,10 @@ async fn one_server_leads_a_standby_takes_over_and_the_old_leader_is_fenced() ->
         crashed.elapsed()
     );
     assert_eq!(b.leader().await?.as_deref(), Some("server-b"));
+    assert_eq!(
+        a.leader_contact().await?,
+        Some(("server-b".to_owned(), "http://b".to_owned()))
+    );
     // a's presence went with its lease.
     assert_eq!(b.servers().await?, ["server-b"]);
     // Nothing acknowledged is lost, and the old leader cannot write any more.
@@ -254,7 +266,7 @@ async fn one_server_leads_a_standby_takes_over_and_the_old_leader_is_fenced() ->
     let c = open(&cluster, "mesh/dc1").await?;
     let standby = {
         let c = c.clone();
-        tokio::spawn(async move { c.lead("server-c", ttl).await })
+        tokio::spawn(async move { c.lead("server-c", "http://c", ttl).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let resigned = std::time::Instant::now();
@@ -265,5 +277,95 @@ async fn one_server_leads_a_standby_takes_over_and_the_old_leader_is_fenced() ->
         b.upsert(&t("config"), "late", v(4), None).await,
         Err(StoreError::NotLeader)
     ));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_quorum_loses_its_lease_and_still_reads_one_members_copy() -> R {
+    let mut cluster = EtcdCluster::start(3).await?;
+    let a = open(&cluster, "mesh/dc1").await?;
+    let ttl = Duration::from_secs(2);
+    let lead = a.lead("server-a", "http://a", ttl).await?;
+    let i = a.upsert(&t("config"), "before", v(1), None).await?;
+
+    // Two members down: the lease cannot be renewed, and the leadership is lost.
+    cluster.kill(0);
+    cluster.kill(1);
+    let mut lost = lead.lost();
+    tokio::time::timeout(Duration::from_secs(30), lost.wait_for(|l| *l)).await??;
+
+    // Reads are served from the surviving member's copy (stale, but there).
+    let got = a.get(&t("config"), "before").await?.expect("the record");
+    assert_eq!(got.modify_index, i);
+    let listing = a.list(&t("config")).await?;
+    assert_eq!(listing.records.len(), 1);
+    // Writes are refused, and apply nothing.
+    let err = a
+        .upsert(&t("config"), "no-quorum", v(2), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotLeader | StoreError::Etcd(_)),
+        "{err:?}"
+    );
+    cluster.restart(0)?;
+    cluster.restart(1)?;
+    cluster.wait_ready(Duration::from_secs(30)).await?;
+    let b = open(&cluster, "mesh/dc1").await?;
+    assert_eq!(b.get(&t("config"), "no-quorum").await?, None);
+    assert_eq!(b.list(&t("config")).await?.records.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_client_certificates_the_store_works_and_without_one_it_is_refused() -> R {
+    let cluster = EtcdCluster::start_tls(1).await?;
+    let a = open(&cluster, "mesh/dc1").await?;
+    let b = open(&cluster, "mesh/dc1").await?;
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            b.wait_table(&t("config"), Index::ZERO, Duration::from_secs(10))
+                .await
+        })
+    };
+    let i = a.upsert(&t("config"), "x", v(1), None).await?;
+    assert_eq!(waiter.await??, i);
+    assert_eq!(b.get(&t("config"), "x").await?.unwrap().modify_index, i);
+    // What etcd holds is read back over TLS by etcdctl.
+    assert!(
+        cluster
+            .dump("mesh/dc1/t/config/")?
+            .iter()
+            .any(|(k, _)| k.ends_with("/x"))
+    );
+
+    // The same cluster without a client certificate, and with a CA that did not sign the
+    // members' certificates: both refused, neither writes.
+    let files = cluster.tls_files().expect("a TLS cluster");
+    let ca = std::fs::read(&files.ca)?;
+    let mut no_client = EtcdOptions::new(cluster.endpoints(), "mesh/dc1");
+    no_client.tls = Some(EtcdTls::new(ca));
+    no_client.request_timeout = Duration::from_secs(2);
+    no_client.retry_for = Duration::ZERO;
+    assert!(EtcdStore::open(no_client).await.is_err());
+    let mut wrong_ca = EtcdOptions::new(cluster.endpoints(), "mesh/dc1");
+    wrong_ca.tls = Some(EtcdTls::new(std::fs::read(&files.client_cert)?));
+    wrong_ca.request_timeout = Duration::from_secs(2);
+    wrong_ca.retry_for = Duration::ZERO;
+    assert!(EtcdStore::open(wrong_ca).await.is_err());
+    // Plain TCP to a TLS member fails too.
+    let mut plain = EtcdOptions::new(
+        cluster
+            .endpoints()
+            .iter()
+            .map(|e| e.replace("https://", "http://"))
+            .collect(),
+        "mesh/dc1",
+    );
+    plain.request_timeout = Duration::from_secs(2);
+    plain.retry_for = Duration::ZERO;
+    assert!(EtcdStore::open(plain).await.is_err());
+    assert_eq!(a.list(&t("config")).await?.records.len(), 1);
     Ok(())
 }

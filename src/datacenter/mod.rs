@@ -415,12 +415,9 @@ impl Datacenter {
                             .into(),
                     )));
                 }
-                let store = mesh_replication::EtcdStore::open(etcd.options.clone()).await?;
                 // Blocks while another server leads: this one stands by.
-                tracing::info!(server = %etcd.server_name, "waiting to lead the datacenter");
-                let lead = store.lead(&etcd.server_name, etcd.lease_ttl).await?;
+                let (store, lead) = etcd.take_leadership().await?;
                 leadership = Some(lead);
-                let store = Arc::new(store);
                 etcd_store = Some(store.clone());
                 store
             }

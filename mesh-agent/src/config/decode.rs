@@ -642,6 +642,9 @@ impl<'a> Doc<'a> {
                 "endpoints" => p.etcd.endpoints = Some(self.string_list(&key, v)?),
                 "prefix" => p.etcd.prefix = Some(self.nonempty_string(&key, v)?),
                 "state_key_file" => p.etcd.state_key_file = Some(self.path(&key, v)?),
+                "ca_file" => p.etcd.ca_file = Some(self.path(&key, v)?),
+                "cert_file" => p.etcd.cert_file = Some(self.path(&key, v)?),
+                "key_file" => p.etcd.key_file = Some(self.path(&key, v)?),
                 "lease_ttl" => {
                     let ttl = self.weak_duration(&key, v)?;
                     if ttl < std::time::Duration::from_secs(2) {

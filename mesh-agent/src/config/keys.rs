@@ -344,4 +344,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 pub(super) const STORAGE_KEYS: &[&str] = &["etcd"];
 
 /// `storage.etcd`.
-pub(super) const ETCD_KEYS: &[&str] = &["endpoints", "prefix", "state_key_file", "lease_ttl"];
+pub(super) const ETCD_KEYS: &[&str] = &[
+    "endpoints",
+    "prefix",
+    "state_key_file",
+    "lease_ttl",
+    "ca_file",
+    "cert_file",
+    "key_file",
+];

@@ -69,6 +69,9 @@ pub(super) struct EtcdPartial {
     pub(super) prefix: Option<String>,
     pub(super) state_key_file: Option<PathBuf>,
     pub(super) lease_ttl: Option<Duration>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
     /// The last file that set any of them.
     pub(super) origin: Option<PathBuf>,
 }
@@ -135,6 +138,9 @@ impl Partial {
         later_wins!(self, later; etcd.prefix);
         later_wins!(self, later; etcd.state_key_file);
         later_wins!(self, later; etcd.lease_ttl);
+        later_wins!(self, later; etcd.ca_file);
+        later_wins!(self, later; etcd.cert_file);
+        later_wins!(self, later; etcd.key_file);
         later_wins!(self, later; etcd.origin);
         later_wins!(self, later; node_name);
         later_wins!(self, later; server);
@@ -404,6 +410,27 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
                     "name at least one member of the etcd cluster",
                 ));
             }
+            let https = endpoints.iter().any(|e| e.starts_with("https://"));
+            if https != p.etcd.ca_file.is_some() {
+                return Err(invalid(
+                    "storage.etcd.ca_file",
+                    "TLS to etcd takes https:// endpoints and the CA that signed the members' \
+                     certificates (ca_file); give both or neither",
+                ));
+            }
+            if p.etcd.cert_file.is_some() != p.etcd.key_file.is_some() {
+                return Err(invalid(
+                    "storage.etcd.cert_file",
+                    "a client certificate (cert_file) goes with its key (key_file)",
+                ));
+            }
+            if p.etcd.cert_file.is_some() && p.etcd.ca_file.is_none() {
+                return Err(invalid(
+                    "storage.etcd.cert_file",
+                    "a client certificate is presented over TLS: set ca_file and https:// \
+                     endpoints",
+                ));
+            }
             if p.etcd.state_key_file.is_none() && connect_enabled {
                 return Err(ConfigError::Missing {
                     key: "storage.etcd.state_key_file".to_owned(),
@@ -420,6 +447,9 @@ pub(super) fn build(p: Partial, warnings: Vec<ConfigWarning>) -> Result<AgentCon
                     .unwrap_or_else(|| format!("mesh/{datacenter}")),
                 state_key_file: p.etcd.state_key_file,
                 lease_ttl: p.etcd.lease_ttl.unwrap_or(Duration::from_secs(5)),
+                ca_file: p.etcd.ca_file,
+                cert_file: p.etcd.cert_file,
+                key_file: p.etcd.key_file,
             })
         }
     };

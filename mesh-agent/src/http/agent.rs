@@ -351,8 +351,12 @@ pub(crate) async fn service_deregister(
 
 // ---- status --------------------------------------------------------------------------------
 
-/// `GET /v1/status/leader`: this server's server address (it leads its datacenter).
+/// `GET /v1/status/leader`: this server's server address (it leads its datacenter); `""`
+/// once it lost its leadership, as Consul answers without a leader.
 pub(crate) async fn status_leader(State(s): State<ApiState>, ctx: Ctx) -> Res {
+    if s.deposed_for().is_some() {
+        return Ok(reply::json(&ctx, &""));
+    }
     Ok(reply::json(&ctx, &s.agent().server_addr.to_string()))
 }
 

@@ -73,6 +73,22 @@ async fn around(state: &ApiState, req: Request, next: Next) -> Result<Response, 
     {
         return forward::forward(state, &parts, bytes, dc).await;
     }
+    if let Some(since) = state.deposed_for() {
+        // No leader: what this server holds may be stale. Reads say so; writes are refused
+        // before they reach the datacenter.
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            return Err(ApiError::server("No cluster leader"));
+        }
+        let mut resp = next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+        let headers = resp.headers_mut();
+        headers.insert("x-consul-knownleader", HeaderValue::from_static("false"));
+        if let Ok(v) = HeaderValue::from_str(&since.as_millis().to_string()) {
+            headers.insert("x-consul-lastcontact", v);
+        }
+        return Ok(resp);
+    }
     Ok(next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await)

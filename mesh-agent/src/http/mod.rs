@@ -54,10 +54,14 @@ mod leaf;
 mod raw;
 mod reply;
 mod server;
+#[cfg(feature = "etcd")]
+mod standby;
 mod util;
 
 pub use forward::{Federation, SERVER_PORT_HTTP_ALPN};
 pub use server::{serve, server_port_http};
+#[cfg(feature = "etcd")]
+pub use standby::serve_standby;
 
 /// Limits and time-outs of the HTTP API.
 #[derive(Debug, Clone)]
@@ -164,6 +168,14 @@ pub struct ApiState {
     default_token: Option<Arc<str>>,
     blocking: Arc<Semaphore>,
     leaves: Arc<leaf::LeafCache>,
+    deposed: Option<Deposed>,
+}
+
+/// Whether this server lost its leadership (state on etcd), and since when.
+#[derive(Clone)]
+struct Deposed {
+    lost: tokio::sync::watch::Receiver<bool>,
+    since: Arc<std::sync::OnceLock<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -197,7 +209,29 @@ impl ApiState {
             default_token: None,
             blocking,
             leaves: Arc::new(leaf::LeafCache::default()),
+            deposed: None,
         }
+    }
+
+    /// Follows this server's leadership (`true` once lost, see
+    /// [`mesh::Datacenter::leadership_lost`]): once lost, reads are still answered, flagged
+    /// `X-Consul-KnownLeader: false`, and writes are refused with Consul's 500 `No cluster
+    /// leader`.
+    pub fn with_leadership(mut self, lost: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.deposed = Some(Deposed {
+            lost,
+            since: Arc::default(),
+        });
+        self
+    }
+
+    /// How long ago this server lost its leadership; `None` while it leads.
+    pub(crate) fn deposed_for(&self) -> Option<Duration> {
+        let d = self.deposed.as_ref()?;
+        if !*d.lost.borrow() {
+            return None;
+        }
+        Some(d.since.get_or_init(std::time::Instant::now).elapsed())
     }
 
     /// Adds a datacenter that `?dc=<name>` requests are forwarded to: the base URL of its

@@ -102,7 +102,7 @@ pub async fn serve(
     Ok(())
 }
 
-fn is_transient(e: &std::io::Error) -> bool {
+pub(super) fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind as K;
     matches!(
         e.kind(),
@@ -111,7 +111,7 @@ fn is_transient(e: &std::io::Error) -> bool {
 }
 
 /// Serves one connection until it closes or the server stops.
-async fn connection<IO>(
+pub(super) async fn connection<IO>(
     io: IO,
     app: axum::Router,
     header_timeout: std::time::Duration,

@@ -27,14 +27,14 @@
 //! quorum, writes fail with [`StoreError::Etcd`] once `retry_for` has passed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp as EtcdOp,
-    TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp as EtcdOp, TxnOpResponse, WatchOptions,
 };
 use mesh_core::Index;
 use tokio::sync::watch;
@@ -72,6 +72,60 @@ pub struct EtcdOptions {
     pub request_timeout: Duration,
     /// How long transient failures are retried before a call fails.
     pub retry_for: Duration,
+    /// TLS toward the members (`https://` endpoints); `None`: plain TCP.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS toward etcd: the CA that signed the members' certificates, and the client certificate
+/// this server presents when the cluster requires one (`--client-cert-auth`).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct EtcdTls {
+    /// PEM: the CA certificate(s) the members' certificates must chain to.
+    pub ca_pem: Vec<u8>,
+    /// PEM: this server's client certificate chain and private key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the members' certificates must carry, when it is not the endpoints' host.
+    pub domain: Option<String>,
+}
+
+impl EtcdTls {
+    /// Members verified against `ca_pem`, no client certificate.
+    pub fn new(ca_pem: Vec<u8>) -> Self {
+        Self {
+            ca_pem,
+            client: None,
+            domain: None,
+        }
+    }
+
+    /// Presents `cert_pem` (with the key `key_pem`) to the members.
+    pub fn with_client_identity(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        self.client = Some((cert_pem, key_pem));
+        self
+    }
+
+    fn options(&self) -> TlsOptions {
+        let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.client {
+            t = t.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(d) = &self.domain {
+            t = t.domain_name(d.clone());
+        }
+        t
+    }
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("EtcdTls")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("client_identity", &self.client.is_some())
+            .field("domain", &self.domain)
+            .finish()
+    }
 }
 
 impl EtcdOptions {
@@ -84,6 +138,7 @@ impl EtcdOptions {
             max_txn_ops: ETCD_DEFAULT_MAX_TXN_OPS,
             request_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -103,6 +158,9 @@ struct Inner {
     rng: ring::rand::SystemRandom,
     /// The lease this server leads with (0: no fence): every write is guarded by it.
     fence: AtomicI64,
+    /// Set once this server's leadership is lost: reads are then served by whichever member
+    /// answers, from its own copy, without a quorum (serializable), and may be stale.
+    stale: AtomicBool,
     index: AtomicU64,
     tables: Mutex<HashMap<TableName, watch::Sender<Index>>>,
 }
@@ -130,10 +188,13 @@ impl EtcdStore {
         if prefix.is_empty() {
             return Err(StoreError::Etcd("the etcd key prefix is empty".into()));
         }
-        let connect = ConnectOptions::new()
+        let mut connect = ConnectOptions::new()
             .with_timeout(options.request_timeout)
             .with_connect_timeout(options.request_timeout)
             .with_keep_alive(Duration::from_secs(10), options.request_timeout);
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls.options());
+        }
         let client = Client::connect(&options.endpoints, Some(connect))
             .await
             .map_err(etcd_error)?;
@@ -169,6 +230,7 @@ impl EtcdStore {
             retry_for: options.retry_for,
             rng: ring::rand::SystemRandom::new(),
             fence: AtomicI64::new(0),
+            stale: AtomicBool::new(false),
             index: AtomicU64::new(0),
             tables: Mutex::new(HashMap::new()),
         });
@@ -201,6 +263,16 @@ impl Inner {
 
     fn servers_prefix(&self) -> String {
         format!("{}/meta/servers/", self.prefix)
+    }
+
+    /// How records are read: linearizable (through the cluster's quorum) while this server
+    /// may lead, serializable (one member's copy) once its leadership is lost.
+    fn read_options(&self) -> GetOptions {
+        if self.stale.load(Ordering::Acquire) {
+            GetOptions::new().with_serializable()
+        } else {
+            GetOptions::new()
+        }
     }
 
     fn to_index(&self, revision: i64) -> Index {
@@ -496,12 +568,24 @@ impl EtcdStore {
     ///
     /// Leadership is the key `P/meta/leader`, holding `holder` (how this server names itself,
     /// its address say) and attached to an etcd lease of `ttl` that this server keeps alive.
+    /// `contact` is where the other servers reach this one (its API address, say), published
+    /// for as long as the lease lives and read with [`EtcdStore::leader_contact`].
     /// Whoever creates the key leads; the others wait (a watch on the key, no polling) until it
     /// is deleted: by [`Leadership::resign`], or by etcd when the leader stops keeping its
     /// lease alive (a crash: at most `ttl` later). From the moment this returns, every write
     /// through this store is fenced on the lease: once it is lost, writes fail with
     /// [`StoreError::NotLeader`] instead of racing the new leader.
-    pub async fn lead(&self, holder: &str, ttl: Duration) -> Result<Leadership, StoreError> {
+    pub async fn lead(
+        &self,
+        holder: &str,
+        contact: &str,
+        ttl: Duration,
+    ) -> Result<Leadership, StoreError> {
+        if holder.is_empty() || holder.contains('/') {
+            return Err(StoreError::Etcd(format!(
+                "a server name must be non-empty and hold no '/': {holder:?}"
+            )));
+        }
         let inner = &self.inner;
         let ttl_s = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
         let lease = inner
@@ -513,7 +597,7 @@ impl EtcdStore {
             .id();
         let (lost_tx, lost) = watch::channel(false);
         let keeper = tokio::spawn(keep_alive(
-            inner.client.clone(),
+            inner.clone(),
             lease,
             Duration::from_secs(ttl_s as u64),
             lost_tx,
@@ -523,7 +607,7 @@ impl EtcdStore {
         inner
             .retry(|| {
                 let mut kv = inner.client.kv_client();
-                let (key, value) = (presence.clone(), holder.to_owned());
+                let (key, value) = (presence.clone(), contact.to_owned());
                 let opts = etcd_client::PutOptions::new().with_lease(lease);
                 async move { kv.put(key, value, Some(opts)).await }
             })
@@ -611,10 +695,31 @@ impl EtcdStore {
         let mut out: Vec<String> = got
             .kvs()
             .iter()
-            .map(|kv| kv.value_str().unwrap_or("").to_owned())
+            .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_owned))
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// The current leader as it named itself and where it is reached (its `contact`); `None`
+    /// when nobody leads.
+    pub async fn leader_contact(&self) -> Result<Option<(String, String)>, StoreError> {
+        let Some(leader) = self.leader().await? else {
+            return Ok(None);
+        };
+        let key = format!("{}{leader}", self.inner.servers_prefix());
+        let got = self
+            .inner
+            .read(|mut kv| {
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        Ok(got
+            .kvs()
+            .first()
+            .and_then(|kv| kv.value_str().ok())
+            .map(|contact| (leader, contact.to_owned())))
     }
 
     /// The current leader as it named itself, `None` when nobody leads.
@@ -681,10 +786,18 @@ impl Drop for Leadership {
 }
 
 /// Keeps `lease` alive, a third of its life apart; sets `lost` once it has lapsed.
-async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: watch::Sender<bool>) {
+async fn keep_alive(inner: Arc<Inner>, lease: i64, ttl: Duration, lost: watch::Sender<bool>) {
+    let lost = {
+        let inner = inner.clone();
+        move || {
+            // From now on reads come from one member's copy, and may be stale.
+            inner.stale.store(true, Ordering::Release);
+            let _ = lost.send(true);
+        }
+    };
     let mut last_ok = tokio::time::Instant::now();
     loop {
-        let mut leases = client.lease_client();
+        let mut leases = inner.client.lease_client();
         match leases.keep_alive(lease).await {
             Ok((mut keeper, mut answers)) => loop {
                 if keeper.keep_alive().await.is_err() {
@@ -694,7 +807,7 @@ async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: watch::Send
                     Ok(Ok(Some(a))) if a.ttl() > 0 => last_ok = tokio::time::Instant::now(),
                     Ok(Ok(Some(_))) => {
                         // Expired or revoked at etcd.
-                        let _ = lost.send(true);
+                        lost();
                         return;
                     }
                     _ => break,
@@ -705,7 +818,7 @@ async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: watch::Send
         }
         if last_ok.elapsed() >= ttl {
             tracing::error!("etcd: the leader lease lapsed; this server no longer leads");
-            let _ = lost.send(true);
+            lost();
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -726,11 +839,12 @@ impl Store for EtcdStore {
 
     async fn get(&self, table: &TableName, id: &str) -> Result<Option<Record>, StoreError> {
         let key = self.inner.record_key(table, id);
+        let opts = self.inner.read_options();
         let resp = self
             .inner
             .read(|mut kv| {
-                let key = key.clone();
-                async move { kv.get(key, None).await }
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { kv.get(key, Some(opts)).await }
             })
             .await?;
         resp.kvs()
@@ -743,9 +857,10 @@ impl Store for EtcdStore {
         let inner = &self.inner;
         let prefix = inner.records_prefix(table);
         // The records and the table index in one read, at one revision.
+        let opts = inner.read_options();
         let ops = [
-            EtcdOp::get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-            EtcdOp::get(inner.index_key(table), None),
+            EtcdOp::get(prefix.clone(), Some(opts.clone().with_prefix())),
+            EtcdOp::get(inner.index_key(table), Some(opts)),
         ];
         let resp = inner
             .read(|mut kv| {

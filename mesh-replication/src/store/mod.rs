@@ -21,7 +21,7 @@ mod txn;
 
 pub use durable::{DurableStore, Inconsistency};
 #[cfg(feature = "etcd")]
-pub use etcd::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore, Leadership};
+pub use etcd::{ETCD_DEFAULT_MAX_TXN_OPS, EtcdOptions, EtcdStore, EtcdTls, Leadership};
 pub use memory::MemoryStore;
 
 /// The records of one table and the table index they reflect.

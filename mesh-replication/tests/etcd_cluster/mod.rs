@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_replication::{EtcdOptions, EtcdStore, Store, TableName, Value};
+use mesh_replication::{EtcdOptions, EtcdStore, EtcdTls, Store, TableName, Value};
 
 /// A key and its value, as read back from etcd.
 pub type KeyValue = (String, Vec<u8>);
@@ -19,7 +19,98 @@ pub type KeyValue = (String, Vec<u8>);
 /// One etcd cluster of `n` members on a loopback address.
 pub struct EtcdCluster {
     members: Vec<Member>,
+    tls: Option<TlsFiles>,
     _dir: tempfile::TempDir,
+}
+
+/// The files of a cluster that speaks TLS to its clients and requires their certificates.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that signed the members' and the client's certificates.
+    pub ca: std::path::PathBuf,
+    /// A client certificate the members accept, and its key.
+    pub client_cert: std::path::PathBuf,
+    /// The client key.
+    pub client_key: std::path::PathBuf,
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<(), Box<dyn Error>> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .map_err(|e| format!("running openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A CA, a server certificate for `ip` and a client certificate, made by `openssl`.
+fn make_tls(dir: &std::path::Path, ip: &str) -> Result<TlsFiles, Box<dyn Error>> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=etcd test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca)?;
+    for (name, ext) in [
+        (
+            "server",
+            format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth"),
+        ),
+        ("client", "extendedKeyUsage=clientAuth".to_owned()),
+    ] {
+        let mut req = vec!["req", "-subj"];
+        let subj = format!("/CN=etcd test {name}");
+        req.push(subj.as_str());
+        req.extend(ec);
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        req.extend(["-keyout", key.as_str(), "-out", csr.as_str()]);
+        openssl(dir, &req)?;
+        let ext_file = format!("{name}.ext");
+        std::fs::write(dir.join(&ext_file), ext)?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                csr.as_str(),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                ext_file.as_str(),
+                "-out",
+                pem.as_str(),
+            ],
+        )?;
+    }
+    Ok(TlsFiles {
+        ca: dir.join("ca.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    })
 }
 
 struct Member {
@@ -58,9 +149,25 @@ fn free_port(ip: &str) -> Result<u16, Box<dyn Error>> {
 impl EtcdCluster {
     /// Starts `n` members and waits until the cluster answers.
     pub async fn start(n: usize) -> Result<Self, Box<dyn Error>> {
+        Self::start_with(n, false).await
+    }
+
+    /// Starts `n` members that speak TLS to clients and require a client certificate
+    /// (`--client-cert-auth`), with certificates made by `openssl`.
+    pub async fn start_tls(n: usize) -> Result<Self, Box<dyn Error>> {
+        Self::start_with(n, true).await
+    }
+
+    async fn start_with(n: usize, with_tls: bool) -> Result<Self, Box<dyn Error>> {
         require_etcd()?;
         let dir = tempfile::tempdir()?;
         let ip = own_loopback();
+        let tls = if with_tls {
+            Some(make_tls(dir.path(), &ip)?)
+        } else {
+            None
+        };
+        let scheme = if with_tls { "https" } else { "http" };
         let mut peers = Vec::new();
         let mut clients = Vec::new();
         for _ in 0..n {
@@ -73,10 +180,10 @@ impl EtcdCluster {
         let token = format!("mesh-test-{}", std::process::id());
         let mut members = Vec::new();
         for i in 0..n {
-            let client_url = format!("http://{ip}:{}", clients[i]);
+            let client_url = format!("{scheme}://{ip}:{}", clients[i]);
             let peer_url = format!("http://{ip}:{}", peers[i]);
             let data = dir.path().join(format!("m{i}"));
-            let args = vec![
+            let mut args: Vec<String> = vec![
                 "--name".into(),
                 format!("m{i}"),
                 "--data-dir".into(),
@@ -100,6 +207,18 @@ impl EtcdCluster {
                 "--log-level".into(),
                 "error".into(),
             ];
+            if let Some(_files) = &tls {
+                let path = |f: &str| dir.path().join(f).display().to_string();
+                args.extend([
+                    "--cert-file".into(),
+                    path("server.pem"),
+                    "--key-file".into(),
+                    path("server.key"),
+                    "--trusted-ca-file".into(),
+                    path("ca.pem"),
+                    "--client-cert-auth".into(),
+                ]);
+            }
             members.push(Member {
                 name: format!("m{i}"),
                 client_url,
@@ -108,7 +227,11 @@ impl EtcdCluster {
                 child: None,
             });
         }
-        let mut cluster = EtcdCluster { members, _dir: dir };
+        let mut cluster = EtcdCluster {
+            members,
+            tls,
+            _dir: dir,
+        };
         for i in 0..n {
             cluster.start_member(i)?;
         }
@@ -137,6 +260,26 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
+    /// The TLS files, for a cluster started with [`EtcdCluster::start_tls`].
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// Options for a store under `prefix` on this cluster (with TLS and the client
+    /// certificate when the cluster speaks TLS).
+    pub fn options(&self, prefix: &str) -> Result<EtcdOptions, Box<dyn Error>> {
+        let mut opts = EtcdOptions::new(self.endpoints(), prefix);
+        if let Some(files) = &self.tls {
+            opts.tls = Some(
+                EtcdTls::new(std::fs::read(&files.ca)?).with_client_identity(
+                    std::fs::read(&files.client_cert)?,
+                    std::fs::read(&files.client_key)?,
+                ),
+            );
+        }
+        Ok(opts)
+    }
+
     /// Kills member `i` (SIGKILL).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
@@ -157,9 +300,15 @@ impl EtcdCluster {
 
     /// Every key under `prefix` with its value, read with `etcdctl` (Debian: etcd-client).
     pub fn dump(&self, prefix: &str) -> Result<Vec<KeyValue>, Box<dyn Error>> {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoints().join(",")))
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints().join(",")));
+        if let Some(files) = &self.tls {
+            cmd.arg(format!("--cacert={}", files.ca.display()))
+                .arg(format!("--cert={}", files.client_cert.display()))
+                .arg(format!("--key={}", files.client_key.display()));
+        }
+        let out = cmd
             .args(["get", "--prefix", prefix, "--write-out=fields"])
             .output()
             .map_err(|e| format!("running etcdctl (apt-get install etcd-client): {e}"))?;
@@ -188,7 +337,7 @@ impl EtcdCluster {
         let deadline = Instant::now() + within;
         let mut last = String::new();
         while Instant::now() < deadline {
-            let mut opts = EtcdOptions::new(self.endpoints(), "mesh-test/ready");
+            let mut opts = self.options("mesh-test/ready")?;
             opts.request_timeout = Duration::from_secs(1);
             opts.retry_for = Duration::ZERO;
             match EtcdStore::open(opts).await {

@@ -1,0 +1,168 @@
+//! The HTTP API of a server standing by (state on etcd, another server leads): every request
+//! is sent as it came to the leading server's HTTP API, found in etcd, and its answer returned
+//! as it is, so that clients may be given any server of the datacenter. Consul's followers
+//! forward to their leader the same way.
+//!
+//! The standby itself holds no state and decides nothing: tokens, limits and time-outs are the
+//! leader's. It bounds what it holds itself: open connections ([`HttpConfig::max_connections`]),
+//! the time to send headers, the time to reach the leader, and the time a forwarded request
+//! may take (the longest blocking query plus a minute). Bodies stream through, never
+//! collected. A request that already went through a standby is not forwarded again (no loop
+//! while leadership changes hands): it gets Consul's 500 `No cluster leader`, as does every
+//! request while no server leads.
+//!
+//! The leader is reached over plain HTTP at the address it published: servers of one
+//! datacenter sit on one private network, as their HTTP API does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use super::HttpConfig;
+use super::error::ApiError;
+
+/// Marks a request a standby forwarded.
+const FORWARDED_BY: &str = "x-mesh-forwarded-by";
+/// How long reaching the leader may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than the longest blocking query a forwarded request may take.
+const EXTRA: Duration = Duration::from_secs(60);
+
+struct Standby {
+    storage: mesh::EtcdStorage,
+    cfg: HttpConfig,
+}
+
+/// Serves `listener` as a standby until the returned future is dropped (the caller drops it
+/// once this server leads, and serves the full API on the same listener). Connections
+/// accepted until then finish on their own. Returns only when accepting fails for good.
+pub async fn serve_standby(
+    listener: &TcpListener,
+    storage: mesh::EtcdStorage,
+    cfg: HttpConfig,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .fallback(forward)
+        .with_state(Arc::new(Standby {
+            storage,
+            cfg: cfg.clone(),
+        }));
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    // Connections outlive this loop: they are never told to stop.
+    let (_never_tx, never) = watch::channel(false);
+    let mut failures = 0u32;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => {
+                failures = 0;
+                s
+            }
+            Err(e) => {
+                failures += 1;
+                if failures > 100 && !super::server::is_transient(&e) {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "HTTP API accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (app, stop, header_timeout) = (app.clone(), never.clone(), cfg.header_timeout);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            super::server::connection(stream, app, header_timeout, stop).await;
+        });
+    }
+}
+
+fn no_leader() -> Response {
+    ApiError::server("No cluster leader").into_response()
+}
+
+async fn forward(State(s): State<Arc<Standby>>, req: Request) -> Response {
+    if req.headers().contains_key(FORWARDED_BY) {
+        return no_leader();
+    }
+    let (leader, contact) = match s.storage.leader_contact().await {
+        Ok(Some(found)) => found,
+        Ok(None) => return no_leader(),
+        Err(e) => {
+            tracing::warn!(error = %e, "finding the leader in etcd failed");
+            return ApiError::server(format!("No cluster leader (etcd: {})", e.kind()))
+                .into_response();
+        }
+    };
+    if leader == s.storage.server_name {
+        // This server just won; its own API starts in a moment.
+        return no_leader();
+    }
+    let Some(authority) = contact
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/').to_owned())
+    else {
+        tracing::warn!(%leader, %contact, "the leader published no HTTP address");
+        return no_leader();
+    };
+    match send(&s, &authority, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(%leader, error = %e, "forwarding to the leader failed");
+            ApiError::server(format!(
+                "No cluster leader (the leader at {authority}: {e})"
+            ))
+            .into_response()
+        }
+    }
+}
+
+async fn send(s: &Standby, authority: &str, req: Request) -> Result<Response, String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection to the leader ended with an error");
+        }
+    });
+    let (mut parts, body) = req.into_parts();
+    // Origin form toward the leader, with its own authority.
+    parts.uri = parts.uri.path_and_query().map_or_else(
+        || Uri::from_static("/"),
+        |pq| Uri::try_from(pq.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
+    );
+    if let Ok(host) = HeaderValue::from_str(authority) {
+        parts.headers.insert(header::HOST, host);
+    }
+    if let Ok(by) = HeaderValue::from_str(&s.storage.server_name) {
+        parts.headers.insert(FORWARDED_BY, by);
+    }
+    let limit = s.cfg.max_wait + EXTRA;
+    let resp = tokio::time::timeout(limit, sender.send_request(Request::from_parts(parts, body)))
+        .await
+        .map_err(|_| format!("no answer within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    let mut resp = Response::from_parts(parts, Body::new(body));
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // Nothing of the API upgrades; do not pretend to relay it.
+        *resp.status_mut() = StatusCode::BAD_GATEWAY;
+    }
+    Ok(resp)
+}
