@@ -235,6 +235,48 @@ fn every_server_serves_and_a_standby_takes_over_under_a_write_load_when_the_lead
     }
     let out = cli(&servers[1], &["intention", "create", "web", "db"]);
     assert!(out.status.success(), "a write through a standby: {out:?}");
+    // A blocking query through a standby is held by the leader and answers with the index
+    // of the write that ended it.
+    let (_, head, _) = request(servers[1].http, "GET", "/v1/connect/intentions", "").unwrap();
+    let index_of = |head: &str| -> u64 {
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-consul-index: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let seen = index_of(&head);
+    let blocked = {
+        let addr = servers[2].http;
+        std::thread::spawn(move || {
+            request(
+                addr,
+                "GET",
+                &format!("/v1/connect/intentions?index={seen}&wait=60s"),
+                "",
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = cli(&servers[0], &["intention", "create", "api", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    let (code, head, body) = blocked.join().unwrap().unwrap();
+    assert_eq!(code, 200);
+    assert!(index_of(&head) > seen, "{head}");
+    assert!(body.contains("\"api\""), "{body}");
+    // A request a standby already forwarded is not forwarded again (no loop while leadership
+    // changes hands).
+    let mut s = TcpStream::connect(servers[1].http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nX-Mesh-Forwarded-By: elsewhere\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+    assert!(answer.ends_with("No cluster leader"), "{answer}");
     let root = active_root(&servers[2]);
     // Every server is a peer, leading or standing by.
     let mut want: Vec<String> = servers.iter().map(|s| s.server.to_string()).collect();
@@ -531,10 +573,15 @@ fn without_an_etcd_quorum_writes_fail_reads_are_served_stale_and_the_data_plane_
     assert!(out.status.success(), "{out:?}");
     wait_echo(upstream, "hello\n", "web -> socat");
 
+    // One of three members down: nothing visible.
+    cluster.kill(0);
+    let out = cli(&a, &["intention", "create", "one-down", "socat"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(leader_of(&a) == Some(a.server.to_string()));
+
     // Two of three members down: no quorum. A write is refused, saying why; the leader cannot
     // renew its lease and steps down, but goes on answering reads, flagged stale; the
     // sidecars keep relaying from what they hold.
-    cluster.kill(0);
     cluster.kill(1);
     let out = cli(&a, &["intention", "create", "api", "socat"]);
     assert!(!out.status.success(), "a write without quorum: {out:?}");
@@ -590,8 +637,10 @@ fn without_an_etcd_quorum_writes_fail_reads_are_served_stale_and_the_data_plane_
     assert!(log.contains("etcd answers again"), "{log}");
     drop(a);
     let a = start_agent(dir.path(), "a-again", &hcl, http, server);
-    let out = cli(&a, &["intention", "get", "web", "socat"]);
-    assert!(out.status.success(), "{out:?}");
+    for source in ["web", "one-down"] {
+        let out = cli(&a, &["intention", "get", source, "socat"]);
+        assert!(out.status.success(), "{out:?}");
+    }
     let out = cli(&a, &["intention", "get", "ops", "socat"]);
     assert!(
         !out.status.success(),
@@ -600,4 +649,94 @@ fn without_an_etcd_quorum_writes_fail_reads_are_served_stale_and_the_data_plane_
     let out = cli(&a, &["intention", "create", "api", "socat"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(echo_through(upstream), "hello\n");
+}
+
+/// The authority key identifier of the leaf `agent` issues for `web`: which intermediate
+/// signed it, as `openssl` reads it.
+fn leaf_issuer_key(dir: &Path, agent: &Agent) -> String {
+    let (code, _, body) = request(agent.http, "GET", "/v1/agent/connect/ca/leaf/web", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pem = dir.join("leaf.pem");
+    std::fs::write(&pem, v["CertPEM"].as_str().unwrap()).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "authorityKeyIdentifier", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let key = text.lines().last().unwrap_or_default().trim().to_owned();
+    assert!(!key.is_empty(), "{text}");
+    key
+}
+
+#[test]
+fn a_secondary_datacenter_on_etcd_fails_over_and_resumes_replicating_with_the_same_intermediate() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(etcd_cluster::EtcdCluster::start(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("state.key");
+    std::fs::write(&key, "e7".repeat(32)).unwrap();
+    let primary = start_primary(dir.path(), "p");
+
+    // Two servers of the secondary, sharing its state in etcd (its own prefix).
+    let storage =
+        storage_hcl(&cluster.endpoints(), Some(&key)).replace("mesh/primary", "mesh/secondary");
+    let secondary = |name: &str| {
+        let (http, server) = (free_port(), free_port());
+        let hcl = agent_hcl(
+            "secondary",
+            &dir.path().join(name),
+            http,
+            server,
+            Some(primary.server),
+            Some(MGMT),
+        ) + &storage;
+        start_agent(dir.path(), name, &hcl, http, server)
+    };
+    let mut s1 = secondary("s1");
+    let s2 = secondary("s2");
+    assert_eq!(leader_of(&s2), Some(s1.server.to_string()));
+
+    let intentions = format!("/v1/connect/intentions?token={MGMT}");
+    let out = cli(&primary, &["intention", "create", "web", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        &s2,
+        &intentions,
+        "replicated, read through the standby",
+        |b| b.contains("\"web\""),
+    );
+    let issuer = leaf_issuer_key(dir.path(), &s1);
+
+    // The secondary's leader is killed; its standby takes over from what etcd holds.
+    s1.child.kill().unwrap();
+    let _ = s1.child.wait();
+    let s2_addr = format!("\"{}\"", s2.server);
+    wait_for(&s2, "/v1/status/leader", "s2 leads", |body| {
+        body.trim() == s2_addr
+    });
+    // The same intermediate: loaded from etcd, not signed again by the primary.
+    assert_eq!(leaf_issuer_key(dir.path(), &s2), issuer);
+    let log = log_lines(&s2.log).join("\n");
+    assert!(log.contains("standing by"), "{log}");
+    // Replication resumes: a write on the primary reaches the new leader, and a write made
+    // through it is forwarded to the primary.
+    let out = cli(&primary, &["intention", "create", "api", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        &s2,
+        &intentions,
+        "replication resumed on the new leader",
+        |b| b.contains("\"api\""),
+    );
+    let out = cli(&s2, &["intention", "create", "ops", "db"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        &primary,
+        &intentions,
+        "the secondary's write reached the primary",
+        |b| b.contains("\"ops\""),
+    );
 }

@@ -975,6 +975,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn etcd_error(e: etcd_client::Error) -> StoreError {
+    if transient(&e) {
+        // What an operator can act on first; the client's own text after it.
+        let detail = match &e {
+            etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
+            other => other.to_string(),
+        };
+        return StoreError::Etcd(format!(
+            "no answer from the etcd cluster (is a quorum of its members up and reachable?): \
+             {detail}"
+        ));
+    }
     StoreError::Etcd(e.to_string())
 }
 
