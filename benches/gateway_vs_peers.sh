@@ -9,9 +9,9 @@
 # the ratio is the figure that holds on a noisy machine. It also gives the proxy's resident
 # memory per idle routed connection (IDLE=1000 connections held open after their handshake).
 #
-# Every proxy gets the same resources: 2 worker threads/processes and 64 KiB relay buffers, one
-# exact route for the SNI `bench.example` to the same TLS echo server. The echo server and the
-# load driver are `examples/tls_echo_load.rs`. Needs haproxy and nginx with the stream module
+# Every proxy gets the same resources: WORKERS (default 2) worker threads or processes and
+# 64 KiB relay buffers, one exact route for the SNI `bench.example` to the same TLS echo server.
+# The echo server and the load driver are `examples/tls_echo_load.rs`. Needs haproxy and nginx with the stream module
 # (Debian: apt-get install -y haproxy nginx-full); a missing proxy is left out of the table.
 # The release build comes first and is not part of the measured time; the measuring part takes
 # about ROUNDS x 4 targets x (3 figures x SECONDS_PER_FIGURE + 0.5 s), under 90 s by default.
@@ -24,6 +24,7 @@ SECS="${SECONDS_PER_FIGURE:-2}"
 ROUNDS="${ROUNDS:-3}"
 CONCURRENCY="${CONCURRENCY:-64}"
 IDLE="${IDLE:-1000}"
+WORKERS="${WORKERS:-2}"   # worker threads (mesh, HAProxy) or processes (nginx) of every proxy
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 SNI=bench.example
 WORK="$(mktemp -d /tmp/gateway-vs-peers.XXXXXX)"
@@ -78,7 +79,7 @@ TARGETS=(--target "direct=127.0.0.1:$ECHO_PORT")
 # mesh: the example gateway, 2 worker threads, 64 KiB relay buffers.
 MESH_PORT="$(free_port)"
 RUST_LOG=warn "$BIN/sni_gateway" --listen "127.0.0.1:$MESH_PORT" \
-    --route "$SNI=127.0.0.1:$ECHO_PORT" --workers 2 --relay-buffer-bytes 65536 \
+    --route "$SNI=127.0.0.1:$ECHO_PORT" --workers "$WORKERS" --relay-buffer-bytes 65536 \
     >"$WORK/mesh.log" 2>&1 &
 PIDS+=($!)
 wait_port "$MESH_PORT" "$WORK/mesh.log"
@@ -89,7 +90,7 @@ if command -v haproxy >/dev/null; then
     HAPROXY_PORT="$(free_port)"
     cat >"$WORK/haproxy.cfg" <<EOF
 global
-    nbthread 2
+    nbthread $WORKERS
     tune.bufsize 65536
     maxconn 4000
 defaults
@@ -123,7 +124,7 @@ if command -v nginx >/dev/null; then
     fi
     cat >"$WORK/nginx.conf" <<EOF
 $LOAD_MODULE
-worker_processes 2;
+worker_processes $WORKERS;
 daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;

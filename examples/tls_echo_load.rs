@@ -556,7 +556,8 @@ async fn bulk(
     for _ in 0..streams {
         match open(addr, connector, sni).await {
             Ok(c) => conns.push(c),
-            Err(_) => {
+            Err(e) => {
+                eprintln!("bulk via {addr}: opening a stream failed: {e}");
                 errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -591,7 +592,12 @@ async fn bulk(
             let both = async { tokio::try_join!(writer, reader) };
             match tokio::time::timeout(period + Duration::from_secs(5), both).await {
                 Ok(Ok(_)) => {}
-                _ => {
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no end within the period + 5 s".to_owned(),
+                    };
+                    eprintln!("bulk via {addr}: a stream failed: {why}");
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }

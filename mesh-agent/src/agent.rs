@@ -1462,7 +1462,8 @@ impl Signals {
         Self {}
     }
 
-    /// Returns on SIGTERM or SIGINT; SIGHUP is ignored until the agent serves.
+    /// Returns on SIGTERM or SIGINT; SIGHUP is ignored (the agent is not serving from its
+    /// configuration: it is starting, standing by, or deposed).
     async fn stop(&mut self) {
         #[cfg(unix)]
         if let Some([term, int, hup]) = &mut self.unix {
@@ -1470,7 +1471,7 @@ impl Signals {
                 tokio::select! {
                     _ = term.recv() => return,
                     _ = int.recv() => return,
-                    _ = hup.recv() => tracing::info!("SIGHUP before the agent serves: ignored"),
+                    _ = hup.recv() => tracing::info!("SIGHUP ignored: nothing to reload now"),
                 }
             }
         }

@@ -423,6 +423,17 @@ fn every_server_serves_and_a_standby_takes_over_under_a_write_load_when_the_lead
         "",
         "web -> socat once the intention was removed through a standby",
     );
+
+    // A standby told to stop (SIGTERM) stops cleanly, although it never led.
+    let pid = servers[other].child.id().to_string();
+    let out = Command::new("kill").args(["-TERM", &pid]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status = wait_exit(&mut servers[other], Duration::from_secs(30)).expect("it stops");
+    assert!(
+        status.success(),
+        "{status:?}: {:?}",
+        log_lines(&servers[other].log)
+    );
 }
 
 #[test]
