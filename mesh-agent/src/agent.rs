@@ -198,7 +198,7 @@ async fn run_with(config: AgentConfig, sources: Option<ConfigSources>) -> Result
         }
     };
     let deposed = tokio::select! {
-        () = signals.serve(running.clone()) => false,
+        () = signals.serve(Some(running.clone())) => false,
         () = lost => true,
     };
     if deposed {
@@ -1465,33 +1465,24 @@ impl Signals {
     /// Returns on SIGTERM or SIGINT; SIGHUP is ignored (the agent is not serving from its
     /// configuration: it is starting, standing by, or deposed).
     async fn stop(&mut self) {
-        #[cfg(unix)]
-        if let Some([term, int, hup]) = &mut self.unix {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => return,
-                    _ = int.recv() => return,
-                    _ = hup.recv() => tracing::info!("SIGHUP ignored: nothing to reload now"),
-                }
-            }
-        }
-        let _ = tokio::signal::ctrl_c().await;
+        self.serve(None).await;
     }
 
-    /// Returns on SIGTERM or SIGINT; reloads `running`'s configuration on each SIGHUP.
-    async fn serve(&mut self, running: Running) {
+    /// Returns on SIGTERM or SIGINT; on each SIGHUP reloads `running`'s configuration.
+    async fn serve(&mut self, running: Option<Running>) {
         #[cfg(unix)]
         if let Some([term, int, hup]) = &mut self.unix {
             loop {
                 tokio::select! {
                     _ = term.recv() => return,
                     _ = int.recv() => return,
-                    _ = hup.recv() => {
-                        match running.reload().await {
+                    _ = hup.recv() => match &running {
+                        None => tracing::info!("SIGHUP ignored: nothing to reload now"),
+                        Some(running) => match running.reload().await {
                             Ok(()) => tracing::info!("configuration reloaded (SIGHUP)"),
                             Err(e) => tracing::error!(error = %e, "reload failed"),
-                        }
-                    }
+                        },
+                    },
                 }
             }
         }

@@ -708,34 +708,13 @@ impl EtcdStore {
             return Ok(None);
         };
         let key = format!("{}{leader}", self.inner.servers_prefix());
-        let got = self
-            .inner
-            .read(|mut kv| {
-                let key = key.clone();
-                async move { kv.get(key, None).await }
-            })
-            .await?;
-        Ok(got
-            .kvs()
-            .first()
-            .and_then(|kv| kv.value_str().ok())
-            .map(|contact| (leader, contact.to_owned())))
+        let contact = self.inner.text_of(key).await?;
+        Ok(contact.map(|contact| (leader, contact)))
     }
 
     /// The current leader as it named itself, `None` when nobody leads.
     pub async fn leader(&self) -> Result<Option<String>, StoreError> {
-        let key = self.inner.leader_key();
-        let got = self
-            .inner
-            .read(|mut kv| {
-                let key = key.clone();
-                async move { kv.get(key, None).await }
-            })
-            .await?;
-        Ok(got
-            .kvs()
-            .first()
-            .map(|kv| kv.value_str().unwrap_or("").to_owned()))
+        self.inner.text_of(self.inner.leader_key()).await
     }
 }
 
@@ -917,6 +896,21 @@ impl Store for EtcdStore {
 }
 
 impl Inner {
+    /// The value of `key` as text (linearizable; `""` when it is not UTF-8), `None` when the
+    /// key does not exist.
+    async fn text_of(&self, key: String) -> Result<Option<String>, StoreError> {
+        let got = self
+            .read(|mut kv| {
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        Ok(got
+            .kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap_or("").to_owned()))
+    }
+
     /// Whether the leader key is still attached to `lease`.
     async fn holds(&self, lease: i64) -> Result<bool, StoreError> {
         let key = self.leader_key();
