@@ -751,3 +751,74 @@ fn a_secondary_datacenter_on_etcd_fails_over_and_resumes_replicating_with_the_sa
         |b| b.contains("\"ops\""),
     );
 }
+
+#[test]
+fn a_standby_passes_the_leaders_refusals_on_and_cuts_clients_that_never_finish_a_request() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(etcd_cluster::EtcdCluster::start(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("state.key");
+    std::fs::write(&key, "d4".repeat(32)).unwrap();
+    let storage = storage_hcl(&cluster.endpoints(), Some(&key));
+    let (leader, standby) = leader_and_standby(dir.path(), &storage);
+    assert_eq!(leader_of(&standby), Some(leader.server.to_string()));
+
+    // A write without a token, and one with a token nobody issued: the leader refuses both,
+    // and the standby returns the refusal as it came.
+    let put = |token: Option<&str>| {
+        let mut s = TcpStream::connect(standby.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let token = token
+            .map(|t| format!("X-Consul-Token: {t}\r\n"))
+            .unwrap_or_default();
+        let body = r#"{"Action":"allow"}"#;
+        write!(
+            s,
+            "PUT /v1/connect/intentions/exact?source=x&destination=db HTTP/1.1\r\nHost: a\r\n\
+             {token}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let anonymous = put(None);
+    assert!(anonymous.starts_with("HTTP/1.1 403"), "{anonymous}");
+    assert!(anonymous.contains("Permission denied"), "{anonymous}");
+    let unknown = put(Some("00000000-0000-4000-8000-00000000dead"));
+    assert!(unknown.starts_with("HTTP/1.1 403"), "{unknown}");
+    assert!(unknown.ends_with("ACL not found"), "{unknown}");
+    let out = cli(&leader, &["intention", "get", "x", "db"]);
+    assert!(!out.status.success(), "nothing was written: {out:?}");
+
+    // A length past the limit, with no body behind it: the leader's 413 comes back at once,
+    // and the standby holds no body meanwhile.
+    let mut s = TcpStream::connect(standby.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "PUT /v1/config HTTP/1.1\r\nHost: a\r\nX-Consul-Token: {MGMT}\r\n\
+         Content-Length: 1073741824\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+
+    // Headers begun and never finished: the standby closes the connection (its header
+    // time-out); the bound here only keeps a failure from hanging the test.
+    let mut slow = TcpStream::connect(standby.http).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    slow.write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let ended = slow.read_to_end(&mut rest);
+    assert!(
+        ended.is_ok(),
+        "the connection was not closed within 60 s: {ended:?}"
+    );
+    // And the standby still serves.
+    assert_eq!(leader_of(&standby), Some(leader.server.to_string()));
+}
