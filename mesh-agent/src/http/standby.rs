@@ -12,7 +12,8 @@
 //! request while no server leads.
 //!
 //! The leader is reached over plain HTTP at the address it published: servers of one
-//! datacenter sit on one private network, as their HTTP API does.
+//! datacenter sit on one private network, as their HTTP API does. Who leads is read from etcd
+//! at most once a second, and again as soon as the leader cannot be reached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +36,41 @@ const FORWARDED_BY: &str = "x-mesh-forwarded-by";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than the longest blocking query a forwarded request may take.
 const EXTRA: Duration = Duration::from_secs(60);
+/// How long the leader found in etcd is used before it is looked up again (sooner when it
+/// cannot be reached).
+const LEADER_TTL: Duration = Duration::from_secs(1);
 
 struct Standby {
     storage: mesh::EtcdStorage,
     cfg: HttpConfig,
+    /// The leader last found: when, its name, and its contact.
+    leader: std::sync::Mutex<Option<(std::time::Instant, String, String)>>,
+}
+
+impl Standby {
+    /// The leader (name, contact), from the cache while it is fresh, else from etcd.
+    async fn leader(&self) -> Result<Option<(String, String)>, mesh::Error> {
+        if let Some((at, name, contact)) = &*self.cached()
+            && at.elapsed() < LEADER_TTL
+        {
+            return Ok(Some((name.clone(), contact.clone())));
+        }
+        let found = self.storage.leader_contact().await?;
+        *self.cached() = found
+            .as_ref()
+            .map(|(n, c)| (std::time::Instant::now(), n.clone(), c.clone()));
+        Ok(found)
+    }
+
+    fn forget_leader(&self) {
+        *self.cached() = None;
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, String, String)>> {
+        self.leader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Serves `listener` as a standby until the returned future is dropped (the caller drops it
@@ -54,6 +86,7 @@ pub async fn serve_standby(
         .with_state(Arc::new(Standby {
             storage,
             cfg: cfg.clone(),
+            leader: std::sync::Mutex::new(None),
         }));
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     // Connections outlive this loop: they are never told to stop.
@@ -95,7 +128,7 @@ async fn forward(State(s): State<Arc<Standby>>, req: Request) -> Response {
     if req.headers().contains_key(FORWARDED_BY) {
         return no_leader();
     }
-    let (leader, contact) = match s.storage.leader_contact().await {
+    let (leader, contact) = match s.leader().await {
         Ok(Some(found)) => found,
         Ok(None) => return no_leader(),
         Err(e) => {
@@ -118,6 +151,8 @@ async fn forward(State(s): State<Arc<Standby>>, req: Request) -> Response {
     match send(&s, &authority, req).await {
         Ok(resp) => resp,
         Err(e) => {
+            // Perhaps it is gone: look it up again for the next request.
+            s.forget_leader();
             tracing::debug!(%leader, error = %e, "forwarding to the leader failed");
             ApiError::server(format!(
                 "No cluster leader (the leader at {authority}: {e})"
