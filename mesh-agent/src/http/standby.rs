@@ -23,8 +23,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use super::HttpConfig;
@@ -32,7 +34,7 @@ use super::error::ApiError;
 
 /// Marks a request a standby forwarded.
 const FORWARDED_BY: &str = "x-mesh-forwarded-by";
-/// How long reaching the leader may take.
+/// How long connecting to the leader may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than the longest blocking query a forwarded request may take.
 const EXTRA: Duration = Duration::from_secs(60);
@@ -45,6 +47,8 @@ struct Standby {
     cfg: HttpConfig,
     /// The leader last found: when, its name, and its contact.
     leader: std::sync::Mutex<Option<(std::time::Instant, String, String)>>,
+    /// Connections to the leader, kept open between requests.
+    client: Client<HttpConnector, Body>,
 }
 
 impl Standby {
@@ -87,6 +91,7 @@ pub async fn serve_standby(
             storage,
             cfg: cfg.clone(),
             leader: std::sync::Mutex::new(None),
+            client: leader_client(),
         }));
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     // Connections outlive this loop: they are never told to stop.
@@ -118,6 +123,19 @@ pub async fn serve_standby(
             super::server::connection(stream, app, header_timeout, stop).await;
         });
     }
+}
+
+/// An HTTP/1.1 client that keeps a few idle connections to the leader, for 30 s at most.
+fn leader_client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(32)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
 }
 
 fn no_leader() -> Response {
@@ -163,25 +181,10 @@ async fn forward(State(s): State<Arc<Standby>>, req: Request) -> Response {
 }
 
 async fn send(s: &Standby, authority: &str, req: Request) -> Result<Response, String> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection to the leader ended with an error");
-        }
-    });
     let (mut parts, body) = req.into_parts();
-    // Origin form toward the leader, with its own authority.
-    parts.uri = parts.uri.path_and_query().map_or_else(
-        || Uri::from_static("/"),
-        |pq| Uri::try_from(pq.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
-    );
+    // Toward the leader: its own authority, the same path and query.
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = Uri::try_from(format!("http://{authority}{path}")).map_err(|e| e.to_string())?;
     if let Ok(host) = HeaderValue::from_str(authority) {
         parts.headers.insert(header::HOST, host);
     }
@@ -189,7 +192,7 @@ async fn send(s: &Standby, authority: &str, req: Request) -> Result<Response, St
         parts.headers.insert(FORWARDED_BY, by);
     }
     let limit = s.cfg.max_wait + EXTRA;
-    let resp = tokio::time::timeout(limit, sender.send_request(Request::from_parts(parts, body)))
+    let resp = tokio::time::timeout(limit, s.client.request(Request::from_parts(parts, body)))
         .await
         .map_err(|_| format!("no answer within {limit:?}"))?
         .map_err(|e| e.to_string())?;
