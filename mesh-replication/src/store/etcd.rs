@@ -8,7 +8,9 @@
 //!   value carries the create index (etcd's own create revision cannot express "deleted and
 //!   created again in one transaction");
 //! - `P/i/<table>`: written by every transaction that touches the table; its modify revision is
-//!   the table index, and watching `P/i/` is how [`Store::wait_table`] wakes (no polling).
+//!   the table index, and watching `P/i/` is how [`Store::wait_table`] wakes (no polling);
+//! - `P/meta/leader` and `P/meta/servers/<name>`: who leads, and every server alive with where
+//!   it is reached, each on its server's lease (see [`EtcdStore::lead`]).
 //!
 //! A transaction reads the revisions of every record it touches at one revision, evaluates the
 //! check-and-set rules on them, then commits as ONE etcd transaction guarded by those revisions:
