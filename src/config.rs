@@ -194,17 +194,28 @@ impl EtcdStorage {
     /// [`EtcdStorage::leader_contact`]. The next `Datacenter::start_*` with this storage (or a
     /// clone) starts with the leadership won here instead of campaigning itself.
     pub async fn wait_to_lead(&self) -> Result<(), crate::Error> {
-        let store = self.store().await?;
+        let won = self.lead_now(&*self.store().await?).await?;
+        *self.won() = Some(won);
+        Ok(())
+    }
+
+    /// Waits until this server leads, on `store`.
+    async fn lead_now(
+        &self,
+        store: &mesh_replication::EtcdStore,
+    ) -> Result<mesh_replication::Leadership, crate::Error> {
+        tracing::info!(server = %self.server_name, "waiting to lead the datacenter");
         let contact = self.contact.as_deref().unwrap_or(&self.server_name);
-        let won = store
+        Ok(store
             .lead(&self.server_name, contact, self.lease_ttl)
-            .await?;
-        *self
-            .campaign
+            .await?)
+    }
+
+    fn won(&self) -> std::sync::MutexGuard<'_, Option<mesh_replication::Leadership>> {
+        self.campaign
             .won
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(won);
-        Ok(())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The leadership [`EtcdStorage::wait_to_lead`] won, or, when it was not called, the
@@ -219,21 +230,10 @@ impl EtcdStorage {
         crate::Error,
     > {
         let store = self.store().await?;
-        let won = self
-            .campaign
-            .won
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let won = self.won().take();
         let won = match won {
             Some(w) => w,
-            None => {
-                tracing::info!(server = %self.server_name, "waiting to lead the datacenter");
-                let contact = self.contact.as_deref().unwrap_or(&self.server_name);
-                store
-                    .lead(&self.server_name, contact, self.lease_ttl)
-                    .await?
-            }
+            None => self.lead_now(&store).await?,
         };
         Ok((store, won))
     }

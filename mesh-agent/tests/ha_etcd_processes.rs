@@ -157,28 +157,14 @@ fn servers_of_one_datacenter(dir: &Path, storage: &str, n: usize) -> Vec<Agent> 
         .collect()
 }
 
-/// One HTTP/1.1 request with the management token: the status, the headers (lower-cased)
-/// and the body; `None` when nothing answers.
+/// One HTTP/1.1 request with the management token (see [`http_request`]).
 fn request(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     body: &str,
 ) -> Option<(u16, String, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Consul-Token: {MGMT}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((status, head.to_ascii_lowercase(), body.to_owned()))
+    http_request(addr, method, path, Some(MGMT), body)
 }
 
 /// The server address `agent` says leads (`""` while none does), as it answers.
