@@ -206,10 +206,9 @@ impl Drop for Inner {
 
 /// Asks the primary for its datacenters list once, with the replication token: a refused
 /// token, or a server that is not the primary `config.primary_datacenter` names, fails
-/// start-up here, naming the cause. A primary that does not answer does not: the secondary starts from what it
-/// holds and catches up when the primary is back.
-/// Checks the primary a secondary reaches; `Ok(false)` when it did not answer (the secondary
-/// then starts from its local state).
+/// start-up here, naming the cause. A primary that does not answer does not: the secondary
+/// starts from what it holds and catches up when the primary is back. `Ok(false)` says the
+/// primary did not answer.
 async fn probe_primary(config: &DatacenterConfig, primary: &dyn Transport) -> Result<bool, Error> {
     let req = mesh_replication::ListRequest {
         token: SecretToken::new(replication_secret(config)),
@@ -576,8 +575,9 @@ impl Datacenter {
 
     /// With state on etcd: becomes `true` when this server's leadership is lost (etcd
     /// unreachable for longer than the lease, or another server took over). Its writes then
-    /// fail; a program should stop serving and start again, to stand by. `None` when the
-    /// storage has no leader (one server).
+    /// fail and its reads of the store may be stale; a program should stop writing and, once
+    /// etcd answers again, start again to stand by. `None` when the storage has no leader (one
+    /// server).
     pub fn leadership_lost(&self) -> Option<watch::Receiver<bool>> {
         self.inner.lost.clone()
     }
